@@ -1,0 +1,76 @@
+// Mesh-level parameters and the decoded per-pod interception policy. The BPF-side encoding of these
+// lives in src/maps/layouts.ts and bpf/common.h; capacities below must match bpf/common.h.
+
+export const MESH_MODES = ["istio", "linkerd", "kuma", "osm"] as const;
+export type MeshMode = typeof MESH_MODES[number];
+
+/** Capacity of each port list in struct pod_config (bpf/common.h MAX_PORTS). */
+export const MAX_PORTS = 32;
+/** Capacity of each CIDR list in struct pod_config (bpf/common.h MAX_CIDRS). */
+export const MAX_CIDRS = 16;
+/** Capacity of the always-excluded inbound port list in struct mesh_config. */
+export const MAX_ALWAYS_EXCLUDED = 8;
+
+export interface MeshParams {
+  mode: MeshMode;
+  /** Port the proxy listens on for redirected outbound connections (Istio 15001). */
+  outboundPort: number;
+  /** Port the proxy listens on for redirected inbound connections (Istio 15006). */
+  inboundPort: number;
+  /** Port of the proxy's DNS listener (Istio 15053); 0 when the mesh has none. */
+  dnsPort: number;
+  /** uid the proxy runs as; its sockets are never redirected to itself. */
+  proxyUid: number;
+  /** gid the proxy runs as. */
+  proxyGid: number;
+  /** Inbound ports never redirected, whatever the pod says (Istio 15008, 15090, 15021, 15020). */
+  alwaysExcludedInboundPorts: number[];
+}
+
+/** A port list from an annotation: `all` is "*"; otherwise the listed ports. */
+export interface PortList {
+  all: boolean;
+  ports: number[];
+}
+
+/** An IPv4 network: `addr` is the dotted network address (host bits cleared), `prefix` 0..32. */
+export interface Cidr4 {
+  addr: string;
+  prefix: number;
+}
+
+export interface CidrList {
+  all: boolean;
+  cidrs: Cidr4[];
+}
+
+/** The per-pod settings the BPF programs apply, decoded from the pod's annotations. */
+export interface PodPolicy {
+  /** Status port of the proxy (never redirected inbound); 0 when none. */
+  statusPort: number;
+  includeOutboundPorts: PortList;
+  excludeOutboundPorts: PortList;
+  includeInboundPorts: PortList;
+  excludeInboundPorts: PortList;
+  includeOutboundCidrs: CidrList;
+  excludeOutboundCidrs: CidrList;
+}
+
+/** A problem in one annotation item: logged, reported, and the rest still applies. */
+export interface PolicyWarning {
+  annotation: string;
+  item: string;
+  reason: string;
+}
+
+/** What the daemon knows about one pod of this node. */
+export interface PodEntry {
+  namespace: string;
+  name: string;
+  uid: string;
+  /** Primary IPv4 of the pod ("" when not assigned yet). */
+  ip: string;
+  inMesh: boolean;
+  policy: PodPolicy;
+  warnings: PolicyWarning[];
+}
