@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Layouts shared by every program and by the agent. src/maps/layouts.ts mirrors each struct here
+ * field by field; a kernel test compares both against the BTF of the compiled objects, so a change
+ * here without the matching change there fails the build's tests.
+ */
+#pragma once
+
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+/* Not in vmlinux.h (they are macros in the uapi headers). */
+#define AF_INET 2
+#define SOL_IP 0
+#define SO_ORIGINAL_DST 80
+#define ETH_P_IP 0x0800
+#define TC_ACT_OK 0
+#define LOOPBACK_NET 0x7f000000 /* 127.0.0.0/8, host order */
+#define LOCALHOST 0x7f000001    /* 127.0.0.1, host order */
+
+/* The per-pod identity listener: its SO_MARK is the key into mark_pod_ips. */
+#define MARK_PORT 39807
+
+#define MAX_PORTS 32
+#define MAX_CIDRS 16
+#define MAX_ALWAYS_EXCLUDED 8
+
+/* struct mesh_config.flags */
+#define CFG_F_DNS_CAPTURE (1 << 0)
+#define CFG_F_CNI_MODE (1 << 1)
+
+/* Mesh-wide parameters, written once by the agent at start (array map, key 0). */
+struct mesh_config {
+	__u16 outbound_port;
+	__u16 inbound_port;
+	__u16 dns_port;
+	__u16 flags;
+	__u32 proxy_uid;
+	__u32 proxy_gid;
+	__u16 always_excluded_inbound[MAX_ALWAYS_EXCLUDED];
+	__u8 n_always_excluded;
+	__u8 pad[3];
+};
+
+/* struct pod_config.flags: a list given as "*" */
+#define POD_F_INCLUDE_OUT_PORTS_ALL (1 << 0)
+#define POD_F_EXCLUDE_OUT_PORTS_ALL (1 << 1)
+#define POD_F_INCLUDE_IN_PORTS_ALL (1 << 2)
+#define POD_F_EXCLUDE_IN_PORTS_ALL (1 << 3)
+#define POD_F_INCLUDE_OUT_CIDRS_ALL (1 << 4)
+#define POD_F_EXCLUDE_OUT_CIDRS_ALL (1 << 5)
+
+/* An IPv4 network; both fields in network byte order, addr already masked. */
+struct cidr4 {
+	__u32 addr;
+	__u32 mask;
+};
+
+/* Per-pod interception policy, keyed by pod IPv4 (network order) in local_pods. Ports host order. */
+struct pod_config {
+	__u32 flags;
+	__u16 status_port;
+	__u8 n_include_out_ports;
+	__u8 n_exclude_out_ports;
+	__u8 n_include_in_ports;
+	__u8 n_exclude_in_ports;
+	__u8 n_include_out_cidrs;
+	__u8 n_exclude_out_cidrs;
+	__u16 include_out_ports[MAX_PORTS];
+	__u16 exclude_out_ports[MAX_PORTS];
+	__u16 include_in_ports[MAX_PORTS];
+	__u16 exclude_in_ports[MAX_PORTS];
+	struct cidr4 include_out_cidrs[MAX_CIDRS];
+	struct cidr4 exclude_out_cidrs[MAX_CIDRS];
+};
+
+/* struct orig_dst.flags: who recorded it */
+#define ORIG_F_OUTBOUND (1 << 0) /* app -> outbound port */
+#define ORIG_F_INBOUND (1 << 1)  /* proxy -> same-node pod's inbound port */
+#define ORIG_F_INGRESS (1 << 2)  /* XDP/TC ingress rewrite; replies get their source port back */
+#define ORIG_F_DNS (1 << 3)      /* UDP 53 -> DNS port */
+
+/* An original destination: ip network order, port host order. */
+struct orig_dst {
+	__u32 ip;
+	__u16 port;
+	__u16 flags;
+};
+
+/*
+ * A TCP connection seen from its initiator: s = initiator, d = acceptor. IPs network order, ports host
+ * order. netns is the network namespace cookie when both addresses are loopback (the same 4-tuple then
+ * exists in every pod) and 0 otherwise (pod IPs are unique on the node, so both ends compute the key
+ * alike even in different namespaces).
+ */
+struct pair_key {
+	__u64 netns;
+	__u32 sip;
+	__u32 dip;
+	__u16 sport;
+	__u16 dport;
+	__u32 pad;
+};
+
+/* Indexes into the per-CPU counters map; src/maps/layouts.ts COUNTER_NAMES lists them in order. */
+enum counter {
+	C_CONNECT_REDIRECT = 0, /* app connect sent to the outbound port */
+	C_CONNECT_INBOUND,      /* proxy connect to a same-node pod sent to its inbound port */
+	C_CONNECT_POLICY_PASS,  /* in mesh, but the pod's policy left it alone */
+	C_CONNECT_POD_KNOWN,    /* the pod was identified by its mark listener */
+	C_BIND_ERROR,           /* bpf_bind to the pod IP failed */
+	C_SOCKMAP_ADD,          /* sockets put in the sockhash */
+	C_SOCKMAP_ERROR,        /* sockhash updates that failed */
+	C_MSG_REDIRECT,         /* sk_msg redirects that succeeded */
+	C_MSG_FALLBACK,         /* sk_msg redirects that failed and fell back to the normal path */
+	C_ORIGDST_HIT,          /* SO_ORIGINAL_DST answered */
+	C_ORIGDST_MISS,         /* SO_ORIGINAL_DST asked, nothing recorded */
+	C_DNS_REDIRECT,         /* UDP 53 sent to the DNS port */
+	C_DNS_RESTORE,          /* DNS reply source restored */
+	C_INGRESS_REDIRECT,     /* inbound packets rewritten to the inbound port */
+	C_INGRESS_PASS,         /* inbound packets to a pod left alone by its policy */
+	C_EGRESS_RESTORE,       /* reply packets given their original source port back */
+	C_MAP_ERROR,            /* other map updates that failed */
+	C_MAX,
+};

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Inbound interception on a pod's interface (CNI mode): TCP arriving for a meshed pod is rewritten to the
+ * proxy's inbound port (XDP, or TC ingress), and the original destination recorded for SO_ORIGINAL_DST.
+ * Replies get their original source port back on TC egress of the same interface: TC's
+ * bpf_l4_csum_replace is correct whether or not the checksum is still to be computed by offload, which
+ * an XDP program cannot know.
+ */
+#include "common.h"
+#include "maps.h"
+#include "policy.h"
+
+#define TCP_CSUM_OFF(ihl) (sizeof(struct ethhdr) + (ihl) + offsetof(struct tcphdr, check))
+
+static __always_inline __u16 fold(__u32 c)
+{
+	c = (c & 0xffff) + (c >> 16);
+	c = (c & 0xffff) + (c >> 16);
+	return (__u16)c;
+}
+
+/* RFC 1624 incremental update for one 16-bit field; byte order does not matter as long as it is the
+ * same for all three values. */
+static __always_inline void csum_replace2(__u16 *sum, __u16 from, __u16 to)
+{
+	__u32 c = (__u16)~*sum;
+	c += (__u16)~from;
+	c += to;
+	*sum = ~fold(c);
+}
+
+struct parsed {
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	__u32 ihl;
+};
+
+static __always_inline int parse_tcp(void *data, void *end, struct parsed *p)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 0;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
+		return 0;
+	/* Fragments other than the first carry no TCP header. */
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return 0;
+	__u32 ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip))
+		return 0;
+	struct tcphdr *tcp = (void *)ip + ihl;
+	if ((void *)(tcp + 1) > end)
+		return 0;
+	p->ip = ip;
+	p->tcp = tcp;
+	p->ihl = ihl;
+	return 1;
+}
+
+/* Decides for an inbound packet; returns the port to rewrite to, or 0 to leave it alone. */
+static __always_inline __u16 inbound_target(struct parsed *p)
+{
+	struct mesh_config *cfg = get_config();
+	if (!cfg)
+		return 0;
+	__u32 dip = p->ip->daddr;
+	struct pod_config *pod = bpf_map_lookup_elem(&local_pods, &dip);
+	if (!pod)
+		return 0;
+	__u16 dport = bpf_ntohs(p->tcp->dest);
+	if (!inbound_redirect(cfg, pod, dport)) {
+		count(C_INGRESS_PASS);
+		return 0;
+	}
+	struct pair_key k = {
+		.netns = 0,
+		.sip = p->ip->saddr,
+		.sport = bpf_ntohs(p->tcp->source),
+		.dip = dip,
+		.dport = cfg->inbound_port,
+	};
+	if (p->tcp->syn && !p->tcp->ack) {
+		struct orig_dst od = {.ip = dip, .port = dport, .flags = ORIG_F_INGRESS};
+		if (bpf_map_update_elem(&pair_orig_dst, &k, &od, BPF_ANY)) {
+			count(C_MAP_ERROR);
+			return 0;
+		}
+	} else {
+		/* A connection that was open before we attached keeps its port: rewriting it midway would
+		 * break it. Only flows whose SYN we saw are ours. */
+		struct orig_dst *od = bpf_map_lookup_elem(&pair_orig_dst, &k);
+		if (!od || !(od->flags & ORIG_F_INGRESS) || od->port != dport)
+			return 0;
+	}
+	count(C_INGRESS_REDIRECT);
+	return cfg->inbound_port;
+}
+
+SEC("xdp")
+int mb_xdp_ingress(struct xdp_md *ctx)
+{
+	struct parsed p;
+	if (!parse_tcp((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p))
+		return XDP_PASS;
+	__u16 to = inbound_target(&p);
+	if (!to)
+		return XDP_PASS;
+	__u16 new_port = bpf_htons(to);
+	csum_replace2(&p.tcp->check, p.tcp->dest, new_port);
+	p.tcp->dest = new_port;
+	return XDP_PASS;
+}
+
+SEC("tc")
+int mb_tc_ingress(struct __sk_buff *skb)
+{
+	struct parsed p;
+	if (!parse_tcp((void *)(long)skb->data, (void *)(long)skb->data_end, &p))
+		return TC_ACT_OK;
+	__u16 to = inbound_target(&p);
+	if (!to)
+		return TC_ACT_OK;
+	__u16 from = p.tcp->dest, new_port = bpf_htons(to);
+	__u32 ihl = p.ihl;
+	bpf_l4_csum_replace(skb, TCP_CSUM_OFF(ihl), from, new_port, sizeof(new_port));
+	bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + ihl + offsetof(struct tcphdr, dest), &new_port,
+			    sizeof(new_port), 0);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int mb_tc_egress(struct __sk_buff *skb)
+{
+	struct parsed p;
+	if (!parse_tcp((void *)(long)skb->data, (void *)(long)skb->data_end, &p))
+		return TC_ACT_OK;
+	struct mesh_config *cfg = get_config();
+	if (!cfg || bpf_ntohs(p.tcp->source) != cfg->inbound_port)
+		return TC_ACT_OK;
+	struct pair_key k = {
+		.netns = 0,
+		.sip = p.ip->daddr,
+		.sport = bpf_ntohs(p.tcp->dest),
+		.dip = p.ip->saddr,
+		.dport = cfg->inbound_port,
+	};
+	struct orig_dst *od = bpf_map_lookup_elem(&pair_orig_dst, &k);
+	if (!od || !(od->flags & ORIG_F_INGRESS))
+		return TC_ACT_OK;
+	__u16 from = p.tcp->source, orig = bpf_htons(od->port);
+	__u32 ihl = p.ihl;
+	bpf_l4_csum_replace(skb, TCP_CSUM_OFF(ihl), from, orig, sizeof(orig));
+	bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + ihl + offsetof(struct tcphdr, source), &orig,
+			    sizeof(orig), 0);
+	count(C_EGRESS_RESTORE);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

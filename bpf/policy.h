@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The interception decisions; src/mesh/decide.ts is the reference model kernel tests compare against. */
+#pragma once
+#include "common.h"
+
+static __always_inline int port_in(const __u16 *list, __u8 n, __u16 port)
+{
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (i >= n)
+			break;
+		if (list[i] == port)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int ip_in(const struct cidr4 *list, __u8 n, __u32 ip)
+{
+	for (int i = 0; i < MAX_CIDRS; i++) {
+		if (i >= n)
+			break;
+		if ((ip & list[i].mask) == list[i].addr)
+			return 1;
+	}
+	return 0;
+}
+
+/* Outbound, for a pod whose policy is known. Order: excluded ports, excluded ranges, included ports,
+ * included ranges; anything else is left alone. */
+static __always_inline int outbound_redirect(const struct pod_config *p, __u32 dip, __u16 dport)
+{
+	if ((p->flags & POD_F_EXCLUDE_OUT_PORTS_ALL) || port_in(p->exclude_out_ports, p->n_exclude_out_ports, dport))
+		return 0;
+	if ((p->flags & POD_F_EXCLUDE_OUT_CIDRS_ALL) || ip_in(p->exclude_out_cidrs, p->n_exclude_out_cidrs, dip))
+		return 0;
+	if ((p->flags & POD_F_INCLUDE_OUT_PORTS_ALL) || port_in(p->include_out_ports, p->n_include_out_ports, dport))
+		return 1;
+	if ((p->flags & POD_F_INCLUDE_OUT_CIDRS_ALL) || ip_in(p->include_out_cidrs, p->n_include_out_cidrs, dip))
+		return 1;
+	return 0;
+}
+
+static __always_inline int always_excluded_in(const struct mesh_config *cfg, __u16 port)
+{
+	for (int i = 0; i < MAX_ALWAYS_EXCLUDED; i++) {
+		if (i >= cfg->n_always_excluded)
+			break;
+		if (cfg->always_excluded_inbound[i] == port)
+			return 1;
+	}
+	return 0;
+}
+
+/* Inbound to a meshed pod on dport: should it go to the proxy's inbound port? */
+static __always_inline int inbound_redirect(const struct mesh_config *cfg, const struct pod_config *p, __u16 dport)
+{
+	if (dport == cfg->inbound_port || always_excluded_in(cfg, dport))
+		return 0;
+	if (p->status_port && dport == p->status_port)
+		return 0;
+	if ((p->flags & POD_F_EXCLUDE_IN_PORTS_ALL) || port_in(p->exclude_in_ports, p->n_exclude_in_ports, dport))
+		return 0;
+	if ((p->flags & POD_F_INCLUDE_IN_PORTS_ALL) || port_in(p->include_in_ports, p->n_include_in_ports, dport))
+		return 1;
+	return 0;
+}

@@ -1,0 +1,252 @@
+// The TypeScript side of bpf/common.h: one definition per C struct, in the same field order.
+// tests/kernel/layouts.test.ts checks every size and offset here against the compiled objects' BTF.
+import { MAX_ALWAYS_EXCLUDED, MAX_CIDRS, MAX_PORTS } from "../mesh/types.ts";
+import type { Cidr4, CidrList, MeshParams, PodPolicy, PortList } from "../mesh/types.ts";
+import { decode, encode, parseIp4, type StructDef, type Value } from "./codec.ts";
+
+export const MARK_PORT = 39807;
+
+export const CFG_F_DNS_CAPTURE = 1 << 0;
+export const CFG_F_CNI_MODE = 1 << 1;
+
+export const POD_F_INCLUDE_OUT_PORTS_ALL = 1 << 0;
+export const POD_F_EXCLUDE_OUT_PORTS_ALL = 1 << 1;
+export const POD_F_INCLUDE_IN_PORTS_ALL = 1 << 2;
+export const POD_F_EXCLUDE_IN_PORTS_ALL = 1 << 3;
+export const POD_F_INCLUDE_OUT_CIDRS_ALL = 1 << 4;
+export const POD_F_EXCLUDE_OUT_CIDRS_ALL = 1 << 5;
+
+export const ORIG_F_OUTBOUND = 1 << 0;
+export const ORIG_F_INBOUND = 1 << 1;
+export const ORIG_F_INGRESS = 1 << 2;
+export const ORIG_F_DNS = 1 << 3;
+
+export const MESH_CONFIG: StructDef = {
+  name: "mesh_config",
+  fields: [
+    ["outbound_port", "u16"],
+    ["inbound_port", "u16"],
+    ["dns_port", "u16"],
+    ["flags", "u16"],
+    ["proxy_uid", "u32"],
+    ["proxy_gid", "u32"],
+    ["always_excluded_inbound", { array: "u16", length: MAX_ALWAYS_EXCLUDED }],
+    ["n_always_excluded", "u8"],
+    ["pad", { array: "u8", length: 3 }],
+  ],
+};
+
+export const CIDR4: StructDef = {
+  name: "cidr4",
+  fields: [["addr", "ip4"], ["mask", "ip4"]],
+};
+
+export const POD_CONFIG: StructDef = {
+  name: "pod_config",
+  fields: [
+    ["flags", "u32"],
+    ["status_port", "u16"],
+    ["n_include_out_ports", "u8"],
+    ["n_exclude_out_ports", "u8"],
+    ["n_include_in_ports", "u8"],
+    ["n_exclude_in_ports", "u8"],
+    ["n_include_out_cidrs", "u8"],
+    ["n_exclude_out_cidrs", "u8"],
+    ["include_out_ports", { array: "u16", length: MAX_PORTS }],
+    ["exclude_out_ports", { array: "u16", length: MAX_PORTS }],
+    ["include_in_ports", { array: "u16", length: MAX_PORTS }],
+    ["exclude_in_ports", { array: "u16", length: MAX_PORTS }],
+    ["include_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
+    ["exclude_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
+  ],
+};
+
+export const ORIG_DST: StructDef = {
+  name: "orig_dst",
+  fields: [["ip", "ip4"], ["port", "u16"], ["flags", "u16"]],
+};
+
+export const PAIR_KEY: StructDef = {
+  name: "pair_key",
+  fields: [
+    ["netns", "u64"],
+    ["sip", "ip4"],
+    ["dip", "ip4"],
+    ["sport", "u16"],
+    ["dport", "u16"],
+    ["pad", "u32"],
+  ],
+};
+
+/** Every struct the agent encodes, for the BTF layout test. */
+export const ALL_STRUCTS: readonly StructDef[] = [MESH_CONFIG, CIDR4, POD_CONFIG, ORIG_DST, PAIR_KEY];
+
+/** enum counter in bpf/common.h, in order (C_MAX excluded). */
+export const COUNTER_NAMES = [
+  "connect_redirect",
+  "connect_inbound",
+  "connect_policy_pass",
+  "connect_pod_known",
+  "bind_error",
+  "sockmap_add",
+  "sockmap_error",
+  "msg_redirect",
+  "msg_fallback",
+  "origdst_hit",
+  "origdst_miss",
+  "dns_redirect",
+  "dns_restore",
+  "ingress_redirect",
+  "ingress_pass",
+  "egress_restore",
+  "map_error",
+] as const;
+export type CounterName = typeof COUNTER_NAMES[number];
+
+export function encodeMeshConfig(m: MeshParams, opts: { dnsCapture: boolean; cniMode: boolean }): Uint8Array {
+  if (m.alwaysExcludedInboundPorts.length > MAX_ALWAYS_EXCLUDED) {
+    throw new Error(`mesh ${m.mode}: more than ${MAX_ALWAYS_EXCLUDED} always-excluded inbound ports`);
+  }
+  return encode(MESH_CONFIG, {
+    outbound_port: m.outboundPort,
+    inbound_port: m.inboundPort,
+    dns_port: m.dnsPort,
+    flags: (opts.dnsCapture ? CFG_F_DNS_CAPTURE : 0) | (opts.cniMode ? CFG_F_CNI_MODE : 0),
+    proxy_uid: m.proxyUid,
+    proxy_gid: m.proxyGid,
+    always_excluded_inbound: m.alwaysExcludedInboundPorts,
+    n_always_excluded: m.alwaysExcludedInboundPorts.length,
+  });
+}
+
+export interface DecodedMeshConfig {
+  outboundPort: number;
+  inboundPort: number;
+  dnsPort: number;
+  dnsCapture: boolean;
+  cniMode: boolean;
+  proxyUid: number;
+  proxyGid: number;
+  alwaysExcludedInboundPorts: number[];
+}
+
+export function decodeMeshConfig(b: Uint8Array): DecodedMeshConfig {
+  const v = decode(MESH_CONFIG, b);
+  const n = (k: string) => v[k] as number;
+  return {
+    outboundPort: n("outbound_port"),
+    inboundPort: n("inbound_port"),
+    dnsPort: n("dns_port"),
+    dnsCapture: (n("flags") & CFG_F_DNS_CAPTURE) !== 0,
+    cniMode: (n("flags") & CFG_F_CNI_MODE) !== 0,
+    proxyUid: n("proxy_uid"),
+    proxyGid: n("proxy_gid"),
+    alwaysExcludedInboundPorts: (v.always_excluded_inbound as number[]).slice(0, n("n_always_excluded")),
+  };
+}
+
+function maskOf(prefix: number): string {
+  const m = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  return [24, 16, 8, 0].map((s) => (m >>> s) & 0xff).join(".");
+}
+
+function prefixOf(mask: string): number {
+  const b = parseIp4(mask) ?? new Uint8Array(4);
+  let n = 0;
+  for (const x of b) n += x.toString(2).split("").filter((c) => c === "1").length;
+  return n;
+}
+
+function ports(l: PortList, what: string): number[] {
+  if (l.ports.length > MAX_PORTS) throw new Error(`${what}: ${l.ports.length} ports exceed ${MAX_PORTS}`);
+  return l.ports;
+}
+
+function cidrs(l: CidrList, what: string): Value[] {
+  if (l.cidrs.length > MAX_CIDRS) throw new Error(`${what}: ${l.cidrs.length} ranges exceed ${MAX_CIDRS}`);
+  return l.cidrs.map((c) => ({ addr: c.addr, mask: maskOf(c.prefix) }));
+}
+
+export function encodePodConfig(p: PodPolicy): Uint8Array {
+  const flags = (p.includeOutboundPorts.all ? POD_F_INCLUDE_OUT_PORTS_ALL : 0) |
+    (p.excludeOutboundPorts.all ? POD_F_EXCLUDE_OUT_PORTS_ALL : 0) |
+    (p.includeInboundPorts.all ? POD_F_INCLUDE_IN_PORTS_ALL : 0) |
+    (p.excludeInboundPorts.all ? POD_F_EXCLUDE_IN_PORTS_ALL : 0) |
+    (p.includeOutboundCidrs.all ? POD_F_INCLUDE_OUT_CIDRS_ALL : 0) |
+    (p.excludeOutboundCidrs.all ? POD_F_EXCLUDE_OUT_CIDRS_ALL : 0);
+  return encode(POD_CONFIG, {
+    flags,
+    status_port: p.statusPort,
+    n_include_out_ports: p.includeOutboundPorts.ports.length,
+    n_exclude_out_ports: p.excludeOutboundPorts.ports.length,
+    n_include_in_ports: p.includeInboundPorts.ports.length,
+    n_exclude_in_ports: p.excludeInboundPorts.ports.length,
+    n_include_out_cidrs: p.includeOutboundCidrs.cidrs.length,
+    n_exclude_out_cidrs: p.excludeOutboundCidrs.cidrs.length,
+    include_out_ports: ports(p.includeOutboundPorts, "includeOutboundPorts"),
+    exclude_out_ports: ports(p.excludeOutboundPorts, "excludeOutboundPorts"),
+    include_in_ports: ports(p.includeInboundPorts, "includeInboundPorts"),
+    exclude_in_ports: ports(p.excludeInboundPorts, "excludeInboundPorts"),
+    include_out_cidrs: cidrs(p.includeOutboundCidrs, "includeOutboundCidrs"),
+    exclude_out_cidrs: cidrs(p.excludeOutboundCidrs, "excludeOutboundCidrs"),
+  });
+}
+
+export function decodePodConfig(b: Uint8Array): PodPolicy {
+  const v = decode(POD_CONFIG, b) as Record<string, Value>;
+  const flags = v.flags as number;
+  const pl = (all: number, arr: string, n: string): PortList => ({
+    all: (flags & all) !== 0,
+    ports: (v[arr] as number[]).slice(0, v[n] as number),
+  });
+  const cl = (all: number, arr: string, n: string): CidrList => ({
+    all: (flags & all) !== 0,
+    cidrs: (v[arr] as { addr: string; mask: string }[]).slice(0, v[n] as number).map((c): Cidr4 => ({
+      addr: c.addr,
+      prefix: prefixOf(c.mask),
+    })),
+  });
+  return {
+    statusPort: v.status_port as number,
+    includeOutboundPorts: pl(POD_F_INCLUDE_OUT_PORTS_ALL, "include_out_ports", "n_include_out_ports"),
+    excludeOutboundPorts: pl(POD_F_EXCLUDE_OUT_PORTS_ALL, "exclude_out_ports", "n_exclude_out_ports"),
+    includeInboundPorts: pl(POD_F_INCLUDE_IN_PORTS_ALL, "include_in_ports", "n_include_in_ports"),
+    excludeInboundPorts: pl(POD_F_EXCLUDE_IN_PORTS_ALL, "exclude_in_ports", "n_exclude_in_ports"),
+    includeOutboundCidrs: cl(POD_F_INCLUDE_OUT_CIDRS_ALL, "include_out_cidrs", "n_include_out_cidrs"),
+    excludeOutboundCidrs: cl(POD_F_EXCLUDE_OUT_CIDRS_ALL, "exclude_out_cidrs", "n_exclude_out_cidrs"),
+  };
+}
+
+export interface OrigDst {
+  ip: string;
+  port: number;
+  flags: number;
+}
+
+export function decodeOrigDst(b: Uint8Array): OrigDst {
+  const v = decode(ORIG_DST, b);
+  return { ip: v.ip as string, port: v.port as number, flags: v.flags as number };
+}
+
+export interface PairKey {
+  netns: bigint;
+  sip: string;
+  sport: number;
+  dip: string;
+  dport: number;
+}
+
+export function decodePairKey(b: Uint8Array): PairKey {
+  const v = decode(PAIR_KEY, b);
+  return {
+    netns: v.netns as bigint,
+    sip: v.sip as string,
+    sport: v.sport as number,
+    dip: v.dip as string,
+    dport: v.dport as number,
+  };
+}
+
+export function encodePairKey(k: PairKey): Uint8Array {
+  return encode(PAIR_KEY, { ...k } as unknown as Record<string, Value>);
+}
