@@ -43,9 +43,6 @@ const cache = new Map<StructDef, StructLayout>();
 function isArray(t: FieldType): t is ArrayType {
   return typeof t === "object" && "array" in t;
 }
-function isStruct(t: FieldType): t is StructDef {
-  return typeof t === "object" && "fields" in t;
-}
 
 function sizeAlign(t: FieldType): { size: number; align: number } {
   if (typeof t === "string") return SCALAR[t];
