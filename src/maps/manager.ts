@@ -1,0 +1,138 @@
+// Typed access to the datapath's maps. Works on any RawMap (a loaded object's map or a pinned map
+// opened by `merbridge status`), so the CLI can read and the daemon can write the same way.
+import type { MeshParams, PodPolicy } from "../mesh/types.ts";
+import { ip4Key, layout, u32Key } from "./codec.ts";
+import {
+  COUNTER_NAMES,
+  type CounterName,
+  type DecodedMeshConfig,
+  decodeMeshConfig,
+  decodeOrigDst,
+  decodePairKey,
+  decodePodConfig,
+  encodeMeshConfig,
+  encodePodConfig,
+  MESH_CONFIG,
+  type OrigDst,
+  type PairKey,
+} from "./layouts.ts";
+
+/** The byte-level operations the manager needs from a map handle. */
+export interface RawMap {
+  readonly name: string;
+  lookup(key: Uint8Array): Uint8Array | undefined;
+  update(key: Uint8Array, value: Uint8Array): void;
+  delete(key: Uint8Array): boolean;
+  keys(): Iterable<Uint8Array>;
+}
+
+/** A per-CPU map: one value buffer per possible CPU. */
+export interface RawPerCpuMap {
+  readonly name: string;
+  lookupPerCpu(key: Uint8Array): Uint8Array[] | undefined;
+}
+
+export const MAP_NAMES = [
+  "mesh_config",
+  "local_pods",
+  "mark_pod_ips",
+  "cookie_orig_dst",
+  "pair_orig_dst",
+  "sock_pair_map",
+  "counters",
+] as const;
+export type MapName = typeof MAP_NAMES[number];
+
+function ipOf(b: Uint8Array): string {
+  return Array.from(b.subarray(0, 4)).join(".");
+}
+
+function u32Of(b: Uint8Array): number {
+  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+}
+
+export class DatapathMaps {
+  constructor(
+    readonly maps: {
+      mesh_config: RawMap;
+      local_pods: RawMap;
+      mark_pod_ips: RawMap;
+      pair_orig_dst: RawMap;
+      cookie_orig_dst: RawMap;
+      counters: RawPerCpuMap;
+    },
+  ) {}
+
+  setMeshConfig(m: MeshParams, opts: { dnsCapture: boolean; cniMode: boolean }): void {
+    this.maps.mesh_config.update(u32Key(0), encodeMeshConfig(m, opts));
+  }
+
+  meshConfig(): DecodedMeshConfig | undefined {
+    const v = this.maps.mesh_config.lookup(u32Key(0));
+    const cfg = v ? decodeMeshConfig(v) : undefined;
+    return cfg && cfg.outboundPort !== 0 ? cfg : undefined;
+  }
+
+  /** Writes the config as zero: the programs then leave every connection alone (see get_config). */
+  clearMeshConfig(): void {
+    this.maps.mesh_config.update(u32Key(0), new Uint8Array(layout(MESH_CONFIG).size));
+  }
+
+  putPod(ip: string, policy: PodPolicy): void {
+    this.maps.local_pods.update(ip4Key(ip), encodePodConfig(policy));
+  }
+
+  /** The raw encoding currently stored for a pod, to skip writes that would change nothing. */
+  podBytes(ip: string): Uint8Array | undefined {
+    return this.maps.local_pods.lookup(ip4Key(ip));
+  }
+
+  deletePod(ip: string): boolean {
+    return this.maps.local_pods.delete(ip4Key(ip));
+  }
+
+  pods(): Map<string, PodPolicy> {
+    const out = new Map<string, PodPolicy>();
+    for (const k of this.maps.local_pods.keys()) {
+      const v = this.maps.local_pods.lookup(k);
+      if (v) out.set(ipOf(k), decodePodConfig(v));
+    }
+    return out;
+  }
+
+  putMark(mark: number, podIp: string): void {
+    this.maps.mark_pod_ips.update(u32Key(mark), ip4Key(podIp));
+  }
+
+  deleteMark(mark: number): boolean {
+    return this.maps.mark_pod_ips.delete(u32Key(mark));
+  }
+
+  marks(): Map<number, string> {
+    const out = new Map<number, string>();
+    for (const k of this.maps.mark_pod_ips.keys()) {
+      const v = this.maps.mark_pod_ips.lookup(k);
+      if (v) out.set(u32Of(k), ipOf(v));
+    }
+    return out;
+  }
+
+  pairs(): { key: PairKey; orig: OrigDst }[] {
+    const out = [];
+    for (const k of this.maps.pair_orig_dst.keys()) {
+      const v = this.maps.pair_orig_dst.lookup(k);
+      if (v) out.push({ key: decodePairKey(k), orig: decodeOrigDst(v) });
+    }
+    return out;
+  }
+
+  /** Counter totals summed over CPUs. */
+  counters(): Record<CounterName, bigint> {
+    const out = {} as Record<CounterName, bigint>;
+    COUNTER_NAMES.forEach((name, i) => {
+      const per = this.maps.counters.lookupPerCpu(u32Key(i)) ?? [];
+      out[name] = per.reduce((s, b) => s + new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true), 0n);
+    });
+    return out;
+  }
+}

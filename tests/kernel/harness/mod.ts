@@ -1,0 +1,278 @@
+// Builds throwaway "nodes" and "pods" out of network namespaces, veths and a child cgroup, and tears
+// all of it down in reverse order when the scope ends, whether the test passed or threw.
+// Rules it enforces: nothing is attached to the root cgroup or the machine's own interfaces; processes
+// are killed by the PIDs we started; every name carries a per-run prefix.
+import { cgroup2Root } from "../../../src/cgroup/cgroup2.ts";
+
+export const ROOT = new URL("../../../", import.meta.url).pathname;
+export const NETTOOL = `${ROOT}tests/tools/nettool.py`;
+
+let seq = 0;
+/** A short unique prefix (interface names are limited to 15 bytes). */
+export function uniq(): string {
+  seq++;
+  return `mb${(Deno.pid % 1000).toString(36)}${seq.toString(36)}`;
+}
+
+export class Scope implements AsyncDisposable {
+  #cleanups: (() => unknown)[] = [];
+  readonly errors: unknown[] = [];
+
+  defer(fn: () => unknown): void {
+    this.#cleanups.push(fn);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    while (this.#cleanups.length) {
+      const fn = this.#cleanups.pop()!;
+      try {
+        await fn();
+      } catch (e) {
+        this.errors.push(e);
+      }
+    }
+  }
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion; throws with its stderr unless `allowFail`. */
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { allowFail?: boolean; stdin?: string; env?: Record<string, string> } = {},
+): Promise<RunResult> {
+  const p = new Deno.Command(cmd, {
+    args,
+    stdin: opts.stdin !== undefined ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: opts.env,
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = p.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const out = await p.output();
+  const r = {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+  if (r.code !== 0 && !opts.allowFail) {
+    throw new Error(`${cmd} ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
+  }
+  return r;
+}
+
+/** Runs a command inside a named network namespace (nsenter keeps /sys and bpffs visible). */
+export function inNs(ns: string, cmd: string, args: string[], opts: { allowFail?: boolean } = {}) {
+  return run("nsenter", [`--net=/run/netns/${ns}`, "--", cmd, ...args], opts);
+}
+
+export async function createNetns(scope: Scope, name: string): Promise<string> {
+  await run("ip", ["netns", "add", name]);
+  scope.defer(() => run("ip", ["netns", "del", name], { allowFail: true }));
+  await inNs(name, "ip", ["link", "set", "lo", "up"]);
+  return name;
+}
+
+/** A child cgroup of the cgroup2 root, removed at the end (after its processes are gone). */
+export async function createCgroup(scope: Scope, name: string): Promise<string> {
+  const path = `${cgroup2Root()}/${name}`;
+  await Deno.mkdir(path);
+  scope.defer(async () => {
+    for (let i = 0; i < 50; i++) {
+      try {
+        await Deno.remove(path);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await Deno.remove(path);
+  });
+  return path;
+}
+
+export interface SpawnOptions {
+  netns?: string;
+  cgroup?: string;
+  uid?: number;
+  gid?: number;
+}
+
+/** A process we started; its stdout is parsed as JSON lines. */
+export class Proc {
+  readonly lines: Record<string, unknown>[] = [];
+  readonly stderr: string[] = [];
+  #child: Deno.ChildProcess;
+  #waiters: (() => void)[] = [];
+  readonly done: Promise<Deno.CommandStatus>;
+
+  constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#read(child.stdout, (l) => {
+      try {
+        this.lines.push(JSON.parse(l));
+      } catch {
+        this.lines.push({ raw: l });
+      }
+    });
+    this.#read(child.stderr, (l) => this.stderr.push(l));
+    this.done = child.status;
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async #read(stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) {
+    let buf = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        onLine(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        this.#waiters.splice(0).forEach((w) => w());
+      }
+    }
+    if (buf) onLine(buf);
+    this.#waiters.splice(0).forEach((w) => w());
+  }
+
+  /** Waits until a stdout line satisfies `pred`. */
+  async waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs = 5000, what = "line") {
+    const deadline = Date.now() + timeoutMs;
+    let seen = 0;
+    while (true) {
+      for (; seen < this.lines.length; seen++) if (pred(this.lines[seen]!)) return this.lines[seen]!;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `timed out waiting for ${what}; stdout: ${JSON.stringify(this.lines)} stderr: ${
+            this.stderr.join("\n")
+          }`,
+        );
+      }
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(left, 100));
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  kill(signal: Deno.Signal = "SIGKILL") {
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/**
+ * Starts a process in a namespace, a cgroup and as a uid. The cgroup move happens in the shell before
+ * exec, so the process never runs outside the cgroup; nsenter and setpriv exec in place, so the PID we
+ * hold is the process itself.
+ */
+export function spawn(scope: Scope, cmd: string, args: string[], opts: SpawnOptions = {}): Proc {
+  const inner: string[] = [];
+  if (opts.uid !== undefined) {
+    const gid = opts.gid ?? opts.uid;
+    inner.push("setpriv", `--reuid=${opts.uid}`, `--regid=${gid}`, "--clear-groups", "--");
+  }
+  inner.push(cmd, ...args);
+  let argv: string[] = opts.cgroup
+    ? ["sh", "-c", `echo $$ > '${opts.cgroup}/cgroup.procs' && exec "$@"`, "sh", ...inner]
+    : inner;
+  if (opts.netns) argv = ["nsenter", `--net=/run/netns/${opts.netns}`, "--", ...argv];
+  const child = new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const p = new Proc(child);
+  scope.defer(async () => {
+    p.kill();
+    await p.done;
+  });
+  return p;
+}
+
+/** Runs nettool.py to completion inside a pod and returns its single JSON result line. */
+export async function nettool(
+  opts: SpawnOptions,
+  args: string[],
+): Promise<Record<string, unknown>> {
+  await using scope = new Scope();
+  const p = spawn(scope, "python3", ["-u", NETTOOL, ...args], opts);
+  await p.done;
+  const last = p.lines.at(-1);
+  if (!last) throw new Error(`nettool ${args.join(" ")} printed nothing: ${p.stderr.join("\n")}`);
+  return last;
+}
+
+export function startNettool(scope: Scope, opts: SpawnOptions, args: string[]): Proc {
+  return spawn(scope, "python3", ["-u", NETTOOL, ...args], opts);
+}
+
+export interface TestNode {
+  ns: string;
+  /** First three octets of the pod subnet, e.g. "10.248.3". */
+  subnet: string;
+  prefix: string;
+}
+
+let subnetSeq = 0;
+
+/** A "node": a namespace holding a bridge that pods attach to, with forwarding on. */
+export async function createNode(scope: Scope, prefix = uniq()): Promise<TestNode> {
+  const ns = await createNetns(scope, `${prefix}n`);
+  subnetSeq++;
+  const subnet = `10.248.${(Deno.pid + subnetSeq) % 250}`;
+  await inNs(ns, "ip", ["link", "add", "br0", "type", "bridge"]);
+  await inNs(ns, "ip", ["addr", "add", `${subnet}.1/24`, "dev", "br0"]);
+  await inNs(ns, "ip", ["link", "set", "br0", "up"]);
+  await inNs(ns, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
+  return { ns, subnet, prefix };
+}
+
+export interface TestPod {
+  name: string;
+  ns: string;
+  ip: string;
+  hostIf: string;
+}
+
+/** A "pod": a namespace with eth0 on the node's bridge. */
+export async function createPod(
+  scope: Scope,
+  node: TestNode,
+  name: string,
+  hostOctet: number,
+): Promise<TestPod> {
+  const ns = await createNetns(scope, `${node.prefix}${name}`);
+  const hostIf = `${node.prefix}${name}h`.slice(0, 15);
+  const ip = `${node.subnet}.${hostOctet}`;
+  await inNs(node.ns, "ip", ["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+  await inNs(node.ns, "ip", ["link", "set", hostIf, "master", "br0", "up"]);
+  await inNs(ns, "ip", ["addr", "add", `${ip}/24`, "dev", "eth0"]);
+  await inNs(ns, "ip", ["link", "set", "eth0", "up"]);
+  await inNs(ns, "ip", ["route", "add", "default", "via", `${node.subnet}.1`]);
+  return { name, ns, ip, hostIf };
+}
+
+export async function sleep(ms: number) {
+  await new Promise((r) => setTimeout(r, ms));
+}
