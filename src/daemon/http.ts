@@ -1,0 +1,47 @@
+// The daemon's HTTP endpoints: liveness, readiness and Prometheus metrics.
+import { getLogger } from "../log/logger.ts";
+import type { Registry } from "../metrics/registry.ts";
+
+const log = getLogger("http");
+
+export interface HealthState {
+  /** Why the daemon is not ready yet, or undefined once it is. */
+  notReady(): string | undefined;
+  /** Why the daemon is unhealthy (should be restarted), or undefined. */
+  unhealthy(): string | undefined;
+}
+
+export function parseListenAddr(addr: string): { hostname: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]*):(\d+)$/.exec(addr);
+  if (!m) throw new Error(`--metrics-addr: expected HOST:PORT, got ${JSON.stringify(addr)}`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new Error(`--metrics-addr: port ${port} is out of range`);
+  return { hostname: (m[1] || "0.0.0.0").replace(/^\[|\]$/g, ""), port };
+}
+
+export function serveHttp(addr: string, registry: Registry, health: HealthState): Deno.HttpServer {
+  const { hostname, port } = parseListenAddr(addr);
+  return Deno.serve({
+    hostname,
+    port,
+    onListen: (a) => log.info("HTTP endpoints on {addr}", { addr: `${a.hostname}:${a.port}` }),
+  }, (req) => {
+    const path = new URL(req.url).pathname;
+    switch (path) {
+      case "/healthz": {
+        const why = health.unhealthy();
+        return new Response(why ? `unhealthy: ${why}\n` : "ok\n", { status: why ? 500 : 200 });
+      }
+      case "/readyz": {
+        const why = health.notReady();
+        return new Response(why ? `not ready: ${why}\n` : "ready\n", { status: why ? 503 : 200 });
+      }
+      case "/metrics":
+        return new Response(registry.render(), {
+          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        });
+      default:
+        return new Response("not found\n", { status: 404 });
+    }
+  });
+}

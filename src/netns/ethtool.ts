@@ -1,0 +1,41 @@
+// Transmit checksum offload on an interface, through the SIOCETHTOOL ioctl (no ethtool binary needed
+// in the image). Offload must be off on a pod's veth when an XDP program rewrites ports incrementally:
+// with offload the checksum field holds only a partial sum until a later hop completes it.
+import { AF_INET, closeFd, ioctlPtr, SOCK_DGRAM, socketFd } from "../ffi/libc.ts";
+
+const SIOCETHTOOL = 0x8946;
+const ETHTOOL_GTXCSUM = 0x16;
+const ETHTOOL_STXCSUM = 0x17;
+const IFNAMSIZ = 16;
+const IFREQ_SIZE = 40;
+
+function ethtoolValue(ifname: string, cmd: number, data: number): number {
+  if (ifname.length === 0 || ifname.length >= IFNAMSIZ) {
+    throw new RangeError(`invalid interface name ${ifname}`);
+  }
+  const value = new Uint8Array(8);
+  const dv = new DataView(value.buffer);
+  dv.setUint32(0, cmd, true);
+  dv.setUint32(4, data, true);
+  const ifr = new Uint8Array(IFREQ_SIZE);
+  ifr.set(new TextEncoder().encode(ifname));
+  // ifr_data is a pointer to the ethtool_value struct.
+  const ptr = Deno.UnsafePointer.value(Deno.UnsafePointer.of(value));
+  new DataView(ifr.buffer).setBigUint64(IFNAMSIZ, BigInt(ptr), true);
+  const fd = socketFd(AF_INET, SOCK_DGRAM);
+  try {
+    ioctlPtr(fd, SIOCETHTOOL, ifr);
+  } finally {
+    closeFd(fd);
+  }
+  return dv.getUint32(4, true);
+}
+
+/** Whether tx checksum offload is on, in the calling thread's network namespace. */
+export function txChecksumEnabled(ifname: string): boolean {
+  return ethtoolValue(ifname, ETHTOOL_GTXCSUM, 0) !== 0;
+}
+
+export function setTxChecksum(ifname: string, on: boolean): void {
+  ethtoolValue(ifname, ETHTOOL_STXCSUM, on ? 1 : 0);
+}
