@@ -1,0 +1,264 @@
+import assert from "node:assert/strict";
+import {
+  decideInbound,
+  decideOutbound,
+  explainInbound,
+  explainOutbound,
+  type Verdict,
+} from "../../src/mesh/decide.ts";
+import { cidrContains, formatIpv4, parseIpv4, prefixMask } from "../../src/mesh/ipv4.ts";
+import { meshParams } from "../../src/mesh/modes.ts";
+import { defaultPolicy, ISTIO_ANNOTATIONS as I, podPolicy } from "../../src/mesh/policy.ts";
+import type { PodPolicy } from "../../src/mesh/types.ts";
+
+const POD = "10.1.0.5";
+const istio = (a: Record<string, string>): PodPolicy => {
+  const r = podPolicy(a, "istio");
+  assert.deepEqual(r.warnings, [], "test policy must parse cleanly");
+  return r.policy;
+};
+
+Deno.test("ipv4 helpers", async (t) => {
+  await t.step("parse/format round trip", () => {
+    for (const s of ["0.0.0.0", "10.1.2.3", "255.255.255.255", "127.0.0.1"]) {
+      const v = parseIpv4(s);
+      assert.notEqual(v, null);
+      assert.equal(formatIpv4(v as number), s);
+    }
+    assert.equal(parseIpv4("255.255.255.255"), 0xffffffff);
+  });
+  await t.step("refuses non-addresses", () => {
+    for (
+      const s of ["", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.-4", " 1.2.3.4", "a.b.c.d", "::1"]
+    ) {
+      assert.equal(parseIpv4(s), null, s);
+    }
+  });
+  await t.step("masks", () => {
+    assert.equal(prefixMask(0), 0);
+    assert.equal(prefixMask(8), 0xff000000);
+    assert.equal(prefixMask(32), 0xffffffff);
+    assert.throws(() => prefixMask(33), RangeError);
+  });
+  await t.step("cidrContains edges", () => {
+    const ip = (s: string) => parseIpv4(s) as number;
+    assert.equal(cidrContains({ addr: "10.0.0.0", prefix: 8 }, ip("10.255.255.255")), true);
+    assert.equal(cidrContains({ addr: "10.0.0.0", prefix: 8 }, ip("11.0.0.0")), false);
+    assert.equal(cidrContains({ addr: "0.0.0.0", prefix: 0 }, ip("203.0.113.9")), true);
+    assert.equal(cidrContains({ addr: "192.168.1.7", prefix: 32 }, ip("192.168.1.7")), true);
+    assert.equal(cidrContains({ addr: "192.168.1.7", prefix: 32 }, ip("192.168.1.8")), false);
+    assert.equal(cidrContains({ addr: "128.0.0.0", prefix: 1 }, ip("200.0.0.1")), true);
+    assert.equal(cidrContains({ addr: "128.0.0.0", prefix: 1 }, ip("100.0.0.1")), false);
+  });
+});
+
+Deno.test("decideOutbound matrix", async (t) => {
+  type Row = [string, PodPolicy | null, string | null, string, number, Verdict];
+  const def = defaultPolicy("istio");
+  const rows: Row[] = [
+    // Loopback and self come before everything, even an unknown pod.
+    ["loopback 127.0.0.1", def, POD, "127.0.0.1", 80, "pass"],
+    ["loopback 127.0.0.6", def, POD, "127.0.0.6", 80, "pass"],
+    ["loopback 127.255.255.254", null, null, "127.255.255.254", 80, "pass"],
+    ["own pod IP", def, POD, POD, 8080, "pass"],
+    [
+      "own pod IP even if the port is included",
+      istio({ [I.includeOutboundPorts]: "8080" }),
+      POD,
+      POD,
+      8080,
+      "pass",
+    ],
+    ["unknown pod redirects", null, null, "10.2.0.9", 80, "redirect"],
+    ["unknown pod, pod IP known", null, POD, "10.2.0.9", 80, "redirect"],
+    ["empty pod IP is ignored", def, "", "10.2.0.9", 80, "redirect"],
+    ["default policy redirects everything else", def, POD, "10.2.0.9", 80, "redirect"],
+    ["128.0.0.1 is not loopback", def, POD, "128.0.0.1", 80, "redirect"],
+    // Exclusions.
+    ["excluded port", istio({ [I.excludeOutboundPorts]: "5432" }), POD, "10.2.0.9", 5432, "pass"],
+    [
+      "other port not excluded",
+      istio({ [I.excludeOutboundPorts]: "5432" }),
+      POD,
+      "10.2.0.9",
+      5433,
+      "redirect",
+    ],
+    ["exclude ports *", istio({ [I.excludeOutboundPorts]: "*" }), POD, "10.2.0.9", 1, "pass"],
+    [
+      "excluded range",
+      istio({ [I.excludeOutboundIPRanges]: "10.96.0.0/12" }),
+      POD,
+      "10.100.0.1",
+      443,
+      "pass",
+    ],
+    [
+      "outside excluded range",
+      istio({ [I.excludeOutboundIPRanges]: "10.96.0.0/12" }),
+      POD,
+      "10.112.0.1",
+      443,
+      "redirect",
+    ],
+    ["exclude ranges *", istio({ [I.excludeOutboundIPRanges]: "*" }), POD, "8.8.8.8", 443, "pass"],
+    // Exclusions beat inclusions.
+    [
+      "excluded port beats included port",
+      istio({ [I.excludeOutboundPorts]: "443", [I.includeOutboundPorts]: "443" }),
+      POD,
+      "10.2.0.9",
+      443,
+      "pass",
+    ],
+    [
+      "excluded range beats included port",
+      istio({ [I.excludeOutboundIPRanges]: "10.2.0.0/16", [I.includeOutboundPorts]: "443" }),
+      POD,
+      "10.2.0.9",
+      443,
+      "pass",
+    ],
+    [
+      "excluded range beats included range",
+      istio({ [I.excludeOutboundIPRanges]: "10.2.0.9", [I.includeOutboundIPRanges]: "10.0.0.0/8" }),
+      POD,
+      "10.2.0.9",
+      80,
+      "pass",
+    ],
+    [
+      "excluded port beats included range",
+      istio({ [I.excludeOutboundPorts]: "80", [I.includeOutboundIPRanges]: "10.0.0.0/8" }),
+      POD,
+      "10.2.0.9",
+      80,
+      "pass",
+    ],
+    // Inclusions.
+    [
+      "included range only",
+      istio({ [I.includeOutboundIPRanges]: "10.0.0.0/8" }),
+      POD,
+      "10.2.0.9",
+      80,
+      "redirect",
+    ],
+    [
+      "outside included range",
+      istio({ [I.includeOutboundIPRanges]: "10.0.0.0/8" }),
+      POD,
+      "8.8.8.8",
+      80,
+      "pass",
+    ],
+    [
+      "empty include ranges capture nothing",
+      istio({ [I.includeOutboundIPRanges]: "" }),
+      POD,
+      "10.2.0.9",
+      80,
+      "pass",
+    ],
+    [
+      "included port with empty ranges",
+      istio({ [I.includeOutboundIPRanges]: "", [I.includeOutboundPorts]: "3306" }),
+      POD,
+      "8.8.8.8",
+      3306,
+      "redirect",
+    ],
+    [
+      "included port outside included ranges",
+      istio({ [I.includeOutboundIPRanges]: "10.0.0.0/8", [I.includeOutboundPorts]: "3306" }),
+      POD,
+      "8.8.8.8",
+      3306,
+      "redirect",
+    ],
+    [
+      "include ports *",
+      istio({ [I.includeOutboundIPRanges]: "", [I.includeOutboundPorts]: "*" }),
+      POD,
+      "8.8.8.8",
+      1,
+      "redirect",
+    ],
+    ["port 0 is a port like any other", def, POD, "10.2.0.9", 0, "redirect"],
+  ];
+  for (const [name, policy, podIp, dst, port, want] of rows) {
+    await t.step(name, () => {
+      assert.equal(decideOutbound(policy, podIp, dst, port), want);
+      const d = explainOutbound(policy, podIp, dst, port);
+      assert.equal(d.verdict, want);
+      assert.ok(d.reason.length > 0);
+    });
+  }
+  await t.step("bad inputs are programming errors", () => {
+    assert.throws(() => decideOutbound(def, POD, "fd00::1", 80), TypeError);
+    assert.throws(() => decideOutbound(def, "bogus", "10.2.0.9", 80), TypeError);
+    assert.throws(() => decideOutbound(def, POD, "10.2.0.9", 65536), RangeError);
+    assert.throws(() => decideOutbound(def, POD, "10.2.0.9", 1.5), RangeError);
+  });
+});
+
+Deno.test("decideInbound matrix", async (t) => {
+  type Row = [string, string, PodPolicy, number, Verdict];
+  const istioMesh = meshParams("istio");
+  const rows: Row[] = [
+    ["app port, defaults", "istio", defaultPolicy("istio"), 8080, "redirect"],
+    ["inbound port itself", "istio", defaultPolicy("istio"), 15006, "pass"],
+    ["HBONE 15008", "istio", defaultPolicy("istio"), 15008, "pass"],
+    ["Prometheus 15090", "istio", defaultPolicy("istio"), 15090, "pass"],
+    ["health 15021", "istio", defaultPolicy("istio"), 15021, "pass"],
+    ["status 15020", "istio", defaultPolicy("istio"), 15020, "pass"],
+    ["custom status port", "istio", istio({ [I.statusPort]: "16000" }), 16000, "pass"],
+    ["status port 0 excludes nothing extra", "istio", istio({ [I.statusPort]: "0" }), 0, "redirect"],
+    [
+      "always-excluded wins over an include list",
+      "istio",
+      istio({ [I.includeInboundPorts]: "15090,8080" }),
+      15090,
+      "pass",
+    ],
+    ["excluded port", "istio", istio({ [I.excludeInboundPorts]: "9090" }), 9090, "pass"],
+    [
+      "excluded beats included",
+      "istio",
+      istio({ [I.includeInboundPorts]: "9090", [I.excludeInboundPorts]: "9090" }),
+      9090,
+      "pass",
+    ],
+    ["exclude *", "istio", istio({ [I.excludeInboundPorts]: "*" }), 8080, "pass"],
+    ["include list: listed", "istio", istio({ [I.includeInboundPorts]: "8080, 9090" }), 9090, "redirect"],
+    ["include list: not listed", "istio", istio({ [I.includeInboundPorts]: "8080, 9090" }), 7070, "pass"],
+    ["include empty: nothing", "istio", istio({ [I.includeInboundPorts]: "" }), 8080, "pass"],
+    ["interceptionMode NONE", "istio", istio({ [I.interceptionMode]: "NONE" }), 8080, "pass"],
+    ["linkerd app port", "linkerd", defaultPolicy("linkerd"), 8080, "redirect"],
+    ["linkerd admin 4191", "linkerd", defaultPolicy("linkerd"), 4191, "pass"],
+    ["linkerd control 4190", "linkerd", defaultPolicy("linkerd"), 4190, "pass"],
+    ["linkerd inbound 4143", "linkerd", defaultPolicy("linkerd"), 4143, "pass"],
+    ["linkerd default skip 4567", "linkerd", defaultPolicy("linkerd"), 4567, "pass"],
+    ["linkerd 15020 is just a port", "linkerd", defaultPolicy("linkerd"), 15020, "redirect"],
+    ["kuma probe proxy 9000", "kuma", defaultPolicy("kuma"), 9000, "pass"],
+    ["kuma envoy admin 9901", "kuma", defaultPolicy("kuma"), 9901, "pass"],
+    ["kuma app port", "kuma", defaultPolicy("kuma"), 8080, "redirect"],
+    ["osm inbound 15003", "osm", defaultPolicy("osm"), 15003, "pass"],
+    ["osm probes 15901", "osm", defaultPolicy("osm"), 15901, "pass"],
+    ["osm healthcheck 15904", "osm", defaultPolicy("osm"), 15904, "pass"],
+    ["osm metrics 15010", "osm", defaultPolicy("osm"), 15010, "pass"],
+    ["osm app port", "osm", defaultPolicy("osm"), 15006, "redirect"],
+  ];
+  for (const [name, mode, policy, port, want] of rows) {
+    await t.step(name, () => {
+      const mesh = meshParams(mode as never);
+      assert.equal(decideInbound(policy, mesh, port), want);
+      const d = explainInbound(policy, mesh, port);
+      assert.equal(d.verdict, want);
+      assert.ok(d.reason.length > 0);
+    });
+  }
+  await t.step("bad port is a programming error", () => {
+    assert.throws(() => decideInbound(defaultPolicy("istio"), istioMesh, -1), RangeError);
+  });
+});
