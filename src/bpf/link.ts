@@ -1,0 +1,139 @@
+// BPF links: the kernel object that keeps one program attached to one hook. We attach through links
+// wherever the kernel offers them, because a link never replaces what others attached (cgroup hooks
+// become multi-attach) and its lifetime is explicit: the attachment lasts while an fd or a bpffs pin
+// holds the link, so a pinned link survives the agent and unpinning it detaches.
+import { checkLibbpf, checkLibbpfPtr } from "../ffi/errors.ts";
+import { closeFd, O_DIRECTORY, O_RDONLY, openFd } from "../ffi/libc.ts";
+import { libbpf } from "../ffi/library.ts";
+import { cString } from "../ffi/native.ts";
+import { type LinkInfo, linkInfoByFd } from "./info.ts";
+import { type BpfProgram, nativeProgram } from "./object.ts";
+
+const liveLinks = new FinalizationRegistry<Deno.PointerObject>((ptr) => {
+  // Same as close(): releases our reference only; a pinned link stays attached.
+  libbpf().bpf_link__destroy(ptr);
+});
+
+export class BpfLink implements Disposable {
+  /** What this link attaches, for messages: e.g. "rewrite_port on cgroup /sys/fs/cgroup/x". */
+  readonly description: string;
+  #ptr: Deno.PointerObject | null;
+  #pinPath: string | undefined;
+
+  private constructor(ptr: Deno.PointerObject, description: string, pinPath?: string) {
+    this.#ptr = ptr;
+    this.description = description;
+    this.#pinPath = pinPath;
+    liveLinks.register(this, ptr, this);
+  }
+
+  /** @internal wraps a link libbpf just created */
+  static fromNative(ptr: Deno.PointerObject, description: string): BpfLink {
+    return new BpfLink(ptr, description);
+  }
+
+  /** Opens the link pinned at `path` (e.g. left by a previous run of the agent). */
+  static openPinned(path: string): BpfLink {
+    const ptr = checkLibbpfPtr(`bpf_link__open(${path})`, libbpf().bpf_link__open(cString(path)));
+    return new BpfLink(ptr, `link pinned at ${path}`, path);
+  }
+
+  get fd(): number {
+    return libbpf().bpf_link__fd(this.#handle());
+  }
+
+  get closed(): boolean {
+    return this.#ptr === null;
+  }
+
+  /** Where this handle pinned (or opened) the link; undefined when not pinned through it. */
+  get pinPath(): string | undefined {
+    return this.#pinPath;
+  }
+
+  /** The kernel's view: link id, link type and attached program id. */
+  info(): LinkInfo {
+    return linkInfoByFd(this.fd);
+  }
+
+  /** Pins the link on bpffs: it then stays attached after every fd to it is closed. */
+  pin(path: string): void {
+    checkLibbpf(
+      `bpf_link__pin(${this.description}, ${path})`,
+      libbpf().bpf_link__pin(this.#handle(), cString(path)),
+    );
+    this.#pinPath = path;
+  }
+
+  /** Removes the pin made by pin() or opened by openPinned(); with no fd left, that detaches. */
+  unpin(): void {
+    if (this.#pinPath === undefined) throw new Error(`${this.description}: not pinned through this handle`);
+    checkLibbpf(`bpf_link__unpin(${this.description})`, libbpf().bpf_link__unpin(this.#handle()));
+    this.#pinPath = undefined;
+  }
+
+  /**
+   * Detaches the program now, whoever else holds the link (pins included). The link object lingers
+   * (defunct) until its last reference goes.
+   */
+  detach(): void {
+    checkLibbpf(`bpf_link__detach(${this.description})`, libbpf().bpf_link__detach(this.#handle()));
+  }
+
+  /** Atomically swaps the attached program for `program` (same program type), without a gap. */
+  update(program: BpfProgram): void {
+    checkLibbpf(
+      `bpf_link__update_program(${this.description}, ${program.name})`,
+      libbpf().bpf_link__update_program(this.#handle(), nativeProgram(program)),
+    );
+  }
+
+  /** Closes our fd. An unpinned link then detaches; a pinned one stays attached. */
+  close(): void {
+    const ptr = this.#ptr;
+    if (ptr === null) return;
+    this.#ptr = null;
+    liveLinks.unregister(this);
+    libbpf().bpf_link__destroy(ptr);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #handle(): Deno.PointerObject {
+    if (this.#ptr === null) throw new Error(`${this.description}: link handle is closed`);
+    return this.#ptr;
+  }
+}
+
+/**
+ * Attaches a cgroup program (connect4, sockops, getsockopt, ...) to the cgroup v2 directory
+ * `cgroupPath` through a link, using the attach type the program's section declares. Programs others
+ * attached to the same cgroup keep running.
+ */
+export function attachCgroup(prog: BpfProgram, cgroupPath: string): BpfLink {
+  const cgroupFd = openFd(cgroupPath, O_RDONLY | O_DIRECTORY);
+  try {
+    const ptr = checkLibbpfPtr(
+      `bpf_program__attach_cgroup(${prog.name}, ${cgroupPath})`,
+      libbpf().bpf_program__attach_cgroup(nativeProgram(prog), cgroupFd),
+    );
+    return BpfLink.fromNative(ptr, `${prog.name} on cgroup ${cgroupPath}`);
+  } finally {
+    closeFd(cgroupFd);
+  }
+}
+
+/**
+ * Attaches an XDP program to interface `ifindex` of the calling thread's network namespace through
+ * a link (the kernel picks native mode when the driver has it). While the link exists, netlink
+ * attach/detach on that interface fail with EBUSY.
+ */
+export function attachXdp(prog: BpfProgram, ifindex: number): BpfLink {
+  const ptr = checkLibbpfPtr(
+    `bpf_program__attach_xdp(${prog.name}, ifindex ${ifindex})`,
+    libbpf().bpf_program__attach_xdp(nativeProgram(prog), ifindex),
+  );
+  return BpfLink.fromNative(ptr, `${prog.name} on XDP of ifindex ${ifindex}`);
+}
