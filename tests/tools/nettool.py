@@ -180,6 +180,15 @@ def bulk_client(args):
     emit(ok=h.hexdigest() == expected and n == args.bytes, received=n, sha256=h.hexdigest())
 
 
+def origdst_probe(args):
+    """Asks SO_ORIGINAL_DST and TCP_INFO on a plain connection: what does the kernel answer?"""
+    host, port = args.target.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    orig, err = original_dst(s)
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    emit(orig=orig, error=err, tcp_info_len=len(info), tcp_info_ok=len(info) >= 104)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -201,9 +210,11 @@ def main():
     a.add_argument("target")
     a.add_argument("--bytes", type=int, required=True)
     a.add_argument("--timeout", type=float, default=10)
+    a = sub.add_parser("origdst-probe")
+    a.add_argument("target")
     args = p.parse_args()
     {"proxy": proxy, "server": server, "client": client, "bulk-server": bulk_server,
-     "bulk-client": bulk_client}[args.cmd](args)
+     "bulk-client": bulk_client, "origdst-probe": origdst_probe}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,21 @@
 import { cgroup2Root } from "../../../src/cgroup/cgroup2.ts";
 
 export const ROOT = new URL("../../../", import.meta.url).pathname;
-export const NETTOOL = `${ROOT}tests/tools/nettool.py`;
+/**
+ * The test peers' script, copied where unprivileged test uids can read it (the checkout may live
+ * under a home directory they cannot enter).
+ */
+export const NETTOOL: string = (() => {
+  const dir = Deno.makeTempDirSync({ prefix: "merbridge-nettool-" });
+  Deno.chmodSync(dir, 0o755);
+  const path = `${dir}/nettool.py`;
+  Deno.copyFileSync(`${ROOT}tests/tools/nettool.py`, path);
+  Deno.chmodSync(path, 0o755);
+  globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+  return path;
+})();
+/** The distribution's python: unprivileged test uids cannot reach a per-user install under /root. */
+export const PYTHON = "/usr/bin/python3";
 
 let seq = 0;
 /** A short unique prefix (interface names are limited to 15 bytes). */
@@ -216,7 +230,7 @@ export async function nettool(
   args: string[],
 ): Promise<Record<string, unknown>> {
   await using scope = new Scope();
-  const p = spawn(scope, "python3", ["-u", NETTOOL, ...args], opts);
+  const p = spawn(scope, PYTHON, ["-u", NETTOOL, ...args], opts);
   await p.done;
   const last = p.lines.at(-1);
   if (!last) throw new Error(`nettool ${args.join(" ")} printed nothing: ${p.stderr.join("\n")}`);
@@ -224,7 +238,7 @@ export async function nettool(
 }
 
 export function startNettool(scope: Scope, opts: SpawnOptions, args: string[]): Proc {
-  return spawn(scope, "python3", ["-u", NETTOOL, ...args], opts);
+  return spawn(scope, PYTHON, ["-u", NETTOOL, ...args], opts);
 }
 
 export interface TestNode {

@@ -1,0 +1,38 @@
+// Which program of which object goes where. The loader below stays generic; this table is the only
+// place that knows the datapath's programs.
+
+export type CgroupHook = "connect4" | "getsockopt" | "sockops" | "sendmsg4" | "recvmsg4";
+
+export interface CgroupProgram {
+  object: string;
+  program: string;
+  hook: CgroupHook;
+  /** Only attached when the daemon runs with this feature on. */
+  feature?: "dns-capture";
+}
+
+export const CGROUP_PROGRAMS: readonly CgroupProgram[] = [
+  { object: "connect", program: "mb_connect4", hook: "connect4" },
+  { object: "origdst", program: "mb_getsockopt", hook: "getsockopt" },
+  { object: "sockops", program: "mb_sockops", hook: "sockops" },
+  { object: "dns", program: "mb_sendmsg4", hook: "sendmsg4", feature: "dns-capture" },
+  { object: "dns", program: "mb_recvmsg4", hook: "recvmsg4", feature: "dns-capture" },
+];
+
+/** sk_msg verdict program, attached to the sockhash rather than a cgroup. */
+export const SK_MSG_PROGRAM = { object: "redirect", program: "mb_sk_msg", map: "sock_pair_map" } as const;
+
+/** Per-pod ingress programs (CNI mode). */
+export const INGRESS_PROGRAMS = {
+  object: "ingress",
+  xdp: "mb_xdp_ingress",
+  tcIngress: "mb_tc_ingress",
+  tcEgress: "mb_tc_egress",
+} as const;
+
+export const OBJECTS = ["connect", "origdst", "sockops", "redirect", "dns", "ingress"] as const;
+
+/** Where the compiled objects are: next to the sources, or wherever MERBRIDGE_BPF_DIR says. */
+export function objectsDir(): string {
+  return Deno.env.get("MERBRIDGE_BPF_DIR") ?? new URL("../../bpf/build/", import.meta.url).pathname;
+}

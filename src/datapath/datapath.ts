@@ -1,0 +1,225 @@
+// Loads the datapath's objects, attaches the node-wide programs and keeps everything pinned under one
+// bpffs directory:
+//   <pin>/maps/<map>                  every map, shared by all objects and reused by the next daemon
+//   <pin>/links/<cgroup id>/<hook>    cgroup links; a pinned link outlives the daemon
+//   <pin>/pods/<key>/xdp              per-pod XDP links (CNI mode, src/xdp)
+// A restarted daemon loads fresh programs and swaps them into the pinned links atomically, so
+// interception never lapses; uninstall removes the tree, which detaches everything.
+import { BpfObject, type BpfProgram } from "../bpf/object.ts";
+import { attachCgroup, BpfLink } from "../bpf/link.ts";
+import { attachSkMsg } from "../bpf/prog_attach.ts";
+import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
+import { PinnedMap } from "../bpf/map_fd.ts";
+import { getLogger } from "../log/logger.ts";
+import { DatapathMaps, MAP_NAMES, type MapName } from "../maps/manager.ts";
+import { CGROUP_PROGRAMS, INGRESS_PROGRAMS, OBJECTS, objectsDir, SK_MSG_PROGRAM } from "./catalog.ts";
+
+const log = getLogger("datapath");
+
+export interface DatapathOptions {
+  pinPath: string;
+  cgroupPath: string;
+  dnsCapture: boolean;
+  objectsDir?: string;
+}
+
+export interface AttachReport {
+  attached: string[];
+  updated: string[];
+  removed: string[];
+}
+
+function cgroupId(path: string): string {
+  const st = Deno.statSync(path);
+  if (!st.isDirectory) throw new Error(`cgroup path ${path} is not a directory`);
+  return String(st.ino);
+}
+
+function listDir(path: string): string[] {
+  try {
+    return [...Deno.readDirSync(path)].map((e) => e.name).sort();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+export class Datapath implements Disposable {
+  readonly #objects = new Map<string, BpfObject>();
+  readonly maps: DatapathMaps;
+
+  private constructor(readonly opts: DatapathOptions) {
+    const dir = opts.objectsDir ?? objectsDir();
+    ensureBpffsDir(`${opts.pinPath}/maps`);
+    try {
+      for (const name of OBJECTS) {
+        const obj = BpfObject.open(`${dir}/${name}.bpf.o`, { pinMapsDir: `${opts.pinPath}/maps` });
+        this.#objects.set(name, obj);
+        obj.load();
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    const any = this.#objects.get("connect")!;
+    this.maps = new DatapathMaps({
+      mesh_config: any.map("mesh_config"),
+      local_pods: any.map("local_pods"),
+      mark_pod_ips: any.map("mark_pod_ips"),
+      pair_orig_dst: any.map("pair_orig_dst"),
+      cookie_orig_dst: any.map("cookie_orig_dst"),
+      counters: any.map("counters"),
+    });
+  }
+
+  /** Opens and loads every object; maps come from the pins when they exist. */
+  static load(opts: DatapathOptions): Datapath {
+    return new Datapath(opts);
+  }
+
+  program(object: string, name: string): BpfProgram {
+    const obj = this.#objects.get(object);
+    if (!obj) throw new Error(`no datapath object ${object}`);
+    return obj.program(name);
+  }
+
+  ingressPrograms(): { xdp: BpfProgram; tcIngress: BpfProgram; tcEgress: BpfProgram } {
+    const o = INGRESS_PROGRAMS.object;
+    return {
+      xdp: this.program(o, INGRESS_PROGRAMS.xdp),
+      tcIngress: this.program(o, INGRESS_PROGRAMS.tcIngress),
+      tcEgress: this.program(o, INGRESS_PROGRAMS.tcEgress),
+    };
+  }
+
+  /**
+   * Attaches (or, when pinned links exist, atomically updates) every node-wide program. Links of a
+   * previous cgroup path and programs of features now off are removed after the new ones are in.
+   */
+  attach(): AttachReport {
+    const report: AttachReport = { attached: [], updated: [], removed: [] };
+    const linksRoot = `${this.opts.pinPath}/links`;
+    const id = cgroupId(this.opts.cgroupPath);
+    const dir = `${linksRoot}/${id}`;
+    ensureBpffsDir(dir);
+    const wanted = CGROUP_PROGRAMS.filter((p) =>
+      !p.feature || (p.feature === "dns-capture" && this.opts.dnsCapture)
+    );
+    for (const p of wanted) {
+      const prog = this.program(p.object, p.program);
+      const pin = `${dir}/${p.hook}`;
+      if (isPinned(pin)) {
+        using link = BpfLink.openPinned(pin);
+        link.update(prog);
+        report.updated.push(p.hook);
+      } else {
+        using link = attachCgroup(prog, this.opts.cgroupPath);
+        link.pin(pin);
+        report.attached.push(p.hook);
+      }
+    }
+    for (const hook of listDir(dir)) {
+      if (!wanted.some((p) => p.hook === hook)) {
+        Deno.removeSync(`${dir}/${hook}`);
+        report.removed.push(hook);
+      }
+    }
+    for (const other of listDir(linksRoot)) {
+      if (other !== id) {
+        report.removed.push(...listDir(`${linksRoot}/${other}`).map((h) => `${h} (cgroup ${other})`));
+        removePinTree(`${linksRoot}/${other}`);
+      }
+    }
+    // The verdict program belongs to the (pinned) sockhash; attaching again replaces the old one.
+    const skmsg = this.program(SK_MSG_PROGRAM.object, SK_MSG_PROGRAM.program);
+    attachSkMsg(skmsg, this.#objects.get(SK_MSG_PROGRAM.object)!.map(SK_MSG_PROGRAM.map).fd);
+    log.info("datapath attached to {cgroup}: new {attached}, updated {updated}, removed {removed}", {
+      cgroup: this.opts.cgroupPath,
+      ...report,
+    });
+    return report;
+  }
+
+  close(): void {
+    for (const o of this.#objects.values()) o.close();
+    this.#objects.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** The maps of a running (or left-behind) datapath, opened from their pins, for the CLI. */
+export class PinnedDatapathMaps implements Disposable {
+  readonly #maps = new Map<MapName, PinnedMap>();
+  readonly maps: DatapathMaps;
+
+  constructor(readonly pinPath: string) {
+    try {
+      for (const name of MAP_NAMES) {
+        const path = `${pinPath}/maps/${name}`;
+        if (isPinned(path)) this.#maps.set(name, PinnedMap.open(path));
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    const need = [
+      "mesh_config",
+      "local_pods",
+      "mark_pod_ips",
+      "pair_orig_dst",
+      "cookie_orig_dst",
+      "counters",
+    ] as const;
+    const missing = need.filter((n) => !this.#maps.has(n));
+    if (missing.length) {
+      this.close();
+      throw new Error(`no datapath pinned at ${pinPath} (missing maps: ${missing.join(", ")})`);
+    }
+    const m = (n: MapName) => this.#maps.get(n)!;
+    this.maps = new DatapathMaps({
+      mesh_config: m("mesh_config"),
+      local_pods: m("local_pods"),
+      mark_pod_ips: m("mark_pod_ips"),
+      pair_orig_dst: m("pair_orig_dst"),
+      cookie_orig_dst: m("cookie_orig_dst"),
+      counters: m("counters"),
+    });
+  }
+
+  map(name: MapName): PinnedMap | undefined {
+    return this.#maps.get(name);
+  }
+
+  close(): void {
+    for (const m of this.#maps.values()) m.close();
+    this.#maps.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+export interface PinnedLinkInfo {
+  cgroupId: string;
+  hook: string;
+  path: string;
+}
+
+export function pinnedLinks(pinPath: string): PinnedLinkInfo[] {
+  const out: PinnedLinkInfo[] = [];
+  for (const id of listDir(`${pinPath}/links`)) {
+    for (const hook of listDir(`${pinPath}/links/${id}`)) {
+      out.push({ cgroupId: id, hook, path: `${pinPath}/links/${id}/${hook}` });
+    }
+  }
+  return out;
+}
+
+/** Removes every pin (links detach, maps are freed once nothing holds them); 0 when nothing was there. */
+export function uninstallDatapath(pinPath: string): number {
+  return removePinTree(pinPath);
+}

@@ -1,0 +1,113 @@
+// A node for datapath tests: a bridge namespace, meshed pods with a test sidecar, an outside server,
+// a child cgroup holding the pods' processes, and our datapath loaded with a test-only pin directory.
+import { Datapath } from "../../../src/datapath/datapath.ts";
+import { removePinTree } from "../../../src/bpf/pins.ts";
+import { meshParams } from "../../../src/mesh/modes.ts";
+import type { MeshMode, MeshParams } from "../../../src/mesh/types.ts";
+import {
+  createCgroup,
+  createNode,
+  createPod,
+  nettool,
+  type Proc,
+  Scope,
+  startNettool,
+  type TestNode,
+  type TestPod,
+  uniq,
+} from "./mod.ts";
+
+export const APP_UID = 1000;
+
+export interface World {
+  scope: Scope;
+  node: TestNode;
+  cgroup: string;
+  pinPath: string;
+  dp: Datapath;
+  mesh: MeshParams;
+  pods: Record<string, TestPod>;
+  sidecars: Record<string, Proc>;
+  /** Runs nettool client in a pod as the app (in the cgroup unless told otherwise). */
+  client(
+    pod: string,
+    target: string,
+    opts?: { uid?: number; outsideCgroup?: boolean; bytes?: number },
+  ): Promise<Record<string, unknown>>;
+  /** Lines a pod's sidecar logged for accepted connections since `from`. */
+  accepted(pod: string, from?: number): Record<string, unknown>[];
+}
+
+export interface WorldOptions {
+  mode?: MeshMode;
+  /** Meshed pods (each gets a test sidecar); default ["a", "b"]. */
+  meshed?: string[];
+  /** Plain pods outside the mesh with servers on these ports; default { r: [8080, 9090] }. */
+  outside?: Record<string, number[]>;
+  dnsCapture?: boolean;
+  attach?: boolean;
+}
+
+export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promise<World> {
+  const prefix = uniq();
+  const mesh = meshParams(opts.mode ?? "istio");
+  const node = await createNode(scope, prefix);
+  const cgroup = await createCgroup(scope, `${prefix}-cg`);
+  const pinPath = `/sys/fs/bpf/${prefix}-test`;
+  scope.defer(() => removePinTree(pinPath));
+  const dp = Datapath.load({ pinPath, cgroupPath: cgroup, dnsCapture: opts.dnsCapture ?? false });
+  scope.defer(() => dp.close());
+  if (opts.attach ?? true) dp.attach();
+  dp.maps.setMeshConfig(mesh, { dnsCapture: opts.dnsCapture ?? false, cniMode: false });
+
+  const pods: Record<string, TestPod> = {};
+  const sidecars: Record<string, Proc> = {};
+  let octet = 10;
+  for (const name of opts.meshed ?? ["a", "b"]) {
+    const pod = await createPod(scope, node, name, octet++);
+    pods[name] = pod;
+    const sc = startNettool(scope, { netns: pod.ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid }, [
+      "proxy",
+      "--listen",
+      `outbound=${mesh.outboundPort}`,
+      "--listen",
+      `inbound=${mesh.inboundPort}`,
+    ]);
+    sidecars[name] = sc;
+  }
+  octet = 100;
+  for (const [name, ports] of Object.entries(opts.outside ?? { r: [8080, 9090] })) {
+    const pod = await createPod(scope, node, name, octet++);
+    pods[name] = pod;
+    for (const port of ports) {
+      const p = startNettool(scope, { netns: pod.ns }, ["server", "--name", name, "--port", String(port)]);
+      await p.waitFor((l) => l.event === "listening", 5000, `${name}:${port} listening`);
+    }
+  }
+  for (const [name, sc] of Object.entries(sidecars)) {
+    for (const kind of ["outbound", "inbound"]) {
+      await sc.waitFor((l) => l.event === "listening" && l.kind === kind, 5000, `sidecar ${name} ${kind}`);
+    }
+  }
+  return {
+    scope,
+    node,
+    cgroup,
+    pinPath,
+    dp,
+    mesh,
+    pods,
+    sidecars,
+    client(pod, target, o = {}) {
+      return nettool(
+        { netns: pods[pod]!.ns, cgroup: o.outsideCgroup ? undefined : cgroup, uid: o.uid ?? APP_UID },
+        ["client", target, "--bytes", String(o.bytes ?? 64)],
+      );
+    },
+    accepted(pod, from = 0) {
+      return sidecars[pod]!.lines.slice(from).filter((l) => l.event === "accepted");
+    },
+  };
+}
+
+export { Scope };
