@@ -78,7 +78,7 @@ Deno.test("kernel: SO_ORIGINAL_DST for other sockets passes through untouched", 
 Deno.test("kernel: same-node pod to pod goes to the server's inbound port, honouring its inbound rules", async (t) => {
   await using scope = new Scope();
   const w = await createWorld(scope);
-  const { a, b } = w.pods as Record<string, { ip: string; ns: string }>;
+  const { b } = w.pods as Record<string, { ip: string; ns: string }>;
   for (const port of [8080, 8081, w.mesh.alwaysExcludedInboundPorts[1]!]) {
     const s = startNettool(scope, { netns: b!.ns, cgroup: w.cgroup, uid: 2000 }, [
       "server",
