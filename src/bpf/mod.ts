@@ -65,7 +65,15 @@ export {
   progInfo,
   progInfoByFd,
 } from "./info.ts";
-export { BPF_FS_MAGIC, BpffsError, ensureBpffsDir, isOnBpffs, isPinned, removePinTree } from "./pins.ts";
+export {
+  BPF_FS_MAGIC,
+  BpffsError,
+  ensureBpffsDir,
+  isOnBpffs,
+  isPinned,
+  pinFd,
+  removePinTree,
+} from "./pins.ts";
 export {
   AttachType,
   attachTypeName,
@@ -80,7 +88,7 @@ export {
 export { BpfError, describeLibbpfError, describeLibcError, hasErrno, LibcError } from "../ffi/errors.ts";
 export { Errno, errnoName } from "../ffi/errno.ts";
 export { LIBBPF_SPEC, LIBC_SPEC, LibraryLoadError, loadedLibraryPaths } from "../ffi/library.ts";
-export { collectLibbpfMessages, installLibbpfLogging, type LibbpfMessage } from "../ffi/libbpf_log.ts";
+export { collectLibbpfMessages, type LibbpfLevel, type LibbpfMessage } from "../ffi/libbpf_log.ts";
 export {
   acceptFd,
   AF_INET,

@@ -6,7 +6,7 @@
 // map whose shape differs from the object's is reported before loading, naming the map and the pin,
 // since libbpf's own refusal is a bare EINVAL.
 import { BpfError, checkLibbpf } from "../ffi/errors.ts";
-import { collectLibbpfMessages, installLibbpfLogging, type LibbpfMessage } from "../ffi/libbpf_log.ts";
+import { collectLibbpfMessages, type LibbpfMessage } from "../ffi/libbpf_log.ts";
 import { libbpf } from "../ffi/library.ts";
 import { cString, lastErrno, readCString } from "../ffi/native.ts";
 import { MapFd, PinnedMap } from "./map_fd.ts";
@@ -80,7 +80,6 @@ export class BpfObject implements Disposable {
 
   /** Opens (parses) the object file; nothing reaches the kernel until load(). */
   static open(path: string, opts: BpfObjectOpenOptions = {}): BpfObject {
-    installLibbpfLogging();
     const pinMapsDir = opts.pinMapsDir?.replace(/\/+$/, "");
     if (pinMapsDir !== undefined) ensureBpffsDir(pinMapsDir);
     const messages: LibbpfMessage[] = [];

@@ -1,7 +1,10 @@
 // Directories of pins on the BPF filesystem. Pins are what keep maps and links alive across agent
 // restarts, so the helpers refuse to work anywhere but on bpffs: a typo in a path must never turn
 // "remove our pins" into "remove files on the host".
+import { checkLibbpf } from "../ffi/errors.ts";
 import { statfsType } from "../ffi/libc.ts";
+import { libbpf } from "../ffi/library.ts";
+import { cString } from "../ffi/native.ts";
 
 /** statfs f_type of a bpf filesystem (BPF_FS_MAGIC). */
 export const BPF_FS_MAGIC = 0xcafe4a11n;
@@ -53,6 +56,12 @@ export function ensureBpffsDir(dir: string): void {
     );
   }
   Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+/** Pins the map, program or link behind `fd` at `path` (the parent directory must exist on bpffs). */
+export function pinFd(fd: number, path: string): void {
+  requireAbsolute(path);
+  checkLibbpf(`bpf_obj_pin(fd ${fd}, ${path})`, libbpf().bpf_obj_pin(fd, cString(path)));
 }
 
 /** Whether something is pinned at `path` (pins are files on bpffs). */

@@ -1,9 +1,12 @@
 // Routes libbpf's own messages (warnings, the verifier log of a rejected program, debug chatter)
 // into the "merbridge.libbpf" logger instead of libbpf's default of printing to stderr by itself.
 // libbpf hands us a printf format and a va_list; libc's vsnprintf renders them.
+//
+// library.ts installs the callback as soon as it opens libbpf, so no message can reach stderr by
+// libbpf's default path before we route it.
 import { getLogger } from "../log/logger.ts";
-import { LibbpfPrintLevel } from "./libbpf_symbols.ts";
-import { libbpf, libc } from "./library.ts";
+import { LibbpfPrintLevel, type LibbpfSymbols } from "./libbpf_symbols.ts";
+import type { LibcSymbols } from "./libc_symbols.ts";
 
 export type LibbpfLevel = "warning" | "info" | "debug";
 
@@ -32,6 +35,7 @@ const decoder = new TextDecoder();
 const logger = getLogger("libbpf");
 const collectors: LibbpfMessage[][] = [];
 let callback: Deno.UnsafeCallback<typeof PRINT_FN> | undefined;
+let vsnprintf: LibcSymbols["vsnprintf"] | undefined;
 const firstPass = new Uint8Array(FIRST_PASS_SIZE);
 
 function levelOf(level: number): LibbpfLevel {
@@ -40,30 +44,30 @@ function levelOf(level: number): LibbpfLevel {
   return "debug";
 }
 
-function render(format: Deno.PointerObject, ap: Deno.PointerValue): string {
+function render(print: LibcSymbols["vsnprintf"], format: Deno.PointerObject, ap: Deno.PointerValue): string {
   const vaSize = VA_LIST_SIZE[Deno.build.arch];
   if (vaSize === undefined || ap === null) {
     const buf = new Uint8Array(SINGLE_PASS_SIZE);
-    const n = libc().vsnprintf(buf, BigInt(buf.length), format, ap);
+    const n = print(buf, BigInt(buf.length), format, ap);
     return n < 0
       ? Deno.UnsafePointerView.getCString(format)
       : decoder.decode(buf.subarray(0, Math.min(n, buf.length - 1)));
   }
   const apCopy = new Uint8Array(vaSize);
   apCopy.set(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ap, vaSize)));
-  const n = libc().vsnprintf(firstPass, BigInt(firstPass.length), format, Deno.UnsafePointer.of(apCopy));
+  const n = print(firstPass, BigInt(firstPass.length), format, Deno.UnsafePointer.of(apCopy));
   if (n < 0) return Deno.UnsafePointerView.getCString(format);
   if (n < firstPass.length) return decoder.decode(firstPass.subarray(0, n));
   const big = new Uint8Array(n + 1);
-  libc().vsnprintf(big, BigInt(big.length), format, ap);
+  print(big, BigInt(big.length), format, ap);
   return decoder.decode(big.subarray(0, n));
 }
 
 function onPrint(level: number, format: Deno.PointerValue, ap: Deno.PointerValue): number {
   // An exception must not unwind into libbpf's C frames.
   try {
-    if (format === null) return 0;
-    const message: LibbpfMessage = { level: levelOf(level), text: render(format, ap).trimEnd() };
+    if (format === null || vsnprintf === undefined) return 0;
+    const message: LibbpfMessage = { level: levelOf(level), text: render(vsnprintf, format, ap).trimEnd() };
     for (const sink of collectors) sink.push(message);
     if (message.level === "warning") logger.warn("{message}", { message: message.text });
     else if (message.level === "info") logger.info("{message}", { message: message.text });
@@ -74,11 +78,12 @@ function onPrint(level: number, format: Deno.PointerValue, ap: Deno.PointerValue
   return 0;
 }
 
-/** Installs the print callback (once per process; later calls do nothing). */
-export function installLibbpfLogging(): void {
+/** Installs the print callback into `bpf` (once per process; later calls do nothing). */
+export function installLibbpfPrint(bpf: LibbpfSymbols, c: LibcSymbols): void {
   if (callback) return;
+  vsnprintf = c.vsnprintf;
   const cb = new Deno.UnsafeCallback(PRINT_FN, onPrint);
-  libbpf().libbpf_set_print(cb.pointer);
+  bpf.libbpf_set_print(cb.pointer);
   // libbpf keeps the pointer for the life of the process, so the callback is never closed.
   callback = cb;
 }
@@ -88,7 +93,6 @@ export function installLibbpfLogging(): void {
  * carry libbpf's explanation (e.g. the verifier log) in the error itself.
  */
 export function collectLibbpfMessages<T>(sink: LibbpfMessage[], fn: () => T): T {
-  installLibbpfLogging();
   collectors.push(sink);
   try {
     return fn();

@@ -4,6 +4,7 @@
 // every path with its own failure, because "library not found" alone does not tell a missing package
 // from an ABI mismatch (a libbpf older than the symbols we need).
 import { getLogger } from "../log/logger.ts";
+import { installLibbpfPrint } from "./libbpf_log.ts";
 import { LIBBPF_SYMBOLS, type LibbpfSymbols } from "./libbpf_symbols.ts";
 import { LIBC_SYMBOLS, type LibcSymbols } from "./libc_symbols.ts";
 
@@ -105,9 +106,13 @@ export function openLibrary<const S extends Deno.ForeignLibraryInterface>(
 let libbpfLib: OpenedLibrary<typeof LIBBPF_SYMBOLS> | undefined;
 let libcLib: OpenedLibrary<typeof LIBC_SYMBOLS> | undefined;
 
-/** libbpf's functions, opening the library on first use. */
+/** libbpf's functions, opening the library (and routing its messages to our logger) on first use. */
 export function libbpf(): LibbpfSymbols {
-  libbpfLib ??= openLibrary(LIBBPF_SPEC, LIBBPF_SYMBOLS);
+  if (!libbpfLib) {
+    const opened = openLibrary(LIBBPF_SPEC, LIBBPF_SYMBOLS);
+    installLibbpfPrint(opened.library.symbols, libc());
+    libbpfLib = opened;
+  }
   return libbpfLib.library.symbols;
 }
 
