@@ -8,6 +8,7 @@ import { libbpf } from "../ffi/library.ts";
 import { cString } from "../ffi/native.ts";
 import { type LinkInfo, linkInfoByFd } from "./info.ts";
 import { type BpfProgram, nativeProgram } from "./object.ts";
+import { ensureBpffsDir, parentDir } from "./pins.ts";
 
 const liveLinks = new FinalizationRegistry<Deno.PointerObject>((ptr) => {
   // Same as close(): releases our reference only; a pinned link stays attached.
@@ -56,8 +57,12 @@ export class BpfLink implements Disposable {
     return linkInfoByFd(this.fd);
   }
 
-  /** Pins the link on bpffs: it then stays attached after every fd to it is closed. */
+  /**
+   * Pins the link on bpffs (creating missing directories): it then stays attached after every fd
+   * to it is closed.
+   */
   pin(path: string): void {
+    ensureBpffsDir(parentDir(path));
     checkLibbpf(
       `bpf_link__pin(${this.description}, ${path})`,
       libbpf().bpf_link__pin(this.#handle(), cString(path)),

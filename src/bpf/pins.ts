@@ -21,6 +21,11 @@ export function isOnBpffs(path: string): boolean {
   return statfsType(path) === BPF_FS_MAGIC;
 }
 
+/** The directory part of an absolute path ("/" for top-level entries). */
+export function parentDir(path: string): string {
+  return path.replace(/\/+$/, "").replace(/\/+[^/]*$/, "") || "/";
+}
+
 function nearestExisting(path: string): string {
   let p = path;
   for (;;) {
@@ -30,7 +35,7 @@ function nearestExisting(path: string): string {
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
-    const parent = p.replace(/\/+[^/]*\/*$/, "") || "/";
+    const parent = parentDir(p);
     if (parent === p) return p;
     p = parent;
   }
@@ -58,9 +63,10 @@ export function ensureBpffsDir(dir: string): void {
   Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
 }
 
-/** Pins the map, program or link behind `fd` at `path` (the parent directory must exist on bpffs). */
+/** Pins the map, program or link behind `fd` at `path`, creating missing directories. */
 export function pinFd(fd: number, path: string): void {
   requireAbsolute(path);
+  ensureBpffsDir(parentDir(path));
   checkLibbpf(`bpf_obj_pin(fd ${fd}, ${path})`, libbpf().bpf_obj_pin(fd, cString(path)));
 }
 
