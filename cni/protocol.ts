@@ -1,0 +1,502 @@
+// The protocol between the CNI plugin (a short-lived process run by the container runtime) and
+// the node daemon (which owns the eBPF maps and can enter pod network namespaces): over a unix
+// stream socket, the plugin writes one JSON request line and reads one JSON response line.
+import { dirname } from "node:path";
+import { getLogger } from "../src/log/logger.ts";
+
+export const DEFAULT_RUN_DIR = "/var/run/merbridge";
+export const DEFAULT_SOCKET_PATH = `${DEFAULT_RUN_DIR}/cni.sock`;
+
+/** Requests and responses are small; a peer sending more than this is broken or hostile. */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+
+/** A client that connects and then stalls must not hold a server connection forever. */
+const SERVER_READ_TIMEOUT_MS = 10_000;
+
+/** How long close() lets in-flight requests finish before cutting their connections. */
+const CLOSE_GRACE_MS = 2_000;
+
+export const DAEMON_OPS = ["add", "del", "check", "status", "gc"] as const;
+export type DaemonOp = (typeof DAEMON_OPS)[number];
+
+/** One (container, interface) pair the runtime still considers live (GC). */
+export interface Attachment {
+  containerId: string;
+  ifName: string;
+}
+
+export interface DaemonRequest {
+  op: DaemonOp;
+  /** Empty for status and gc. */
+  containerId: string;
+  /** Empty when the runtime gave none (DEL after the namespace is gone; status; gc). */
+  netns: string;
+  ifName: string;
+  /** Empty when CNI_ARGS carried no Kubernetes identity. */
+  podNamespace: string;
+  podName: string;
+  podUid?: string;
+  cniVersion: string;
+  /** Addresses (without prefix length) the previous plugin in the chain gave the pod. */
+  podIps?: string[];
+  /** gc only: everything not listed may be cleaned up. */
+  validAttachments?: Attachment[];
+}
+
+export interface DaemonOkResponse {
+  ok: true;
+  inMesh?: boolean;
+  podIp?: string;
+  detail?: string;
+}
+
+export interface DaemonErrorResponse {
+  ok: false;
+  /** A CNI error code, passed through to the runtime. */
+  code: number;
+  msg: string;
+  details?: string;
+}
+
+export type DaemonResponse = DaemonOkResponse | DaemonErrorResponse;
+
+export type DaemonHandler = (req: DaemonRequest) => Promise<DaemonResponse>;
+
+/** A request or response that does not follow this protocol. */
+export class ProtocolError extends Error {
+  override readonly name = "ProtocolError";
+}
+
+export type UnreachableReason = "no-socket" | "refused" | "permission" | "timeout" | "closed" | "io";
+
+/** The daemon could not be asked: nothing listens, the connection broke, or it did not answer in time. */
+export class DaemonUnreachableError extends Error {
+  override readonly name = "DaemonUnreachableError";
+  constructor(readonly socketPath: string, readonly reason: UnreachableReason, detail: string) {
+    super(`merbridge daemon unreachable at ${socketPath} (${reason}): ${detail}`);
+  }
+}
+
+/** The daemon answered, and its answer was an error. */
+export class DaemonAnsweredError extends Error {
+  override readonly name = "DaemonAnsweredError";
+  constructor(readonly code: number, readonly msg: string, readonly details?: string) {
+    super(`merbridge daemon refused the request (code ${code}): ${msg}${details ? ` (${details})` : ""}`);
+  }
+}
+
+/** The daemon answered something that is not a valid response. */
+export class DaemonProtocolError extends Error {
+  override readonly name = "DaemonProtocolError";
+  constructor(readonly socketPath: string, detail: string) {
+    super(`merbridge daemon at ${socketPath} sent an invalid response: ${detail}`);
+  }
+}
+
+const log = getLogger("cni", "protocol");
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function str(
+  o: Record<string, unknown>,
+  key: string,
+  opts: { required: boolean; nonEmpty?: boolean },
+): string {
+  const v = o[key];
+  if (v === undefined && !opts.required) return "";
+  if (typeof v !== "string") throw new ProtocolError(`field "${key}" must be a string`);
+  if (opts.nonEmpty && v === "") throw new ProtocolError(`field "${key}" must not be empty`);
+  return v;
+}
+
+/** Validates a decoded request; throws ProtocolError naming the first field that is wrong. */
+export function parseDaemonRequest(v: unknown): DaemonRequest {
+  if (!isRecord(v)) throw new ProtocolError("request must be a JSON object");
+  const op = v.op;
+  if (typeof op !== "string" || !(DAEMON_OPS as readonly string[]).includes(op)) {
+    throw new ProtocolError(`field "op" must be one of ${DAEMON_OPS.join(", ")}`);
+  }
+  const perContainer = op === "add" || op === "del" || op === "check";
+  const req: DaemonRequest = {
+    op: op as DaemonOp,
+    containerId: str(v, "containerId", { required: perContainer, nonEmpty: perContainer }),
+    // DEL may come after the namespace is gone, so only add and check need one.
+    netns: str(v, "netns", {
+      required: op === "add" || op === "check",
+      nonEmpty: op === "add" || op === "check",
+    }),
+    ifName: str(v, "ifName", { required: perContainer }),
+    podNamespace: str(v, "podNamespace", { required: false }),
+    podName: str(v, "podName", { required: false }),
+    cniVersion: str(v, "cniVersion", { required: true, nonEmpty: true }),
+  };
+  if (v.podUid !== undefined) req.podUid = str(v, "podUid", { required: true });
+  if (v.podIps !== undefined) {
+    if (!Array.isArray(v.podIps) || !v.podIps.every((x) => typeof x === "string")) {
+      throw new ProtocolError(`field "podIps" must be an array of strings`);
+    }
+    req.podIps = v.podIps as string[];
+  }
+  if (v.validAttachments !== undefined) {
+    if (!Array.isArray(v.validAttachments)) {
+      throw new ProtocolError(`field "validAttachments" must be an array`);
+    }
+    req.validAttachments = v.validAttachments.map((a, i) => {
+      if (!isRecord(a) || typeof a.containerId !== "string" || typeof a.ifName !== "string") {
+        throw new ProtocolError(`validAttachments[${i}] must be {containerId: string, ifName: string}`);
+      }
+      return { containerId: a.containerId, ifName: a.ifName };
+    });
+  }
+  if (op === "gc" && req.validAttachments === undefined) {
+    throw new ProtocolError(`a gc request needs "validAttachments"`);
+  }
+  return req;
+}
+
+/** Validates a decoded response; throws ProtocolError naming what is wrong. */
+export function parseDaemonResponse(v: unknown): DaemonResponse {
+  if (!isRecord(v)) throw new ProtocolError("response must be a JSON object");
+  if (v.ok === true) {
+    const res: DaemonOkResponse = { ok: true };
+    if (v.inMesh !== undefined) {
+      if (typeof v.inMesh !== "boolean") throw new ProtocolError(`field "inMesh" must be a boolean`);
+      res.inMesh = v.inMesh;
+    }
+    if (v.podIp !== undefined) {
+      if (typeof v.podIp !== "string") throw new ProtocolError(`field "podIp" must be a string`);
+      res.podIp = v.podIp;
+    }
+    if (v.detail !== undefined) {
+      if (typeof v.detail !== "string") throw new ProtocolError(`field "detail" must be a string`);
+      res.detail = v.detail;
+    }
+    return res;
+  }
+  if (v.ok === false) {
+    if (typeof v.code !== "number" || !Number.isInteger(v.code) || v.code < 1) {
+      throw new ProtocolError(`field "code" must be a positive integer`);
+    }
+    if (typeof v.msg !== "string") throw new ProtocolError(`field "msg" must be a string`);
+    const res: DaemonErrorResponse = { ok: false, code: v.code, msg: v.msg };
+    if (v.details !== undefined) {
+      if (typeof v.details !== "string") throw new ProtocolError(`field "details" must be a string`);
+      res.details = v.details;
+    }
+    return res;
+  }
+  throw new ProtocolError(`field "ok" must be true or false`);
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+/**
+ * Reads up to the first newline (or end of stream). Returns null when the peer closed without
+ * sending anything; throws ProtocolError when the line exceeds MAX_MESSAGE_BYTES.
+ */
+async function readLine(conn: Deno.Conn): Promise<string | null> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buf = new Uint8Array(16 * 1024);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    const nl = buf.subarray(0, n).indexOf(0x0a);
+    const take = nl >= 0 ? nl : n;
+    total += take;
+    if (total > MAX_MESSAGE_BYTES) throw new ProtocolError(`message longer than ${MAX_MESSAGE_BYTES} bytes`);
+    chunks.push(buf.slice(0, take));
+    if (nl >= 0) break;
+  }
+  if (total === 0 && chunks.length === 0) return null;
+  const all = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return dec.decode(all);
+}
+
+/** Half-closes and discards what the peer still sends, until it closes or `ms` pass. */
+async function drain(conn: Deno.Conn, ms: number): Promise<void> {
+  const timer = setTimeout(() => {
+    try {
+      conn.close();
+    } catch {
+      // Finished meanwhile.
+    }
+  }, ms);
+  try {
+    await conn.closeWrite();
+    const buf = new Uint8Array(64 * 1024);
+    while ((await conn.read(buf)) !== null) {
+      // Discarded.
+    }
+  } catch {
+    // The peer went away, or the deadline closed the connection.
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function unreachableReason(err: unknown): UnreachableReason {
+  if (err instanceof Deno.errors.NotFound) return "no-socket";
+  if (err instanceof Deno.errors.ConnectionRefused) return "refused";
+  if (err instanceof Deno.errors.PermissionDenied) return "permission";
+  if (
+    err instanceof Deno.errors.ConnectionReset || err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted
+  ) return "closed";
+  return "io";
+}
+
+/**
+ * Sends one request and returns the daemon's successful answer. Throws DaemonUnreachableError
+ * when the daemon cannot be asked or does not answer within `timeoutMs`, DaemonAnsweredError when
+ * it answers with an error, DaemonProtocolError when its answer is not valid.
+ */
+export async function callDaemon(
+  socketPath: string,
+  req: DaemonRequest,
+  timeoutMs: number,
+): Promise<DaemonOkResponse> {
+  let conn: Deno.Conn | undefined;
+  let timedOut = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      reject(new DaemonUnreachableError(socketPath, "timeout", `no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  const exchange = (async () => {
+    const c = await Deno.connect({ transport: "unix", path: socketPath });
+    if (timedOut) {
+      c.close();
+      return null;
+    }
+    conn = c;
+    await writeAll(c, enc.encode(JSON.stringify(req) + "\n"));
+    return await readLine(c);
+  })();
+  // After a timeout the exchange fails on its closed connection; that outcome is already reported.
+  exchange.catch(() => {});
+  let line: string | null;
+  try {
+    line = await Promise.race([exchange, timeout]);
+  } catch (err) {
+    if (err instanceof DaemonUnreachableError) throw err;
+    if (err instanceof ProtocolError) throw new DaemonProtocolError(socketPath, err.message);
+    throw new DaemonUnreachableError(socketPath, unreachableReason(err), (err as Error).message);
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn?.close();
+    } catch {
+      // Closed already.
+    }
+  }
+  if (line === null) {
+    throw new DaemonUnreachableError(
+      socketPath,
+      "closed",
+      "the daemon closed the connection without answering",
+    );
+  }
+  let decoded: unknown;
+  try {
+    decoded = JSON.parse(line);
+  } catch (err) {
+    throw new DaemonProtocolError(socketPath, `not JSON: ${(err as Error).message}`);
+  }
+  let res: DaemonResponse;
+  try {
+    res = parseDaemonResponse(decoded);
+  } catch (err) {
+    throw new DaemonProtocolError(socketPath, (err as Error).message);
+  }
+  if (!res.ok) throw new DaemonAnsweredError(res.code, res.msg, res.details);
+  return res;
+}
+
+export interface DaemonSocketServer {
+  /** Stops accepting, lets in-flight requests finish briefly, and removes the socket file. */
+  close(): Promise<void>;
+}
+
+/** Malformed requests are answered with the spec's "decode failure" code. */
+const MALFORMED_CODE = 6;
+/** A handler that throws is treated as a transient failure: the runtime retries sandbox creation. */
+const HANDLER_FAILED_CODE = 11;
+
+/**
+ * Serves the protocol on `path`. Creates the parent directory (0700) if needed, replaces a
+ * stale socket file left by a previous daemon, and restricts the socket to its owner (0600):
+ * whoever can write to it can change how pods' traffic is intercepted.
+ */
+export function serveDaemonSocket(path: string, handler: DaemonHandler): DaemonSocketServer {
+  const dir = dirname(path);
+  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  Deno.chmodSync(dir, 0o700);
+  try {
+    const st = Deno.lstatSync(path);
+    if (!st.isSocket) {
+      throw new Error(`cannot serve the CNI socket at ${path}: a non-socket file is in the way`);
+    }
+    // Only this node's daemon serves here; a socket file at start is a previous instance's leftover.
+    Deno.removeSync(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const listener = Deno.listen({ transport: "unix", path });
+  Deno.chmodSync(path, 0o600);
+  const socketIno = Deno.lstatSync(path).ino;
+
+  const active = new Set<Deno.Conn>();
+  const inflight = new Set<Promise<void>>();
+
+  const serveOne = async (conn: Deno.Conn): Promise<void> => {
+    const stall = setTimeout(() => {
+      try {
+        conn.close();
+      } catch {
+        // Finished meanwhile.
+      }
+    }, SERVER_READ_TIMEOUT_MS);
+    let res: DaemonResponse;
+    let line: string | null;
+    try {
+      line = await readLine(conn);
+    } catch (err) {
+      clearTimeout(stall);
+      if (err instanceof ProtocolError) {
+        res = { ok: false, code: MALFORMED_CODE, msg: `malformed request: ${err.message}` };
+        await reply(conn, res);
+        // Closing with unread input would reset the connection and lose the answer, so the
+        // rest is read and dropped, for a bounded time.
+        await drain(conn, SERVER_READ_TIMEOUT_MS);
+      } else {
+        log.debug("CNI client connection failed while reading: {error}", { error: (err as Error).message });
+      }
+      return;
+    }
+    clearTimeout(stall);
+    if (line === null) return;
+    let decoded: unknown;
+    try {
+      decoded = JSON.parse(line);
+    } catch (err) {
+      await reply(conn, {
+        ok: false,
+        code: MALFORMED_CODE,
+        msg: `malformed request: not JSON: ${(err as Error).message}`,
+      });
+      return;
+    }
+    let req: DaemonRequest;
+    try {
+      req = parseDaemonRequest(decoded);
+    } catch (err) {
+      await reply(conn, {
+        ok: false,
+        code: MALFORMED_CODE,
+        msg: `malformed request: ${(err as Error).message}`,
+      });
+      return;
+    }
+    try {
+      res = await handler(req);
+    } catch (err) {
+      log.error("CNI {op} for container {containerId} failed: {error}", {
+        op: req.op,
+        containerId: req.containerId,
+        error: (err as Error).message,
+      });
+      res = {
+        ok: false,
+        code: HANDLER_FAILED_CODE,
+        msg: `merbridge daemon failed to handle ${req.op}`,
+        details: (err as Error).message,
+      };
+    }
+    await reply(conn, res);
+  };
+
+  const reply = async (conn: Deno.Conn, res: DaemonResponse): Promise<void> => {
+    try {
+      await writeAll(conn, enc.encode(JSON.stringify(res) + "\n"));
+    } catch (err) {
+      log.debug("could not answer a CNI client: {error}", { error: (err as Error).message });
+    }
+  };
+
+  const acceptLoop = (async () => {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return;
+        log.warn("accepting a CNI client failed: {error}", { error: (err as Error).message });
+        continue;
+      }
+      active.add(conn);
+      const p = serveOne(conn).catch((err) => {
+        log.warn("a CNI client connection failed: {error}", { error: (err as Error).message });
+      }).finally(() => {
+        active.delete(conn);
+        try {
+          conn.close();
+        } catch {
+          // Closed by the stall timer or by close().
+        }
+        inflight.delete(p);
+      });
+      inflight.add(p);
+    }
+  })();
+
+  let closing: Promise<void> | undefined;
+  return {
+    close(): Promise<void> {
+      closing ??= (async () => {
+        try {
+          listener.close();
+        } catch {
+          // Already closed.
+        }
+        await acceptLoop;
+        if (inflight.size > 0) {
+          let graceTimer: ReturnType<typeof setTimeout> | undefined;
+          const grace = new Promise<void>((r) => graceTimer = setTimeout(r, CLOSE_GRACE_MS));
+          await Promise.race([Promise.allSettled([...inflight]), grace]);
+          clearTimeout(graceTimer);
+          for (const c of active) {
+            try {
+              c.close();
+            } catch {
+              // Finished meanwhile.
+            }
+          }
+          await Promise.allSettled([...inflight]);
+        }
+        // Another daemon may already have replaced the file: only remove the one we created.
+        try {
+          if (Deno.lstatSync(path).ino === socketIno) Deno.removeSync(path);
+        } catch (err) {
+          if (!(err instanceof Deno.errors.NotFound)) throw err;
+        }
+      })();
+      return closing;
+    },
+  };
+}
