@@ -1,7 +1,7 @@
 // Pods from a YAML file (Pod, PodList or List documents, several per file), for nodes without an API
 // server and for tests. The file is watched through its directory so that editors and `kubectl get -o
 // yaml >` rewrites (rename over, truncate and write) are both seen.
-import yaml from "js-yaml";
+import { loadAll } from "js-yaml";
 import { getLogger } from "../log/logger.ts";
 import type { Pod, PodSource, PodSourceStats } from "./source.ts";
 
@@ -18,7 +18,7 @@ export class PodsFileError extends Error {
 export function parsePodsYaml(path: string, text: string): Pod[] {
   let docs: unknown[];
   try {
-    docs = yaml.loadAll(text);
+    docs = loadAll(text);
   } catch (e) {
     throw new PodsFileError(path, `not valid YAML: ${(e as Error).message.split("\n")[0]}`);
   }

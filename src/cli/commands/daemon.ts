@@ -1,0 +1,73 @@
+import { attachmentsFile, Daemon, type DaemonConfig } from "../../daemon/daemon.ts";
+import { getLogger } from "../../log/logger.ts";
+import { openPodSource } from "../../pods/open_source.ts";
+import { DAEMON_FLAGS } from "../options.ts";
+import type { Command } from "../command.ts";
+import type { MeshMode } from "../../mesh/types.ts";
+import type { IngressHook } from "../../xdp/attacher.ts";
+
+const log = getLogger("daemon");
+
+/** How the CNI plugin is installed: this executable when compiled, else a launcher for deno + main.ts. */
+export function pluginSource(): DaemonConfig["pluginSource"] {
+  const exe = Deno.execPath();
+  if (/\/deno$/.test(exe)) {
+    return {
+      kind: "launcher",
+      denoPath: exe,
+      mainPath: new URL("../../../main.ts", import.meta.url).pathname,
+    };
+  }
+  return { kind: "binary", path: exe };
+}
+
+type Flags = { [K in keyof typeof DAEMON_FLAGS]: unknown };
+
+export function daemonConfig(f: Flags): DaemonConfig {
+  const nodeName = (f["node-name"] as string | undefined) || Deno.hostname();
+  return {
+    mode: f.mode as MeshMode,
+    cniMode: f["cni-mode"] as boolean,
+    hardwareChecksum: f["hardware-checksum"] as boolean,
+    ingressHook: f["ingress-hook"] as IngressHook,
+    dnsCapture: f["dns-capture"] as boolean,
+    cgroupPath: f["cgroup-path"] as string | undefined,
+    pinPath: f["bpf-pin-path"] as string,
+    nodeName,
+    metricsAddr: f["metrics-addr"] as string,
+    runDir: f["run-dir"] as string,
+    stateDir: f["state-dir"] as string,
+    cniBinDir: f["cni-bin-dir"] as string,
+    cniConfigDir: f["cni-config-dir"] as string,
+    uninstallOnExit: f["uninstall-on-exit"] as boolean,
+    pluginSource: pluginSource(),
+    logLevel: f.debug ? "debug" : f["log-level"] as string,
+  };
+}
+
+export const daemonCommand: Command<typeof DAEMON_FLAGS> = {
+  name: "daemon",
+  summary: "run the node agent (load, attach, keep the maps in step with the pods)",
+  flags: DAEMON_FLAGS,
+  async run(f) {
+    const cfg = daemonConfig(f);
+    const source = await openPodSource({
+      podsFile: f["pods-file"] as string | undefined,
+      kubeconfig: f.kubeconfig as string | undefined,
+      nodeName: cfg.nodeName,
+    });
+    const daemon = await Daemon.start(cfg, source);
+    const stopped = Promise.withResolvers<string>();
+    const onSig = (sig: Deno.Signal) => () => stopped.resolve(sig);
+    const handlers = (["SIGTERM", "SIGINT"] as const).map((s) => {
+      const h = onSig(s);
+      Deno.addSignalListener(s, h);
+      return [s, h] as const;
+    });
+    const sig = await stopped.promise;
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    log.info("{sig}: stopping (state file {file})", { sig, file: attachmentsFile(cfg.stateDir) });
+    await daemon.stop();
+    return 0;
+  },
+};

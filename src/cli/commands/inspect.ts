@@ -1,0 +1,199 @@
+// Read-only views of a node's datapath, from the pins: they work whether or not a daemon runs.
+import { progInfo } from "../../bpf/info.ts";
+import { BpfLink } from "../../bpf/link.ts";
+import type { AttachmentRecord } from "../../daemon/attachments.ts";
+import { attachmentsFile } from "../../daemon/daemon.ts";
+import { PinnedDatapathMaps, pinnedLinks } from "../../datapath/datapath.ts";
+import { decodeOrigDst, decodePairKey } from "../../maps/layouts.ts";
+import { MAP_NAMES } from "../../maps/manager.ts";
+import { UsageError } from "../args.ts";
+import { type Command, printJson, printTable } from "../command.ts";
+import { CNI_INSTALL_FLAGS, DEFAULTS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
+import type { PodPolicy } from "../../mesh/types.ts";
+import { VERSION } from "../../version.ts";
+
+const INSPECT_FLAGS = {
+  ...PIN_FLAGS,
+  "state-dir": CNI_INSTALL_FLAGS["state-dir"],
+  ...OUTPUT_FLAGS,
+  ...LOG_FLAGS,
+} as const;
+
+function readAttachments(stateDir: string): AttachmentRecord[] {
+  try {
+    return JSON.parse(Deno.readTextFileSync(attachmentsFile(stateDir)));
+  } catch {
+    return [];
+  }
+}
+
+function linkRows(pinPath: string) {
+  return pinnedLinks(pinPath).map((l) => {
+    try {
+      using link = BpfLink.openPinned(l.path);
+      const info = link.info();
+      const prog = progInfo({ id: info.progId });
+      return { hook: l.hook, cgroupId: l.cgroupId, linkId: info.id, program: prog.name, progId: prog.id };
+    } catch (e) {
+      return {
+        hook: l.hook,
+        cgroupId: l.cgroupId,
+        linkId: 0,
+        program: `? (${(e as Error).message})`,
+        progId: 0,
+      };
+    }
+  });
+}
+
+function policySummary(p: PodPolicy): string {
+  const pl = (l: { all: boolean; ports: number[] }) => l.all ? "*" : l.ports.join(",") || "-";
+  const cl = (l: { all: boolean; cidrs: { addr: string; prefix: number }[] }) =>
+    l.all ? "*" : l.cidrs.map((c) => `${c.addr}/${c.prefix}`).join(",") || "-";
+  return [
+    `out ports +${pl(p.includeOutboundPorts)} -${pl(p.excludeOutboundPorts)}`,
+    `out ranges +${cl(p.includeOutboundCidrs)} -${cl(p.excludeOutboundCidrs)}`,
+    `in ports +${pl(p.includeInboundPorts)} -${pl(p.excludeInboundPorts)}`,
+    `status ${p.statusPort || "-"}`,
+  ].join("; ");
+}
+
+export const statusCommand: Command<typeof INSPECT_FLAGS> = {
+  name: "status",
+  summary: "what is attached where, map entry counts and the BPF counters",
+  flags: INSPECT_FLAGS,
+  run(f) {
+    const pinPath = f["bpf-pin-path"] as string;
+    using pm = new PinnedDatapathMaps(pinPath);
+    const cfg = pm.maps.meshConfig();
+    const links = linkRows(pinPath);
+    const maps = MAP_NAMES.map((n) => {
+      const m = pm.map(n);
+      let entries: number | string = "-";
+      if (m && n !== "sock_pair_map" && n !== "counters") entries = [...m.keys()].length;
+      return { map: n, entries, capacity: m?.maxEntries ?? 0 };
+    });
+    const counters = pm.maps.counters();
+    const attachments = readAttachments(f["state-dir"] as string);
+    if (f.output === "json") {
+      printJson({ version: VERSION, pinPath, config: cfg ?? null, links, maps, counters, attachments });
+      return Promise.resolve(0);
+    }
+    console.log(`merbridge ${VERSION}, pins at ${pinPath}`);
+    if (cfg) {
+      console.log(
+        `mesh ports: outbound ${cfg.outboundPort}, inbound ${cfg.inboundPort}, dns ${cfg.dnsPort} ` +
+          `(capture ${cfg.dnsCapture ? "on" : "off"}); proxy uid ${cfg.proxyUid}; cni-mode ${cfg.cniMode}`,
+      );
+    } else console.log("mesh config: not set (programs leave all traffic alone)");
+    console.log("");
+    printTable(links.map((l) => [l.hook, l.cgroupId, l.linkId, l.program, l.progId]), [
+      "HOOK",
+      "CGROUP-ID",
+      "LINK",
+      "PROGRAM",
+      "PROG-ID",
+    ]);
+    console.log("");
+    printTable(maps.map((m) => [m.map, m.entries, m.capacity]), ["MAP", "ENTRIES", "CAPACITY"]);
+    console.log("");
+    printTable(Object.entries(counters).map(([k, v]) => [k, v.toString()]), ["COUNTER", "VALUE"]);
+    if (attachments.length) {
+      console.log("");
+      printTable(
+        attachments.map((a) => [`${a.podNamespace}/${a.podName}`, a.podIp, a.mark, a.hook, a.ifName]),
+        ["POD", "IP", "MARK", "INGRESS", "IF"],
+      );
+    }
+    return Promise.resolve(0);
+  },
+};
+
+export const podsCommand: Command<typeof INSPECT_FLAGS> = {
+  name: "pods",
+  summary: "meshed pods of this node with their decoded interception config",
+  flags: INSPECT_FLAGS,
+  run(f) {
+    using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
+    const attachments = readAttachments(f["state-dir"] as string);
+    const marks = pm.maps.marks();
+    const rows = [...pm.maps.pods()].map(([ip, policy]) => {
+      const a = attachments.find((x) => x.podIp === ip);
+      const mark = [...marks].find(([, mip]) => mip === ip)?.[0];
+      return { ip, pod: a ? `${a.podNamespace}/${a.podName}` : "", mark: mark ?? null, policy };
+    }).sort((x, y) => x.ip.localeCompare(y.ip, undefined, { numeric: true }));
+    if (f.output === "json") printJson(rows);
+    else {printTable(rows.map((r) => [r.ip, r.pod || "-", r.mark ?? "-", policySummary(r.policy)]), [
+        "IP",
+        "POD",
+        "MARK",
+        "CONFIG",
+      ]);}
+    return Promise.resolve(0);
+  },
+};
+
+const DUMP_FLAGS = { ...PIN_FLAGS, ...OUTPUT_FLAGS, ...LOG_FLAGS } as const;
+
+export const mapsDumpCommand: Command<typeof DUMP_FLAGS> = {
+  name: "maps dump",
+  usage: "maps dump NAME [flags]",
+  summary: `decoded entries of one datapath map (${MAP_NAMES.join(", ")})`,
+  flags: DUMP_FLAGS,
+  positionals: true,
+  run(f) {
+    const name = (f._ as string[])[0];
+    if (!name || !(MAP_NAMES as readonly string[]).includes(name)) {
+      throw new UsageError(
+        `maps dump: give one of ${MAP_NAMES.join(", ")}${name ? `, not ${JSON.stringify(name)}` : ""}`,
+      );
+    }
+    using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
+    let rows: unknown[];
+    switch (name) {
+      case "mesh_config":
+        rows = [pm.maps.meshConfig() ?? null];
+        break;
+      case "local_pods":
+        rows = [...pm.maps.pods()].map(([ip, policy]) => ({ ip, policy }));
+        break;
+      case "mark_pod_ips":
+        rows = [...pm.maps.marks()].map(([mark, ip]) => ({ mark, ip }));
+        break;
+      case "pair_orig_dst":
+        rows = pm.maps.pairs();
+        break;
+      case "cookie_orig_dst": {
+        const m = pm.map("cookie_orig_dst")!;
+        rows = [...m.entries()].map(([k, v]) => ({
+          cookie: new DataView(k.buffer, k.byteOffset, 8).getBigUint64(0, true),
+          orig: decodeOrigDst(v),
+        }));
+        break;
+      }
+      case "counters":
+        rows = Object.entries(pm.maps.counters()).map(([counter, value]) => ({ counter, value }));
+        break;
+      default: {
+        const m = pm.map("sock_pair_map")!;
+        rows = [...m.keys()].map((k) => ({ key: decodePairKey(k) }));
+      }
+    }
+    if (f.output === "json") printJson(rows);
+    else {for (const r of rows) {
+        console.log(JSON.stringify(r, (_k, v) => typeof v === "bigint" ? v.toString() : v));
+      }}
+    return Promise.resolve(0);
+  },
+};
+
+export const versionCommand: Command<typeof OUTPUT_FLAGS> = {
+  name: "version",
+  summary: "print the version",
+  flags: OUTPUT_FLAGS,
+  run(f) {
+    if (f.output === "json") printJson({ version: VERSION, deno: Deno.version.deno, defaults: DEFAULTS });
+    else console.log(`merbridge ${VERSION} (deno ${Deno.version.deno})`);
+    return Promise.resolve(0);
+  },
+};

@@ -1,0 +1,291 @@
+// CNI-mode pod attachments: for each meshed pod the runtime ADDs, a mark listener in its namespace,
+// a mark_pod_ips entry, and the inbound programs on its interface. Records are kept in a state file
+// so that a restarted daemon rebuilds the listeners with the same marks (the map entries never go
+// stale) and DEL finds exactly what ADD made, keyed by container ID on both sides.
+import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
+import { getLogger } from "../log/logger.ts";
+import type { DatapathMaps } from "../maps/manager.ts";
+import type { PodEntry, PodPolicy } from "../mesh/types.ts";
+import {
+  closeMarkListener,
+  type MarkListener,
+  openMarkListener,
+  randomMark,
+} from "../netns/mark_listener.ts";
+import { interfaceIpv4 } from "../netns/interface.ts";
+import { withNetns } from "../netns/netns.ts";
+import { attachIngress, detachIngress, type IngressHook, type IngressPrograms } from "../xdp/attacher.ts";
+
+const log = getLogger("cni");
+
+export interface AttachmentRecord {
+  containerId: string;
+  ifName: string;
+  netns: string;
+  podNamespace: string;
+  podName: string;
+  podUid?: string;
+  podIp: string;
+  mark: number;
+  hook: IngressHook;
+  txChanged: boolean;
+  createdAt: string;
+}
+
+export interface AttachmentsOptions {
+  maps: DatapathMaps;
+  programs: IngressPrograms;
+  pinPath: string;
+  stateFile: string;
+  hook: IngressHook;
+  hardwareChecksum: boolean;
+  /** The pod as the daemon knows it (cache, then a direct fetch); undefined when unknown. */
+  lookupPod(namespace: string, name: string): Promise<PodEntry | undefined>;
+  /** Called after attachments changed, so the pod maps are reconciled. */
+  onChange(): void;
+}
+
+interface Live {
+  rec: AttachmentRecord;
+  listener?: MarkListener;
+  policy?: PodPolicy;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function safeName(containerId: string): string {
+  return containerId.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 200);
+}
+
+export class Attachments {
+  readonly #live = new Map<string, Live>();
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly opts: AttachmentsOptions) {}
+
+  /** Requests are handled one at a time: each one changes shared maps and the state file. */
+  handle(req: DaemonRequest): Promise<DaemonResponse> {
+    const run = this.#queue.then(() => this.#dispatch(req));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #dispatch(req: DaemonRequest): Promise<DaemonResponse> {
+    switch (req.op) {
+      case "add":
+        return await this.#add(req);
+      case "del":
+        return this.#del(req.containerId);
+      case "check":
+        return this.#check(req);
+      case "status":
+        return { ok: true, detail: `${this.#live.size} pods attached` };
+      case "gc": {
+        const valid = new Set((req.validAttachments ?? []).map((a) => a.containerId));
+        const stale = [...this.#live.keys()].filter((id) => !valid.has(id));
+        for (const id of stale) this.#del(id);
+        return { ok: true, detail: `removed ${stale.length} stale attachments` };
+      }
+    }
+  }
+
+  #pinDir(containerId: string): string {
+    return `${this.opts.pinPath}/pods/${safeName(containerId)}`;
+  }
+
+  async #add(req: DaemonRequest): Promise<DaemonResponse> {
+    const existing = this.#live.get(req.containerId);
+    if (existing) return { ok: true, inMesh: true, podIp: existing.rec.podIp, detail: "already attached" };
+    const entry = await this.opts.lookupPod(req.podNamespace, req.podName);
+    if (!entry) {
+      log.warn("ADD for {ns}/{name}: the pod is unknown to the daemon; treated as not in the mesh", {
+        ns: req.podNamespace,
+        name: req.podName,
+      });
+      return { ok: true, inMesh: false, detail: "pod unknown" };
+    }
+    if (!entry.inMesh) return { ok: true, inMesh: false };
+    const podIp = req.podIps?.find((ip) => /^\d+\.\d+\.\d+\.\d+$/.test(ip)) ??
+      (entry.ip || withNetns(req.netns, () => interfaceIpv4(req.ifName)));
+    if (!podIp) {
+      return { ok: false, code: 11, msg: `pod ${req.podNamespace}/${req.podName} has no IPv4 address yet` };
+    }
+    const taken = new Set(this.opts.maps.marks().keys());
+    const rec: AttachmentRecord = {
+      containerId: req.containerId,
+      ifName: req.ifName,
+      netns: req.netns,
+      podNamespace: req.podNamespace,
+      podName: req.podName,
+      podUid: req.podUid,
+      podIp,
+      mark: randomMark((m) => taken.has(m)),
+      hook: this.opts.hook,
+      txChanged: false,
+      createdAt: new Date().toISOString(),
+    };
+    const live: Live = { rec, policy: entry.policy };
+    try {
+      this.#apply(live);
+    } catch (e) {
+      this.#undo(live);
+      const msg = `attaching ${req.podNamespace}/${req.podName}: ${(e as Error).message}`;
+      log.error(msg);
+      return { ok: false, code: 5, msg };
+    }
+    this.#live.set(rec.containerId, live);
+    this.#save();
+    this.opts.onChange();
+    log.info("attached {ns}/{name} ip {ip} mark {mark} via {hook}", {
+      ns: rec.podNamespace,
+      name: rec.podName,
+      ip: podIp,
+      mark: rec.mark,
+      hook: rec.hook,
+    });
+    return { ok: true, inMesh: true, podIp };
+  }
+
+  /** Listener, mark entry and ingress programs; idempotent, so restore() reuses it. */
+  #apply(live: Live): void {
+    const r = live.rec;
+    live.listener ??= openMarkListener(r.netns, r.mark);
+    this.opts.maps.putMark(r.mark, r.podIp);
+    const res = attachIngress(
+      { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },
+      this.opts.programs,
+      { hook: r.hook, hardwareChecksum: this.opts.hardwareChecksum },
+    );
+    r.txChanged ||= res.txChanged;
+  }
+
+  #undo(live: Live): void {
+    const r = live.rec;
+    if (live.listener) closeMarkListener(live.listener);
+    live.listener = undefined;
+    this.opts.maps.deleteMark(r.mark);
+    try {
+      detachIngress(
+        { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },
+        r.txChanged,
+      );
+    } catch (e) {
+      log.warn("detaching {id}: {error}", { id: r.containerId, error: (e as Error).message });
+    }
+  }
+
+  #del(containerId: string): DaemonResponse {
+    const live = this.#live.get(containerId);
+    if (!live) return { ok: true, detail: "nothing attached" };
+    this.#undo(live);
+    this.#live.delete(containerId);
+    this.#save();
+    this.opts.onChange();
+    log.info("detached {ns}/{name}", { ns: live.rec.podNamespace, name: live.rec.podName });
+    return { ok: true };
+  }
+
+  #check(req: DaemonRequest): DaemonResponse {
+    const live = this.#live.get(req.containerId);
+    if (!live) return { ok: true, detail: "not attached" };
+    const problems: string[] = [];
+    if (!live.listener) problems.push("mark listener missing");
+    if (this.opts.maps.marks().get(live.rec.mark) !== live.rec.podIp) problems.push("mark entry missing");
+    if (!exists(live.rec.netns)) problems.push("network namespace gone");
+    return problems.length
+      ? { ok: false, code: 5, msg: `attachment of ${req.containerId}: ${problems.join(", ")}` }
+      : { ok: true };
+  }
+
+  /** Rebuilds from the state file after a restart; drops records whose namespace is gone. */
+  restore(): { restored: number; dropped: number } {
+    let recs: AttachmentRecord[] = [];
+    try {
+      recs = JSON.parse(Deno.readTextFileSync(this.opts.stateFile));
+      if (!Array.isArray(recs)) throw new Error("not a list");
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        log.error("state file {file} unreadable ({error}); starting without attachments", {
+          file: this.opts.stateFile,
+          error: (e as Error).message,
+        });
+      }
+      recs = [];
+    }
+    let restored = 0, dropped = 0;
+    for (const rec of recs) {
+      const live: Live = { rec };
+      if (!exists(rec.netns)) {
+        this.#undo(live);
+        dropped++;
+        continue;
+      }
+      try {
+        this.#apply(live);
+        this.#live.set(rec.containerId, live);
+        restored++;
+      } catch (e) {
+        log.error("restoring {ns}/{name}: {error}", {
+          ns: rec.podNamespace,
+          name: rec.podName,
+          error: (e as Error).message,
+        });
+        this.#undo(live);
+        dropped++;
+      }
+    }
+    this.#save();
+    return { restored, dropped };
+  }
+
+  /** Drops attachments whose namespace disappeared without a DEL (runtime crash, lost DEL). */
+  sweep(): number {
+    const gone = [...this.#live.values()].filter((l) => !exists(l.rec.netns)).map((l) => l.rec.containerId);
+    for (const id of gone) this.#del(id);
+    return gone.length;
+  }
+
+  /** Pod IP → policy of attached pods (policy refreshed from the pod table when known). */
+  policies(current: (ns: string, name: string) => PodEntry | undefined): Map<string, PodPolicy | undefined> {
+    const out = new Map<string, PodPolicy | undefined>();
+    for (const l of this.#live.values()) {
+      const e = current(l.rec.podNamespace, l.rec.podName);
+      if (e) l.policy = e.policy;
+      out.set(l.rec.podIp, l.policy);
+    }
+    return out;
+  }
+
+  records(): AttachmentRecord[] {
+    return [...this.#live.values()].map((l) => ({ ...l.rec }));
+  }
+
+  /** Closes listeners; map entries, pins and filters stay for the next daemon. */
+  close(): void {
+    for (const l of this.#live.values()) {
+      if (l.listener) closeMarkListener(l.listener);
+      l.listener = undefined;
+    }
+  }
+
+  /** Removes every attachment (uninstall). */
+  removeAll(): number {
+    const ids = [...this.#live.keys()];
+    for (const id of ids) this.#del(id);
+    return ids.length;
+  }
+
+  #save(): void {
+    const tmp = `${this.opts.stateFile}.tmp`;
+    Deno.mkdirSync(this.opts.stateFile.replace(/\/[^/]*$/, ""), { recursive: true, mode: 0o700 });
+    Deno.writeTextFileSync(tmp, JSON.stringify(this.records(), null, 2) + "\n", { mode: 0o600 });
+    Deno.renameSync(tmp, this.opts.stateFile);
+  }
+}

@@ -1,0 +1,290 @@
+// The node agent: loads and attaches the datapath, keeps the pod maps in step with the pod source,
+// and in CNI mode serves the plugin, owns per-pod attachments and keeps itself chained in the CNI
+// config. SIGTERM leaves the pinned datapath running for the next daemon unless told to uninstall.
+import { installCni, uninstallCni, watchCniConfig } from "../../cni/install.ts";
+import { type DaemonSocketServer, serveDaemonSocket } from "../../cni/protocol.ts";
+import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
+import { Datapath, uninstallDatapath } from "../datapath/datapath.ts";
+import { getLogger } from "../log/logger.ts";
+import { COUNTER_NAMES } from "../maps/layouts.ts";
+import { meshParams } from "../mesh/modes.ts";
+import { defaultPolicy } from "../mesh/policy.ts";
+import type { MeshMode, PodPolicy } from "../mesh/types.ts";
+import { Registry } from "../metrics/registry.ts";
+import type { PodSource } from "../pods/source.ts";
+import type { IngressHook } from "../xdp/attacher.ts";
+import { Attachments } from "./attachments.ts";
+import { serveHttp } from "./http.ts";
+import { PodTable } from "./pod_table.ts";
+import { reconcileLocalPods } from "./reconcile.ts";
+
+const log = getLogger("daemon");
+
+export interface DaemonConfig {
+  mode: MeshMode;
+  cniMode: boolean;
+  hardwareChecksum: boolean;
+  ingressHook: IngressHook;
+  dnsCapture: boolean;
+  cgroupPath?: string;
+  pinPath: string;
+  nodeName: string;
+  metricsAddr: string;
+  runDir: string;
+  stateDir: string;
+  cniBinDir: string;
+  cniConfigDir: string;
+  uninstallOnExit: boolean;
+  /** The plugin as installed into the CNI bin dir. */
+  pluginSource: { kind: "binary"; path: string } | { kind: "launcher"; denoPath: string; mainPath: string };
+  logLevel: string;
+}
+
+export function socketPath(runDir: string): string {
+  return `${runDir}/cni.sock`;
+}
+
+export function attachmentsFile(stateDir: string): string {
+  return `${stateDir}/attachments.json`;
+}
+
+export class Daemon {
+  readonly registry = new Registry();
+  readonly table: PodTable;
+  #dp?: Datapath;
+  #attachments?: Attachments;
+  #server?: DaemonSocketServer;
+  #http?: Deno.HttpServer;
+  #abort = new AbortController();
+  #sweep?: ReturnType<typeof setInterval>;
+  #ready = false;
+  #syncError?: string;
+  #watchDone?: Promise<void>;
+  readonly #m;
+
+  private constructor(readonly cfg: DaemonConfig, readonly source: PodSource) {
+    this.table = new PodTable(cfg.mode);
+    const r = this.registry;
+    this.#m = {
+      bpf: r.counter("merbridge_bpf_events_total", "What the BPF programs did, by event (summed over CPUs)"),
+      pods: r.gauge("merbridge_pods", "Pods of this node by state"),
+      mapEntries: r.gauge("merbridge_map_entries", "Entries in each datapath map"),
+      mapCapacity: r.gauge("merbridge_map_capacity", "Capacity of each datapath map"),
+      reconciles: r.counter("merbridge_reconciles_total", "Pod map reconciliations, by outcome"),
+      cniRequests: r.counter("merbridge_cni_requests_total", "CNI plugin requests, by operation and result"),
+      cniLatency: r.histogram("merbridge_cni_request_seconds", "CNI request handling time", [
+        0.001,
+        0.005,
+        0.01,
+        0.05,
+        0.1,
+        0.5,
+        1,
+        5,
+      ]),
+      source: r.counter("merbridge_pod_source_events_total", "Pod source lists, watch restarts and errors"),
+      cniInstall: r.counter("merbridge_cni_config_events_total", "CNI config installs, repairs and errors"),
+      ready: r.gauge("merbridge_ready", "1 once programs are attached and the first pod sync is done"),
+      attachments: r.gauge("merbridge_cni_attachments", "Pods with a mark listener and ingress programs"),
+    };
+  }
+
+  static async start(cfg: DaemonConfig, source: PodSource): Promise<Daemon> {
+    const d = new Daemon(cfg, source);
+    try {
+      await d.#start();
+    } catch (e) {
+      await d.#teardown(false);
+      throw e;
+    }
+    return d;
+  }
+
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  get datapath(): Datapath {
+    if (!this.#dp) throw new Error("datapath not loaded");
+    return this.#dp;
+  }
+
+  async #start(): Promise<void> {
+    const cfg = this.cfg;
+    const mesh = meshParams(cfg.mode);
+    const cgroupPath = cfg.cgroupPath ?? cgroup2Root();
+    assertCgroup2Dir(cgroupPath);
+    log.info("starting: mode {mode}, cni-mode {cni}, cgroup {cgroup}, pins {pins}", {
+      mode: cfg.mode,
+      cni: cfg.cniMode,
+      cgroup: cgroupPath,
+      pins: cfg.pinPath,
+    });
+    const dp = this.#dp = Datapath.load({ pinPath: cfg.pinPath, cgroupPath, dnsCapture: cfg.dnsCapture });
+    dp.maps.setMeshConfig(mesh, { dnsCapture: cfg.dnsCapture, cniMode: cfg.cniMode });
+    dp.attach();
+
+    if (cfg.metricsAddr) this.#http = serveHttp(cfg.metricsAddr, this.registry, this.#health());
+    this.#collectors();
+
+    if (cfg.cniMode) {
+      this.#attachments = new Attachments({
+        maps: dp.maps,
+        programs: dp.ingressPrograms(),
+        pinPath: cfg.pinPath,
+        stateFile: attachmentsFile(cfg.stateDir),
+        hook: cfg.ingressHook,
+        hardwareChecksum: cfg.hardwareChecksum,
+        lookupPod: (ns, name) => this.#lookupPod(ns, name),
+        onChange: () => this.reconcile(),
+      });
+      const r = this.#attachments.restore();
+      log.info("CNI attachments restored: {restored}, dropped: {dropped}", r);
+    }
+
+    await this.source.start((pods) => {
+      const changed = this.table.set(pods);
+      if (changed || this.table.snapshots === 1) this.reconcile();
+    });
+    log.info("pods from {source}: {n} on this node", {
+      source: this.source.description,
+      n: this.table.entries().length,
+    });
+
+    if (cfg.cniMode) {
+      const attachments = this.#attachments!;
+      this.#server = serveDaemonSocket(socketPath(cfg.runDir), async (req) => {
+        const t0 = performance.now();
+        const res = await attachments.handle(req);
+        this.#m.cniRequests.inc({ op: req.op, result: res.ok ? "ok" : "error" });
+        this.#m.cniLatency.observe({ op: req.op }, (performance.now() - t0) / 1000);
+        return res;
+      });
+      this.#sweep = setInterval(() => {
+        const n = attachments.sweep();
+        if (n) log.info("removed {n} attachments whose pod namespace disappeared", { n });
+      }, 10_000);
+      const installOpts = this.#cniInstallOptions();
+      const first = await installCni(installOpts).catch((e) => {
+        log.error("CNI install failed: {error}", { error: (e as Error).message });
+        return undefined;
+      });
+      if (first?.kind === "installed") log.info("chained into {file}", { file: first.confFile });
+      this.#watchDone = watchCniConfig(installOpts, this.#abort.signal).catch((e) => {
+        log.error("CNI config watcher stopped: {error}", { error: (e as Error).message });
+      });
+    }
+    this.#ready = true;
+    log.info("ready");
+  }
+
+  #cniInstallOptions() {
+    const cfg = this.cfg;
+    return {
+      binDir: cfg.cniBinDir,
+      confDir: cfg.cniConfigDir,
+      stateDir: cfg.stateDir,
+      source: cfg.pluginSource,
+      pluginConf: {
+        socketPath: socketPath(cfg.runDir),
+        logFile: `${cfg.runDir}/cni.log`,
+        logLevel: cfg.logLevel,
+      },
+    };
+  }
+
+  async #lookupPod(ns: string, name: string) {
+    // The API may not have told us about a brand-new pod yet: wait briefly, then ask directly.
+    for (let i = 0; i < 10; i++) {
+      const e = this.table.get(ns, name);
+      if (e) return e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const pod = await this.source.get(ns, name).catch(() => undefined);
+    if (!pod) return undefined;
+    const { podEntry } = await import("../mesh/membership.ts");
+    return podEntry(pod, this.cfg.mode);
+  }
+
+  /** Brings local_pods in line with the pod table and the CNI attachments. */
+  reconcile(): void {
+    if (!this.#dp) return;
+    const desired = new Map<string, PodPolicy>();
+    for (const e of this.table.entries()) if (e.inMesh && e.ip) desired.set(e.ip, e.policy);
+    if (this.#attachments) {
+      for (const [ip, p] of this.#attachments.policies((ns, n) => this.table.get(ns, n))) {
+        if (!desired.has(ip)) desired.set(ip, p ?? defaultPolicy(this.cfg.mode));
+      }
+    }
+    try {
+      const r = reconcileLocalPods(this.#dp.maps, desired);
+      this.#m.reconciles.inc({ result: "ok" });
+      this.#syncError = undefined;
+      if (r.added.length + r.updated.length + r.removed.length) {
+        log.info("pod maps: +{added} ~{updated} -{removed}", {
+          added: r.added.length,
+          updated: r.updated.length,
+          removed: r.removed.length,
+        });
+      }
+    } catch (e) {
+      this.#m.reconciles.inc({ result: "error" });
+      this.#syncError = (e as Error).message;
+      log.error("reconciling pod maps failed: {error}", { error: this.#syncError });
+    }
+  }
+
+  #health() {
+    return {
+      notReady: () => this.#ready ? undefined : "starting",
+      unhealthy: () => this.#syncError,
+    };
+  }
+
+  #collectors(): void {
+    this.registry.onCollect(() => {
+      const dp = this.#dp;
+      if (!dp) return;
+      const c = dp.maps.counters();
+      for (const name of COUNTER_NAMES) this.#m.bpf.set({ event: name }, c[name]);
+      const counts = this.table.counts();
+      this.#m.pods.set({ state: "meshed" }, counts.meshed);
+      this.#m.pods.set({ state: "not_meshed" }, counts.notMeshed);
+      this.#m.pods.set({ state: "no_ip" }, counts.noIp);
+      this.#m.mapEntries.set({ map: "local_pods" }, dp.maps.pods().size);
+      this.#m.mapEntries.set({ map: "mark_pod_ips" }, dp.maps.marks().size);
+      this.#m.ready.set({}, this.#ready ? 1 : 0);
+      this.#m.attachments.set({}, this.#attachments?.records().length ?? 0);
+      const s = this.source.stats();
+      this.#m.source.set({ event: "list" }, s.lists);
+      this.#m.source.set({ event: "watch_restart" }, s.watchRestarts);
+      this.#m.source.set({ event: "error" }, s.errors);
+    });
+  }
+
+  /** Stops serving. With `uninstall`, removes everything this agent put on the node. */
+  async stop(uninstall = this.cfg.uninstallOnExit): Promise<void> {
+    await this.#teardown(uninstall);
+  }
+
+  async #teardown(uninstall: boolean): Promise<void> {
+    this.#ready = false;
+    this.#abort.abort();
+    clearInterval(this.#sweep);
+    await this.source.stop().catch(() => {});
+    await this.#server?.close().catch(() => {});
+    await this.#watchDone;
+    await this.#http?.shutdown().catch(() => {});
+    if (uninstall) {
+      const n = this.#attachments?.removeAll() ?? 0;
+      if (this.cfg.cniMode) await uninstallCni(this.#cniInstallOptions()).catch((e) => log.error(String(e)));
+      this.#dp?.close();
+      const pins = uninstallDatapath(this.cfg.pinPath);
+      log.info("uninstalled: {n} pod attachments, {pins} pins", { n, pins });
+    } else {
+      this.#attachments?.close();
+      this.#dp?.close();
+      log.info("stopped; the datapath stays attached for the next daemon");
+    }
+  }
+}

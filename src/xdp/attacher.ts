@@ -1,0 +1,118 @@
+// Attaches the inbound interception programs to one pod's interface, inside the pod's network
+// namespace: XDP (a pinned link, so it survives the daemon and is detached by removing the pin) or TC
+// ingress, plus TC egress for the replies. Also owns the interface's tx checksum offload setting, which
+// it turns off (unless told otherwise) and puts back on detach.
+import { attachXdp, BpfLink } from "../bpf/link.ts";
+import type { BpfProgram } from "../bpf/object.ts";
+import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
+import { tcAttach, tcDetach, tcEnsureHook } from "../bpf/tc.ts";
+import { ifNameToIndex } from "../ffi/libc.ts";
+import { setTxChecksum, txChecksumEnabled } from "../netns/interface.ts";
+import { withNetns } from "../netns/netns.ts";
+
+export type IngressHook = "xdp" | "tc";
+
+/** Our TC filters' identity on a pod interface ("MB"); chosen to stay clear of priority 1 others use. */
+export const TC_HANDLE = 0x4d42;
+export const TC_PRIORITY = 0x4d42;
+
+export interface IngressPrograms {
+  xdp: BpfProgram;
+  tcIngress: BpfProgram;
+  tcEgress: BpfProgram;
+}
+
+export interface IngressTarget {
+  netnsPath: string;
+  ifName: string;
+  /** bpffs directory owned by this attachment (the XDP link is pinned in it). */
+  pinDir: string;
+}
+
+export interface IngressResult {
+  ifindex: number;
+  /** We switched tx checksum offload off and must switch it back on detach. */
+  txChanged: boolean;
+}
+
+export function attachIngress(
+  t: IngressTarget,
+  progs: IngressPrograms,
+  opts: { hook: IngressHook; hardwareChecksum: boolean },
+): IngressResult {
+  ensureBpffsDir(t.pinDir);
+  const xdpPin = `${t.pinDir}/xdp`;
+  return withNetns(t.netnsPath, () => {
+    const ifindex = ifNameToIndex(t.ifName);
+    let txChanged = false;
+    if (!opts.hardwareChecksum && txChecksumEnabled(t.ifName)) {
+      setTxChecksum(t.ifName, false);
+      txChanged = true;
+    }
+    tcEnsureHook(ifindex);
+    tcAttach({
+      ifindex,
+      direction: "egress",
+      prog: progs.tcEgress,
+      handle: TC_HANDLE,
+      priority: TC_PRIORITY,
+      replace: true,
+    });
+    if (opts.hook === "xdp") {
+      tcDetach({ ifindex, direction: "ingress", handle: TC_HANDLE, priority: TC_PRIORITY });
+      if (isPinned(xdpPin)) {
+        using link = BpfLink.openPinned(xdpPin);
+        link.update(progs.xdp);
+      } else {
+        using link = attachXdp(progs.xdp, ifindex);
+        link.pin(xdpPin);
+      }
+    } else {
+      if (isPinned(xdpPin)) Deno.removeSync(xdpPin);
+      tcAttach({
+        ifindex,
+        direction: "ingress",
+        prog: progs.tcIngress,
+        handle: TC_HANDLE,
+        priority: TC_PRIORITY,
+        replace: true,
+      });
+    }
+    return { ifindex, txChanged };
+  });
+}
+
+function netnsExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes what attachIngress added. Works when the namespace is already gone (the pin is removed; the
+ * filters went with the interface).
+ */
+export function detachIngress(t: IngressTarget, restoreTx: boolean): void {
+  removePinTree(t.pinDir);
+  if (!netnsExists(t.netnsPath)) return;
+  try {
+    withNetns(t.netnsPath, () => {
+      let ifindex: number;
+      try {
+        ifindex = ifNameToIndex(t.ifName);
+      } catch {
+        return; // interface already gone
+      }
+      for (const direction of ["ingress", "egress"] as const) {
+        tcDetach({ ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY });
+      }
+      if (restoreTx) setTxChecksum(t.ifName, true);
+    });
+  } catch (e) {
+    // A namespace being torn down can vanish between the check and setns.
+    if (netnsExists(t.netnsPath)) throw e;
+  }
+}
