@@ -131,15 +131,16 @@ export class Proc {
 
   constructor(child: Deno.ChildProcess) {
     this.#child = child;
-    this.#read(child.stdout, (l) => {
+    const out = this.#read(child.stdout, (l) => {
       try {
         this.lines.push(JSON.parse(l));
       } catch {
         this.lines.push({ raw: l });
       }
     });
-    this.#read(child.stderr, (l) => this.stderr.push(l));
-    this.done = child.status;
+    const err = this.#read(child.stderr, (l) => this.stderr.push(l));
+    // Done means exited AND every line read, so callers never race the stream readers.
+    this.done = Promise.all([child.status, out, err]).then(([st]) => st);
   }
 
   get pid(): number {

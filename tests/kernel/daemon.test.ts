@@ -1,0 +1,130 @@
+// The daemon as users run it: a child process, a pods file, SIGTERM and restart.
+import assert from "node:assert/strict";
+import { meshParams } from "../../src/mesh/modes.ts";
+import { createCgroup, createNode, createPod, nettool, Scope, startNettool, uniq } from "./harness/mod.ts";
+import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
+import { removePinTree } from "../../src/bpf/pins.ts";
+import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
+
+const mesh = meshParams("istio");
+
+function podYaml(name: string, ip: string, annotations: Record<string, string> = {}): string {
+  const ann = Object.entries(annotations).map(([k, v]) => `    ${k}: "${v}"`).join("\n");
+  return `apiVersion: v1
+kind: Pod
+metadata:
+  name: ${name}
+  namespace: default
+  uid: uid-${name}
+  annotations:
+    sidecar.istio.io/status: '{}'
+${ann}
+spec:
+  nodeName: test-node
+  containers:
+  - name: app
+  - name: istio-proxy
+status:
+  phase: Running
+  podIP: ${ip}
+---
+`;
+}
+
+async function setup(scope: Scope) {
+  const prefix = uniq();
+  const node = await createNode(scope, prefix);
+  const cgroup = await createCgroup(scope, `${prefix}-cg`);
+  const pinPath = `/sys/fs/bpf/${prefix}-d`;
+  scope.defer(() => removePinTree(pinPath));
+  const dir = await Deno.makeTempDir({ prefix: "merbridge-daemon-test-" });
+  scope.defer(() => Deno.remove(dir, { recursive: true }));
+  const a = await createPod(scope, node, "a", 10);
+  const b = await createPod(scope, node, "b", 11);
+  const r = await createPod(scope, node, "r", 100);
+  const sc = startNettool(scope, { netns: a.ns, cgroup, uid: mesh.proxyUid }, [
+    "proxy",
+    "--listen",
+    `outbound=${mesh.outboundPort}`,
+  ]);
+  await sc.waitFor((l) => l.event === "listening");
+  const srv = startNettool(scope, { netns: r.ns }, ["server", "--name", "r", "--port", "8080"]);
+  await srv.waitFor((l) => l.event === "listening");
+  const podsFile = `${dir}/pods.yaml`;
+  await Deno.writeTextFile(podsFile, podYaml("a", a.ip));
+  return {
+    cgroup,
+    pinPath,
+    podsFile,
+    a,
+    b,
+    r,
+    sc,
+    opts: { cgroup, pinPath, podsFile, stateDir: `${dir}/state`, runDir: `${dir}/run` },
+  };
+}
+
+Deno.test("kernel: daemon restart while a client connects in a loop: zero failures, all redirected", async () => {
+  await using scope = new Scope();
+  const s = await setup(scope);
+  let daemon = await startDaemon(scope, s.opts);
+  let ok = 0, failed = 0;
+  const failures: unknown[] = [];
+  let stop = false;
+  const loop = (async () => {
+    while (!stop) {
+      const res = await nettool({ netns: s.a.ns, cgroup: s.cgroup, uid: 1000 }, ["client", `${s.r.ip}:8080`]);
+      if (res.ok) ok++;
+      else {
+        failed++;
+        failures.push(res);
+      }
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(await stopDaemon(daemon), 0, "daemon exits 0 on SIGTERM");
+  await new Promise((r) => setTimeout(r, 500)); // no daemon at all for a while
+  daemon = await startDaemon(scope, s.opts);
+  await new Promise((r) => setTimeout(r, 500));
+  stop = true;
+  await loop;
+  await stopDaemon(daemon);
+  assert.equal(failed, 0, `failures: ${JSON.stringify(failures)}`);
+  assert.ok(ok >= 10, `only ${ok} connections made`);
+  const accepted = s.sc.lines.filter((l) => l.event === "accepted" && l.orig === `${s.r.ip}:8080`).length;
+  assert.equal(accepted, ok, "every connection went through the sidecar, including while no daemon ran");
+  using m = new PinnedDatapathMaps(s.pinPath);
+  assert.ok(m.maps.pods().has(s.a.ip), "the pod entry survived the restart");
+});
+
+Deno.test("kernel: pods file changes reach the maps within a second", async () => {
+  await using scope = new Scope();
+  const s = await setup(scope);
+  const daemon = await startDaemon(scope, s.opts);
+  await waitMaps(s.pinPath, (m) => m.maps.pods().has(s.a.ip));
+
+  await Deno.writeTextFile(
+    s.podsFile,
+    podYaml("a", s.a.ip, { "traffic.sidecar.istio.io/excludeOutboundPorts": "8080, 9090" }) +
+      podYaml("b", s.b.ip),
+  );
+  const t1 = await waitMaps(s.pinPath, (m) => {
+    const p = m.maps.pods();
+    return p.get(s.a.ip)?.excludeOutboundPorts.ports.join(",") === "8080,9090" && p.has(s.b.ip);
+  });
+  assert.ok(t1 < 1000, `annotation change took ${t1} ms`);
+
+  await Deno.writeTextFile(s.podsFile, podYaml("b", s.b.ip));
+  const t2 = await waitMaps(s.pinPath, (m) => !m.maps.pods().has(s.a.ip));
+  assert.ok(t2 < 1000, `pod removal took ${t2} ms`);
+
+  // A broken file keeps the last good state.
+  await Deno.writeTextFile(s.podsFile, "kind: Pod\nmetadata: [unclosed");
+  await new Promise((r) => setTimeout(r, 300));
+  {
+    using m = new PinnedDatapathMaps(s.pinPath);
+    assert.ok(m.maps.pods().has(s.b.ip), "a malformed pods file must not empty the maps");
+  }
+  assert.equal(await stopDaemon(daemon), 0);
+  assert.ok(daemon.stderr.some((l) => l.includes("keeping the previous")), "the bad file was reported");
+});
