@@ -15,7 +15,21 @@ import {
   withoutOurEntries,
   wrapConf,
 } from "./conflist.ts";
+import {
+  exists,
+  fileMode,
+  isTempPath,
+  readIfExists,
+  removeIfExists,
+  sameBytes,
+  sameFileContent,
+  sha256,
+  tempPath,
+  writeAtomic,
+} from "./files.ts";
 import { PLUGIN_TYPE } from "./spec.ts";
+
+const enc = new TextEncoder();
 
 export { CniConfigFileError };
 
@@ -72,15 +86,13 @@ const log = getLogger("cni", "install");
 
 const STATE_FILE = "cni-install.json";
 const ORIGINAL_PREFIX = "original-";
-const TEMP_MARK = ".merbridge-";
-const TEMP_SUFFIX = ".tmp";
 
 type ConfRecord =
   | {
     /** Our entry was added to an existing list. */
     mode: "appended";
     file: string;
-    /** Saved bytes of the file without our entry, when known. */
+    /** Where the file's bytes without our entry are saved; null when they were never seen. */
     original: string | null;
     writtenSha256: string;
   }
@@ -90,7 +102,7 @@ type ConfRecord =
     confFile: string;
     conflistFile: string;
     confMode: number;
-    /** Saved bytes of the .conf. */
+    /** Where the .conf's exact bytes are saved. */
     original: string;
     writtenSha256: string;
   };
@@ -101,115 +113,6 @@ interface InstallState {
   binary: string | null;
   conf: ConfRecord | null;
 }
-
-// ---------------------------------------------------------------------------------------------
-// Files
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
-async function readIfExists(path: string): Promise<Uint8Array | null> {
-  try {
-    return await Deno.readFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
-  }
-}
-
-function tempPath(path: string): string {
-  const rand = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(16);
-  // The suffix keeps runtimes (which read *.conf, *.conflist, *.json) away from half-written files.
-  return join(dirname(path), `.${basename(path)}${TEMP_MARK}${rand}${TEMP_SUFFIX}`);
-}
-
-function isTempPath(path: string): boolean {
-  const b = basename(path);
-  return b.startsWith(".") && b.includes(TEMP_MARK) && b.endsWith(TEMP_SUFFIX);
-}
-
-/** Writes through a temp file and a rename, so readers see the old or the new file, never a part. */
-async function writeAtomic(
-  path: string,
-  bytes: Uint8Array,
-  mode: number,
-  owner?: { uid: number | null; gid: number | null },
-): Promise<void> {
-  const target = await realTarget(path);
-  const tmp = tempPath(target);
-  try {
-    const f = await Deno.open(tmp, { write: true, createNew: true, mode });
-    try {
-      let off = 0;
-      while (off < bytes.length) off += await f.write(bytes.subarray(off));
-      await f.sync();
-    } finally {
-      f.close();
-    }
-    await Deno.chmod(tmp, mode);
-    if (owner && owner.uid !== null && owner.gid !== null) {
-      try {
-        await Deno.chown(tmp, owner.uid, owner.gid);
-      } catch (err) {
-        if (!(err instanceof Deno.errors.PermissionDenied)) throw err;
-      }
-    }
-    await Deno.rename(tmp, target);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {});
-    throw err;
-  }
-}
-
-/** A configuration reached through a symlink is edited where it lives, keeping the link. */
-async function realTarget(path: string): Promise<string> {
-  try {
-    return (await Deno.lstat(path)).isSymlink ? await Deno.realPath(path) : path;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return path;
-    throw err;
-  }
-}
-
-async function sha256(bytes: Uint8Array): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function sameFileContent(a: string, b: string): Promise<boolean> {
-  const [sa, sb] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
-  if (sa.size !== sb.size) return false;
-  using fa = await Deno.open(a);
-  using fb = await Deno.open(b);
-  const ba = new Uint8Array(1 << 20);
-  const bb = new Uint8Array(1 << 20);
-  for (;;) {
-    const na = await readFull(fa, ba);
-    const nb = await readFull(fb, bb);
-    if (na !== nb) return false;
-    if (na === 0) return true;
-    for (let i = 0; i < na; i++) if (ba[i] !== bb[i]) return false;
-  }
-}
-
-async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
-  let off = 0;
-  while (off < buf.length) {
-    const n = await f.read(buf.subarray(off));
-    if (n === null) break;
-    off += n;
-  }
-  return off;
-}
-
-const enc = new TextEncoder();
 
 // ---------------------------------------------------------------------------------------------
 // State
@@ -350,7 +253,7 @@ async function planBinary(binDir: string, source: PluginSource): Promise<BinaryP
   const cur = current?.isFile ? await Deno.readFile(dest) : null;
   return {
     dest,
-    upToDate: modeOk && cur !== null && cur.length === script.length && cur.every((b, i) => b === script[i]),
+    upToDate: modeOk && sameBytes(cur, script),
     write: () => writeAtomic(dest, script, 0o755),
   };
 }
@@ -382,10 +285,6 @@ export async function activeConfFile(confDir: string): Promise<string | null> {
 async function readConf(path: string): Promise<{ file: ConfFile; bytes: Uint8Array; stat: Deno.FileInfo }> {
   const [bytes, stat] = await Promise.all([Deno.readFile(path), Deno.stat(path)]);
   return { file: parseConfFile(path, bytes), bytes, stat };
-}
-
-function fileMode(stat: Deno.FileInfo): number {
-  return (stat.mode ?? 0o644) % 0o10000;
 }
 
 /** Takes our entry out of a configuration we changed, restoring the saved bytes when possible. */
@@ -552,20 +451,10 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
   // The record is written before the configuration, so a crash in between still uninstalls.
   if (JSON.stringify(prior) !== JSON.stringify(state)) await writeState(opts.stateDir, state);
   await writeConf();
-  return { kind: "installed", confFile: active, changed: changes.length > 0, changes };
-}
-
-function sameBytes(a: Uint8Array | null, b: Uint8Array): boolean {
-  return a !== null && a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-async function removeIfExists(path: string | null): Promise<void> {
-  if (path === null) return;
-  try {
-    await Deno.remove(path);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
+  // A saved copy the new record no longer points at (the list was taken over) is dropped.
+  if (rec?.original && rec.original !== next.original) await removeIfExists(rec.original);
+  const confFile = next.mode === "wrapped" ? next.conflistFile : next.file;
+  return { kind: "installed", confFile, changed: changes.length > 0, changes };
 }
 
 function conflistHasOurEntry(path: string, bytes: Uint8Array): boolean {

@@ -177,6 +177,7 @@ Deno.test("CNI installer", async (t) => {
         const res = await installCni(opts);
         const conflist = join(opts.confDir, "10-bridge.conflist");
         assert.ok(res.kind === "installed" && res.changed);
+        assert.equal(res.confFile, conflist);
         assert.equal(await exists(conf), false, "the .conf no longer shadows the list");
         assert.equal(await activeConfFile(opts.confDir), conflist);
         const text = await Deno.readTextFile(conflist);
@@ -229,6 +230,28 @@ Deno.test("CNI installer", async (t) => {
       }
     },
   );
+
+  await t.step("a generated list rewritten by someone else is treated as theirs from then on", async () => {
+    const { root, opts } = await setup();
+    try {
+      await Deno.writeTextFile(join(opts.confDir, "10-bridge.conf"), BRIDGE_CONF);
+      await installCni(opts);
+      const conflist = join(opts.confDir, "10-bridge.conflist");
+      // The network plugin now writes a list of its own under that name.
+      const theirs = `{"cniVersion":"1.0.0","name":"mynet","plugins":[{"type":"bridge","bridge":"cni9"}]}`;
+      await Deno.writeTextFile(conflist, theirs);
+      const res = await installCni(opts);
+      assert.ok(res.kind === "installed" && res.changed);
+      assert.deepEqual(pluginTypes(await Deno.readTextFile(conflist)), ["bridge", "merbridge-cni"]);
+      await uninstallCni(opts);
+      // Their list comes back as they wrote it, and the old .conf is not resurrected next to it.
+      assert.deepEqual([...(await snapshot(opts.confDir)).keys()], ["10-bridge.conflist"]);
+      assert.equal(await Deno.readTextFile(conflist), theirs);
+      assert.equal(await exists(opts.stateDir), false, "no saved copy left behind");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  });
 
   await t.step("malformed or unusable files are refused, named, and left untouched", async () => {
     const cases: [string, string, RegExp][] = [
