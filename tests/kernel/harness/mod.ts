@@ -22,10 +22,75 @@ export const NETTOOL: string = (() => {
 export const PYTHON = "/usr/bin/python3";
 
 let seq = 0;
-/** A short unique prefix (interface names are limited to 15 bytes). */
+const PID36 = Deno.pid.toString(36).padStart(5, "0");
+/**
+ * A short unique prefix (interface names are limited to 15 bytes). It embeds our PID, so that
+ * sweepStale() can tell the leftovers of a crashed run (PID gone) from resources of runs still going.
+ */
 export function uniq(): string {
   seq++;
-  return `mb${(Deno.pid % 1000).toString(36)}${seq.toString(36)}`;
+  return `mb${PID36}${seq.toString(36)}`;
+}
+
+const STALE = /^mb([0-9a-z]{5})/;
+
+function ownerAlive(name: string): boolean {
+  const m = STALE.exec(name);
+  if (!m) return true; // not ours: never touch
+  const pid = parseInt(m[1]!, 36);
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes namespaces, pin directories and cgroups left by test runs that died before their cleanup
+ * ran (an uncaught error ends the runner without unwinding). Only names with our prefix whose
+ * creating process no longer exists are touched.
+ */
+export function sweepStale(): string[] {
+  const removed: string[] = [];
+  const netns = new Deno.Command("ip", { args: ["netns", "list"], stdout: "piped", stderr: "null" })
+    .outputSync();
+  for (const line of new TextDecoder().decode(netns.stdout).split("\n")) {
+    const name = line.split(" ")[0] ?? "";
+    if (STALE.test(name) && !ownerAlive(name)) {
+      // Processes still inside a dead run's namespace were started by that run.
+      const pids = new Deno.Command("ip", { args: ["netns", "pids", name], stdout: "piped", stderr: "null" })
+        .outputSync();
+      for (const pid of new TextDecoder().decode(pids.stdout).split("\n").filter(Boolean)) {
+        try {
+          Deno.kill(Number(pid), "SIGKILL");
+        } catch { /* gone */ }
+      }
+      new Deno.Command("ip", { args: ["netns", "del", name], stderr: "null" }).outputSync();
+      removed.push(`netns ${name}`);
+    }
+  }
+  for (const e of Deno.readDirSync("/sys/fs/bpf")) {
+    if (STALE.test(e.name) && !ownerAlive(e.name)) {
+      new Deno.Command("rm", { args: ["-rf", `/sys/fs/bpf/${e.name}`] }).outputSync();
+      removed.push(`pins ${e.name}`);
+    }
+  }
+  const cg = cgroup2Root();
+  for (const e of Deno.readDirSync(cg)) {
+    if (e.isDirectory && STALE.test(e.name) && !ownerAlive(e.name)) {
+      try {
+        // Only processes a dead test run started live in its cgroup: end them with it.
+        Deno.writeTextFileSync(`${cg}/${e.name}/cgroup.kill`, "1");
+        for (let i = 0; i < 50 && Deno.readTextFileSync(`${cg}/${e.name}/cgroup.procs`).trim(); i++) {
+          new Deno.Command("sleep", { args: ["0.05"] }).outputSync();
+        }
+        Deno.removeSync(`${cg}/${e.name}`);
+        removed.push(`cgroup ${e.name}`);
+      } catch { /* still busy: next sweep */ }
+    }
+  }
+  return removed;
 }
 
 export class Scope implements AsyncDisposable {
@@ -291,3 +356,6 @@ export async function createPod(
 export async function sleep(ms: number) {
   await new Promise((r) => setTimeout(r, ms));
 }
+
+// A run that died earlier (SIGKILL, OOM, a runner abort) could not clean up: do it before building more.
+if (Deno.uid() === 0) sweepStale();
