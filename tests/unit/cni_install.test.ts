@@ -458,6 +458,30 @@ Deno.test("CNI installer", async (t) => {
     }
   });
 
+  await t.step("the watcher waits for a missing directory and stops promptly when aborted", async () => {
+    const { root, opts } = await setup();
+    try {
+      const ac = new AbortController();
+      const missing = join(root, "not-yet");
+      const watching = watchCniConfig({ ...opts, confDir: missing, retryMs: 50 }, ac.signal);
+      await new Promise((r) => setTimeout(r, 120));
+      await Deno.mkdir(missing);
+      await Deno.writeTextFile(join(missing, "10-calico.conflist"), CALICO);
+      const file = join(missing, "10-calico.conflist");
+      await until("the install into the late directory", async () => {
+        return pluginTypes(await Deno.readTextFile(file)).includes("merbridge-cni");
+      });
+      const started = Date.now();
+      ac.abort();
+      await watching;
+      assert.ok(Date.now() - started < 1_000, "abort ends the watch");
+      await uninstallCni({ ...opts, confDir: missing });
+      assert.equal(await Deno.readTextFile(file), CALICO);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+
   await t.step(
     "the watcher installs once the config appears, repairs a rewrite once, and does not loop",
     async () => {
