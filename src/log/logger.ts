@@ -53,11 +53,11 @@ export async function setupLogging(opts: LogOptions): Promise<void> {
   const json = fmt === "json" || (fmt === "auto" && !Deno.stderr.isTerminal());
   const formatter = json ? jsonFormatter : textFormatter;
   const sinks: Record<string, Sink> = {
-    stderr: getStreamSink(Deno.stderr.writable, { formatter }),
+    stderr: getStreamSink(Deno.stderr.writable, { formatter, closeStream: false }),
   };
   if (opts.file) sinks.file = fileSink(opts.file, jsonFormatter);
   await configure({
-    reset: configured,
+    reset: true,
     sinks,
     loggers: [
       { category: ["merbridge"], lowestLevel: opts.level, sinks: Object.keys(sinks) },
