@@ -27,15 +27,21 @@ static __always_inline int listening(struct bpf_sock_addr *ctx, __u16 port)
 	return 1;
 }
 
-/* The pod IP (network order) of the caller's pod, from its mark listener; 0 when unknown. */
+/* The pod IP (network order) of the caller's pod, from its mark listener, else from its namespace
+ * cookie (while a restarting daemon reopens the listeners); 0 when unknown. */
 static __always_inline __u32 current_pod_ip(struct bpf_sock_addr *ctx)
 {
+	__u32 *ip = 0;
 	struct bpf_sock *sk = find_listener(ctx, MARK_PORT);
-	if (!sk)
-		return 0;
-	__u32 mark = sk->mark;
-	bpf_sk_release(sk);
-	__u32 *ip = bpf_map_lookup_elem(&mark_pod_ips, &mark);
+	if (sk) {
+		__u32 mark = sk->mark;
+		bpf_sk_release(sk);
+		ip = bpf_map_lookup_elem(&mark_pod_ips, &mark);
+	}
+	if (!ip) {
+		__u64 ns = bpf_get_netns_cookie(ctx);
+		ip = bpf_map_lookup_elem(&netns_pod_ips, &ns);
+	}
 	return ip ? *ip : 0;
 }
 

@@ -27,6 +27,18 @@ struct {
 	__type(value, __u32);
 } mark_pod_ips SEC(".maps");
 
+/*
+ * Network namespace cookie -> pod IP, written next to the mark entry. The mark listener lives only as
+ * long as the daemon that opened it; this entry is pinned, so a pod stays identified while a
+ * restarting daemon rebuilds its listeners.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u32);
+} netns_pod_ips SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -51,13 +63,13 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, C_MAX);
-	__type(key, enum counter); /* also puts the enum in BTF, where the agent's names are checked */
+	__type(key, __u32); /* enum counter; array keys must be plain 32-bit ints for the kernel's BTF check */
 	__type(value, __u64);
 } counters SEC(".maps");
 
 static __always_inline void count(enum counter c)
 {
-	enum counter k = c;
+	__u32 k = c;
 	__u64 *v = bpf_map_lookup_elem(&counters, &k);
 	if (v)
 		*v += 1;

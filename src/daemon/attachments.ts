@@ -8,6 +8,7 @@ import type { DatapathMaps } from "../maps/manager.ts";
 import type { PodEntry, PodPolicy } from "../mesh/types.ts";
 import {
   closeMarkListener,
+  listenerNetnsCookie,
   type MarkListener,
   openMarkListener,
   randomMark,
@@ -27,6 +28,8 @@ export interface AttachmentRecord {
   podUid?: string;
   podIp: string;
   mark: number;
+  /** Namespace cookie (decimal string), the restart-proof second key of the pod's identity. */
+  netnsCookie?: string;
   hook: IngressHook;
   txChanged: boolean;
   createdAt: string;
@@ -158,6 +161,9 @@ export class Attachments {
     const r = live.rec;
     live.listener ??= openMarkListener(r.netns, r.mark);
     this.opts.maps.putMark(r.mark, r.podIp);
+    const cookie = listenerNetnsCookie(live.listener);
+    r.netnsCookie = cookie.toString();
+    this.opts.maps.putNetnsPod(cookie, r.podIp);
     const res = attachIngress(
       { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },
       this.opts.programs,
@@ -171,6 +177,7 @@ export class Attachments {
     if (live.listener) closeMarkListener(live.listener);
     live.listener = undefined;
     this.opts.maps.deleteMark(r.mark);
+    if (r.netnsCookie) this.opts.maps.deleteNetnsPod(BigInt(r.netnsCookie));
     try {
       detachIngress(
         { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },

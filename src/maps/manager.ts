@@ -1,7 +1,7 @@
 // Typed access to the datapath's maps. Works on any RawMap (a loaded object's map or a pinned map
 // opened by `merbridge status`), so the CLI can read and the daemon can write the same way.
 import type { MeshParams, PodPolicy } from "../mesh/types.ts";
-import { ip4Key, layout, u32Key } from "./codec.ts";
+import { ip4Key, layout, u32Key, u64Key } from "./codec.ts";
 import {
   COUNTER_NAMES,
   type CounterName,
@@ -36,6 +36,7 @@ export const MAP_NAMES = [
   "mesh_config",
   "local_pods",
   "mark_pod_ips",
+  "netns_pod_ips",
   "cookie_orig_dst",
   "pair_orig_dst",
   "sock_pair_map",
@@ -57,6 +58,7 @@ export class DatapathMaps {
       mesh_config: RawMap;
       local_pods: RawMap;
       mark_pod_ips: RawMap;
+      netns_pod_ips: RawMap;
       pair_orig_dst: RawMap;
       cookie_orig_dst: RawMap;
       counters: RawPerCpuMap;
@@ -113,6 +115,23 @@ export class DatapathMaps {
     for (const k of this.maps.mark_pod_ips.keys()) {
       const v = this.maps.mark_pod_ips.lookup(k);
       if (v) out.set(u32Of(k), ipOf(v));
+    }
+    return out;
+  }
+
+  putNetnsPod(cookie: bigint, podIp: string): void {
+    this.maps.netns_pod_ips.update(u64Key(cookie), ip4Key(podIp));
+  }
+
+  deleteNetnsPod(cookie: bigint): boolean {
+    return this.maps.netns_pod_ips.delete(u64Key(cookie));
+  }
+
+  netnsPods(): Map<bigint, string> {
+    const out = new Map<bigint, string>();
+    for (const k of this.maps.netns_pod_ips.keys()) {
+      const v = this.maps.netns_pod_ips.lookup(k);
+      if (v) out.set(new DataView(k.buffer, k.byteOffset, 8).getBigUint64(0, true), ipOf(v));
     }
     return out;
   }

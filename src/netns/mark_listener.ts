@@ -15,6 +15,9 @@ import {
   socketFd,
   SOL_SOCKET,
 } from "../ffi/libc.ts";
+import { LibcError } from "../ffi/errors.ts";
+import { libc } from "../ffi/library.ts";
+import { lastErrno } from "../ffi/native.ts";
 import { MARK_PORT } from "../maps/layouts.ts";
 import { withNetns } from "./netns.ts";
 
@@ -59,6 +62,17 @@ export function openMarkListener(netnsPath: string, mark: number): MarkListener 
 export function closeMarkListener(l: MarkListener): void {
   registry.unregister(l);
   closeFd(l.fd);
+}
+
+const SO_NETNS_COOKIE = 71;
+
+/** The cookie of the network namespace the listener lives in (what bpf_get_netns_cookie returns there). */
+export function listenerNetnsCookie(l: MarkListener): bigint {
+  const buf = new Uint8Array(8);
+  const len = new Uint32Array([8]);
+  const ret = libc().getsockopt(l.fd, SOL_SOCKET, SO_NETNS_COOKIE, buf, new Uint8Array(len.buffer));
+  if (ret !== 0) throw new LibcError(`getsockopt(SO_NETNS_COOKIE) on the mark listener`, lastErrno());
+  return new DataView(buf.buffer).getBigUint64(0, true);
 }
 
 export function listenerMark(l: MarkListener): number {

@@ -128,8 +128,7 @@ async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
     get daemon() {
       return daemon;
     },
-    async restartDaemon() {
-      await stopDaemon(daemon);
+    async restartDaemonAfterStop() {
       daemon = await startDaemon(scope, daemonOpts);
     },
     inv,
@@ -346,4 +345,30 @@ Deno.test("kernel: 50 parallel ADDs then DELs leave zero residue", async () => {
   assert.deepEqual([...Deno.readDirSync(`${w.pinPath}/pods`)], [], "no per-pod pin left");
   const state = JSON.parse(await Deno.readTextFile(`${w.dir}/state/attachments.json`));
   assert.deepEqual(state, []);
+});
+
+Deno.test("kernel: CNI-mode restart: pods stay identified while no daemon runs; listeners come back with the same marks", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const p1 = await w.addPod("p1");
+  const s = startNettool(scope, { netns: w.client }, ["server", "--name", "remote", "--port", "9090"]);
+  await s.waitFor((l) => l.event === "listening");
+  const sc = await sidecar(scope, w, p1.ns);
+  const marksBefore = await marksListening(p1.ns);
+  const excludedStillDirect = async () => {
+    const from = sc.lines.length;
+    const res = await nettool({ netns: p1.ns, cgroup: w.cgroup, uid: 1000 }, [
+      "client",
+      `10.251.${w.k}.2:9090`,
+    ]);
+    assert.equal(res.ok, true, JSON.stringify(res));
+    return sc.lines.slice(from).filter((l) => l.event === "accepted").length === 0;
+  };
+  assert.ok(await excludedStillDirect(), "p1's excluded port is direct with the daemon up");
+  await stopDaemon(w.daemon);
+  assert.deepEqual(await marksListening(p1.ns), [], "the listener died with the daemon");
+  assert.ok(await excludedStillDirect(), "still excluded while no daemon runs (namespace cookie identity)");
+  await w.restartDaemonAfterStop();
+  assert.deepEqual(await marksListening(p1.ns), marksBefore, "the same mark is listening again");
+  assert.ok(await excludedStillDirect());
 });

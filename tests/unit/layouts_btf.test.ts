@@ -52,13 +52,13 @@ Deno.test("struct layouts match the BTF of every compiled object", async (t) => 
   for (const def of ALL_STRUCTS) assert.ok(seen.has(def.name), `struct ${def.name} is in no object's BTF`);
 });
 
-Deno.test("counter names follow enum counter", async () => {
-  let found: BtfType | undefined;
-  for (const obj of OBJECTS) {
-    found ??= (await btf(obj)).find((x) => x.kind === "ENUM" && x.name === "counter");
-  }
-  assert.ok(found, "enum counter is in no object's BTF");
-  const names = found.values!.map((v) => [v.name, v.val]);
-  const expected = COUNTER_NAMES.map((n, i) => [`C_${n.toUpperCase()}`, i]);
-  assert.deepEqual(names, [...expected, ["C_MAX", COUNTER_NAMES.length]]);
+Deno.test("counter names follow enum counter in bpf/common.h", async () => {
+  // The enum is not in the objects' BTF (the counters map is keyed by a plain __u32, as the kernel
+  // requires of array maps), so the header is the reference.
+  const header = await Deno.readTextFile(`${ROOT}bpf/common.h`);
+  const body = /enum counter \{([^}]*)\}/.exec(header)?.[1];
+  assert.ok(body, "enum counter not found in bpf/common.h");
+  const names = [...body.matchAll(/^\s*(C_[A-Z_]+)/gm)].map((m) => m[1]);
+  const expected = COUNTER_NAMES.map((n) => `C_${n.toUpperCase()}`);
+  assert.deepEqual(names, [...expected, "C_MAX"]);
 });
