@@ -88,7 +88,13 @@ export class FilePodSource implements PodSource {
 
   start(onSnapshot: (pods: Pod[]) => void): Promise<void> {
     this.#onSnapshot = onSnapshot;
-    this.#read(); // the first read must succeed: a daemon with a broken pods file should not start
+    try {
+      this.#read(); // the first read must succeed: a daemon with a broken pods file should not start
+    } catch (e) {
+      return Promise.reject(
+        e instanceof Deno.errors.NotFound ? new PodsFileError(this.path, "does not exist") : e,
+      );
+    }
     const dir = this.path.includes("/") ? this.path.slice(0, this.path.lastIndexOf("/")) || "/" : ".";
     this.#watcher = Deno.watchFs(dir, { recursive: false });
     (async () => {

@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { helpText, parseFlags, UsageError } from "../../src/cli/args.ts";
+import { DAEMON_FLAGS, DEFAULTS } from "../../src/cli/options.ts";
+import { runCli } from "../../src/cli/main.ts";
+
+Deno.test("daemon flags: defaults, booleans with and without =value, choices, env", async (t) => {
+  await t.step("defaults", () => {
+    const f = parseFlags(DAEMON_FLAGS, []);
+    assert.equal(f.mode, "istio");
+    assert.equal(f["cni-mode"], false);
+    assert.equal(f["bpf-pin-path"], DEFAULTS.pinPath);
+    assert.equal(f["metrics-addr"], DEFAULTS.metricsAddr);
+    assert.equal(f["cgroup-path"], undefined);
+  });
+  await t.step("--cni-mode=false / --cni-mode=true / bare --cni-mode", () => {
+    assert.equal(parseFlags(DAEMON_FLAGS, ["--cni-mode=false"])["cni-mode"], false);
+    assert.equal(parseFlags(DAEMON_FLAGS, ["--cni-mode=true"])["cni-mode"], true);
+    assert.equal(parseFlags(DAEMON_FLAGS, ["--cni-mode"])["cni-mode"], true);
+  });
+  await t.step("bad values name the flag", () => {
+    assert.throws(() => parseFlags(DAEMON_FLAGS, ["--cni-mode=maybe"]), /--cni-mode: expected true or false/);
+    assert.throws(() => parseFlags(DAEMON_FLAGS, ["--mode=envoy"]), /--mode: "envoy" is not one of istio/);
+    assert.throws(() => parseFlags(DAEMON_FLAGS, ["--ingress-hook=ebpf"]), /--ingress-hook/);
+    assert.throws(() => parseFlags(DAEMON_FLAGS, ["--no-such-flag"]), UsageError);
+    assert.throws(() => parseFlags(DAEMON_FLAGS, ["stray"]), UsageError);
+  });
+  await t.step("environment fallback", () => {
+    const f = parseFlags(DAEMON_FLAGS, [], { env: { NODE_NAME: "node-7" } });
+    assert.equal(f["node-name"], "node-7");
+    assert.equal(
+      parseFlags(DAEMON_FLAGS, ["--node-name=x"], { env: { NODE_NAME: "node-7" } })["node-name"],
+      "x",
+    );
+  });
+  await t.step("int flags", () => {
+    const specs = { n: { type: "int", default: 3, min: 1, max: 5, description: "n" } } as const;
+    assert.equal(parseFlags(specs, ["--n=4"]).n, 4);
+    assert.throws(() => parseFlags(specs, ["--n=9"]), /outside 1..5/);
+    assert.throws(() => parseFlags(specs, ["--n=x"]), /expected an integer/);
+  });
+  await t.step("help lists every flag with its default", () => {
+    const h = helpText("merbridge daemon", "x", DAEMON_FLAGS);
+    for (const name of Object.keys(DAEMON_FLAGS)) assert.ok(h.includes(`--${name}`), name);
+    assert.ok(h.includes(JSON.stringify(DEFAULTS.pinPath)));
+  });
+});
+
+Deno.test("runCli exit codes: unknown command and bad flags are 2, --help is 0", async () => {
+  const errors: string[] = [];
+  const logs: string[] = [];
+  const origError = console.error, origLog = console.log;
+  console.error = (...a: unknown[]) => errors.push(a.join(" "));
+  console.log = (...a: unknown[]) => logs.push(a.join(" "));
+  try {
+    assert.equal(await runCli(["frobnicate"]), 2);
+    assert.match(errors.join("\n"), /unknown command "frobnicate"/);
+    assert.equal(await runCli(["daemon", "--mode=nope"]), 2);
+    assert.match(errors.join("\n"), /--mode: "nope"/);
+    assert.equal(await runCli(["status", "--help"]), 0);
+    assert.match(logs.join("\n"), /--bpf-pin-path/);
+    assert.equal(await runCli(["maps", "dump", "--help"]), 0);
+    assert.equal(await runCli([]), 2);
+  } finally {
+    console.error = origError;
+    console.log = origLog;
+  }
+});

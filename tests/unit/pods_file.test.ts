@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { FilePodSource, parsePodsYaml, PodsFileError, podsOfNode } from "../../src/pods/file_source.ts";
+import type { Pod } from "../../src/pods/source.ts";
+
+Deno.test("pods YAML: Pod, PodList and List documents; clear errors", () => {
+  const text = `kind: Pod
+metadata: {name: a}
+---
+kind: PodList
+items:
+- metadata: {name: b}
+  spec: {nodeName: n1}
+- metadata: {name: c}
+  spec: {nodeName: n2}
+---
+kind: List
+items:
+- kind: Service
+  metadata: {name: s}
+- kind: Pod
+  metadata: {name: d}
+`;
+  const pods = parsePodsYaml("f.yaml", text);
+  assert.deepEqual(pods.map((p) => p.metadata?.name), ["a", "b", "c", "d"]);
+  assert.deepEqual(podsOfNode(pods, "n1").map((p) => p.metadata?.name), ["a", "b", "d"]);
+  assert.throws(
+    () => parsePodsYaml("f.yaml", "kind: Service\nmetadata: {name: x}"),
+    /f.yaml: document 1 has kind "Service"/,
+  );
+  assert.throws(() => parsePodsYaml("f.yaml", "kind: Pod\nmetadata: [x"), PodsFileError);
+  assert.throws(() => parsePodsYaml("f.yaml", "kind: Pod\nmetadata: {}"), /without metadata.name/);
+  assert.throws(() => parsePodsYaml("f.yaml", "- 1\n- 2"), /not a mapping/);
+});
+
+Deno.test("FilePodSource: first snapshot at start, changes delivered, a broken file keeps the last good set", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/pods.yaml`;
+  await Deno.writeTextFile(path, "kind: Pod\nmetadata: {name: a}\n");
+  const src = new FilePodSource(path, "n1");
+  const snaps: Pod[][] = [];
+  try {
+    await src.start((p) => snaps.push(p));
+    assert.equal(snaps.length, 1);
+    await Deno.writeTextFile(path, "kind: Pod\nmetadata: {name: a}\n---\nkind: Pod\nmetadata: {name: b}\n");
+    for (let i = 0; i < 50 && snaps.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(snaps.at(-1)!.map((p) => p.metadata?.name), ["a", "b"]);
+    await Deno.writeTextFile(path, "kind: Pod\nmetadata: [broken");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(snaps.length, 2, "no snapshot from a broken file");
+    assert.equal(src.stats().errors >= 1, true);
+    assert.equal((await src.get("default", "b"))?.metadata?.name, "b", "the last good set is still served");
+  } finally {
+    await src.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+  const bad = new FilePodSource(`${dir}/missing.yaml`, "n1");
+  await assert.rejects(() => bad.start(() => {}), /missing.yaml: does not exist/);
+});
