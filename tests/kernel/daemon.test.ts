@@ -128,3 +128,90 @@ Deno.test("kernel: pods file changes reach the maps within a second", async () =
   assert.equal(await stopDaemon(daemon), 0);
   assert.ok(daemon.stderr.some((l) => l.includes("keeping the previous")), "the bad file was reported");
 });
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", new URL("../../main.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a running daemon", async () => {
+  await using scope = new Scope();
+  const s = await setup(scope);
+  const port = 20000 + (Deno.pid % 20000);
+  const daemon = await startDaemon(scope, { ...s.opts, extra: [`--metrics-addr=127.0.0.1:${port}`] });
+  await waitMaps(s.pinPath, (m) => m.maps.pods().has(s.a.ip));
+  const res = await nettool({ netns: s.a.ns, cgroup: s.cgroup, uid: 1000 }, ["client", `${s.r.ip}:8080`]);
+  assert.equal(res.ok, true);
+
+  const status = await cli([
+    "status",
+    `--bpf-pin-path=${s.pinPath}`,
+    `--state-dir=${s.opts.stateDir}`,
+    "--output=json",
+  ]);
+  assert.equal(status.code, 0, status.stderr);
+  const st = JSON.parse(status.stdout);
+  assert.deepEqual(st.links.map((l: { hook: string }) => l.hook).sort(), [
+    "connect4",
+    "getsockopt",
+    "sockops",
+  ]);
+  assert.ok(
+    st.links.every((l: { program: string }) => l.program.startsWith("mb_")),
+    JSON.stringify(st.links),
+  );
+  assert.equal(st.config.outboundPort, 15001);
+  assert.equal(st.maps.find((m: { map: string }) => m.map === "local_pods").entries, 1);
+  assert.ok(Number(st.counters.connect_redirect) >= 1);
+
+  const table = await cli(["status", `--bpf-pin-path=${s.pinPath}`, `--state-dir=${s.opts.stateDir}`]);
+  assert.match(table.stdout, /HOOK\s+CGROUP-ID/);
+
+  const pods = JSON.parse((await cli(["pods", `--bpf-pin-path=${s.pinPath}`, "--output=json"])).stdout);
+  assert.equal(pods[0].ip, s.a.ip);
+  assert.equal(pods[0].policy.includeOutboundCidrs.all, true);
+
+  const dump = await cli(["maps", "dump", "local_pods", `--bpf-pin-path=${s.pinPath}`, "--output=json"]);
+  assert.equal(JSON.parse(dump.stdout)[0].ip, s.a.ip);
+  const badDump = await cli(["maps", "dump", "nope", `--bpf-pin-path=${s.pinPath}`]);
+  assert.equal(badDump.code, 2);
+  assert.match(badDump.stderr, /give one of mesh_config/);
+
+  const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+  assert.equal(ready.status, 200);
+  await ready.body?.cancel();
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  assert.match(metrics, /merbridge_bpf_events_total\{event="connect_redirect"\} [1-9]/);
+  assert.match(metrics, /merbridge_pods\{state="meshed"\} 1/);
+  assert.match(metrics, /merbridge_ready 1/);
+
+  const refused = await cli([
+    "uninstall",
+    `--bpf-pin-path=${s.pinPath}`,
+    `--run-dir=${s.opts.runDir}`,
+    `--state-dir=${s.opts.stateDir}`,
+    `--cni-config-dir=${s.opts.stateDir}/none`,
+    `--cni-bin-dir=${s.opts.stateDir}/none`,
+  ]);
+  assert.equal(refused.code, 0, "without CNI mode there is no daemon socket, so uninstall proceeds");
+  await stopDaemon(daemon);
+  let gone = false;
+  try {
+    Deno.statSync(s.pinPath);
+  } catch {
+    gone = true;
+  }
+  assert.ok(gone, "uninstall removed the pin directory");
+  const after = await nettool({ netns: s.a.ns, cgroup: s.cgroup, uid: 1000 }, ["client", `${s.r.ip}:8080`]);
+  assert.equal(after.ok, true);
+  const accepted = s.sc.lines.filter((l) => l.event === "accepted").length;
+  assert.equal(accepted, 1, "after uninstall nothing is redirected any more");
+});
