@@ -4,6 +4,7 @@
 Every line a tool prints on stdout is one JSON object, so tests can assert on what a peer observed.
 """
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import select
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 
@@ -189,6 +191,254 @@ def origdst_probe(args):
     emit(orig=orig, error=err, tcp_info_len=len(info), tcp_info_ok=len(info) >= 104)
 
 
+def watchdog(seconds):
+    """Ends the process with a result line if the test peer hangs, instead of hanging the test."""
+    def fire():
+        emit(ok=False, error="timed out after %ss" % seconds)
+        os._exit(1)
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+
+
+def connect_app(target, timeout, bind_port=0):
+    """Connects and consumes the echo server's greeting, so what follows is only the test's data."""
+    host, port = target.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=timeout,
+                                 source_address=("0.0.0.0", bind_port) if bind_port else None)
+    hello = read_line(s)
+    return s, json.loads(hello) if hello else None
+
+
+def recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        d = s.recv(n - len(buf))
+        if not d:
+            break
+        buf += d
+    return bytes(buf)
+
+
+def pingpong(args):
+    """Request/response rounds through the echo server; each round's echo must come back whole."""
+    try:
+        s, hello = connect_app(args.target, args.timeout, args.bind_port)
+        local = "%s:%d" % s.getsockname()
+        bad = 0
+        start = time.monotonic()
+        for i in range(args.rounds):
+            msg = (b"%s%08d" % (args.tag.encode(), i)).ljust(args.size, b".")
+            s.sendall(msg)
+            if recv_exact(s, len(msg)) != msg:
+                bad += 1
+        elapsed = time.monotonic() - start
+        s.close()
+    except OSError as e:
+        emit(ok=False, error=str(e))
+        return
+    emit(ok=bad == 0, rounds=args.rounds, bad=bad, hello=hello, local=local,
+         elapsed_ms=round(elapsed * 1000, 1))
+
+
+def bulk_echo(args):
+    """Writes `bytes` in `chunk`-sized blocking writes from one thread while reading the echo with
+    deliberately small, varying reads; both directions are checksummed. The reader stops at the
+    expected length, so no shutdown happens while it waits."""
+    s, hello = connect_app(args.target, args.timeout)
+    # Blocking writes are the point (a large write must be taken whole); the watchdog bounds the run.
+    s.settimeout(None)
+    watchdog(args.timeout)
+    data = hashlib.shake_256(b"bulk-echo").digest(args.bytes)
+    writes = []
+
+    def writer():
+        off = 0
+        while off < len(data):
+            n = s.send(data[off:off + args.chunk])
+            writes.append(n)
+            off += n
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    sizes = [int(x) for x in args.reads.split(",")]
+    h = hashlib.sha256()
+    got = 0
+    calls = 0
+    eagain_at = []
+    while got < len(data):
+        try:
+            d = s.recv(min(sizes[calls % len(sizes)], len(data) - got))
+        except BlockingIOError:
+            # A blocking socket must never say "try again"; note where and carry on, so one run
+            # shows both whether it happens and whether the data still arrives intact.
+            eagain_at.append(got)
+            select.select([s], [], [], 1)
+            continue
+        calls += 1
+        if not d:
+            break
+        h.update(d)
+        got += len(d)
+    t.join()
+    s.close()
+    emit(ok=h.hexdigest() == hashlib.sha256(data).hexdigest() and got == len(data), hello=hello,
+         sent=sum(writes), received=got, writes=len(writes), largest_write=max(writes),
+         recv_calls=calls, eagain=len(eagain_at), eagain_at=eagain_at[:10])
+
+
+def halfclose(args):
+    """Sends, shuts down its write side, then reads what the server only sends after seeing EOF.
+    With --concurrent the read (blocking, as a thread-per-direction program does it) is already
+    waiting while another thread writes."""
+    s, hello = connect_app(args.target, args.timeout)
+    s.settimeout(None)
+    watchdog(args.timeout)
+    payload = os.urandom(args.bytes)
+
+    def writer():
+        if args.concurrent:
+            time.sleep(0.05)  # so the reader is already blocked in recv
+        for off in range(0, len(payload), args.chunk):
+            s.sendall(payload[off:off + args.chunk])
+        s.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=writer, daemon=True)
+    if args.concurrent:
+        t.start()
+    else:
+        writer()
+    rest = b""
+    eagain = 0
+    while True:
+        try:
+            d = s.recv(65536)
+        except BlockingIOError:
+            eagain += 1
+            select.select([s], [], [], 1)
+            continue
+        if not d:
+            break
+        rest += d
+    if args.concurrent:
+        t.join()
+    head, _, tail = rest.partition(b"\n")
+    reply = json.loads(head) if head else {}
+    ok = reply.get("sha256") == hashlib.sha256(payload).hexdigest() and len(tail) == reply.get("tail")
+    emit(ok=ok, hello=hello, reply=reply, tail=len(tail), eagain=eagain)
+
+
+def halfclose_server(args):
+    """Reads each client to EOF, then answers with the digest of what it got and a tail of bytes."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((args.bind, args.port))
+    ls.listen(64)
+    emit(event="listening", port=args.port)
+
+    def handle(c, peer):
+        c.sendall(b'{"server": "%s"}\n' % args.name.encode())
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        reply = {"sha256": h.hexdigest(), "received": n, "tail": args.tail}
+        c.sendall(json.dumps(reply).encode() + b"\n")
+        c.sendall(b"t" * args.tail)
+        c.close()
+        emit(event="served", peer="%s:%d" % peer, received=n)
+
+    while True:
+        c, peer = ls.accept()
+        threading.Thread(target=handle, args=(c, peer), daemon=True).start()
+
+
+def fionread(s):
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def readable(s, timeout_ms):
+    p = select.poll()
+    p.register(s, select.POLLIN)
+    return bool(p.poll(timeout_ms))
+
+
+def readiness(args):
+    """What poll, select and FIONREAD report on the app's socket before and after the echo arrives,
+    and after part of it was read."""
+    s, hello = connect_app(args.target, args.timeout)
+    before = {"poll": readable(s, 0), "fionread": fionread(s)}
+    payload = os.urandom(args.bytes)
+    t0 = time.monotonic()
+    s.sendall(payload)
+    polled = readable(s, 3000)
+    poll_ms = (time.monotonic() - t0) * 1000
+    # The echo may arrive in pieces: wait until FIONREAD stops growing or covers everything.
+    seen = []
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        n = fionread(s)
+        if not seen or seen[-1] != n:
+            seen.append(n)
+        if n >= len(payload):
+            break
+        time.sleep(0.01)
+    sel = bool(select.select([s], [], [], 0)[0])
+    half = len(payload) // 2
+    first = recv_exact(s, half)
+    after_half = fionread(s)
+    second = recv_exact(s, len(payload) - half)
+    after_all = {"poll": readable(s, 0), "fionread": fionread(s)}
+    s.close()
+    emit(ok=first + second == payload, hello=hello, bytes=len(payload), before=before,
+         poll_readable=polled, poll_ms=round(poll_ms, 1), select_readable=sel, fionread_seen=seen,
+         fionread=seen[-1] if seen else None, fionread_after_half=after_half, after_all=after_all)
+
+
+def udp_server(args):
+    """Answers every datagram with a JSON line naming itself, the sender it saw and the query."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((args.bind, args.port))
+    emit(event="listening", port=args.port)
+    while True:
+        data, peer = s.recvfrom(65536)
+        reply = {"server": args.name, "peer": "%s:%d" % peer, "query": data.decode(errors="replace")}
+        s.sendto(json.dumps(reply).encode(), peer)
+        emit(event="query", **reply)
+
+
+def udp_client(args):
+    """Sends `count` queries to target, unconnected (sendto/recvfrom) or connected (connect/send)."""
+    host, port = args.target.rsplit(":", 1)
+    dst = (host, int(port))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(args.timeout)
+    peer = None
+    try:
+        if args.connect:
+            s.connect(dst)
+            peer = "%s:%d" % s.getpeername()
+        replies = []
+        for i in range(args.count):
+            q = ("q%d" % i).encode()
+            if args.connect:
+                s.send(q)
+            else:
+                s.sendto(q, dst)
+            data, src = s.recvfrom(65536)
+            r = json.loads(data)
+            replies.append({"from": "%s:%d" % src, "server": r["server"], "query": r["query"],
+                            "peer": r["peer"]})
+        emit(ok=all(r["query"] == "q%d" % i for i, r in enumerate(replies)), replies=replies, peer=peer,
+             local="%s:%d" % s.getsockname())
+    except OSError as e:
+        emit(ok=False, error=str(e), peer=peer)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -212,9 +462,48 @@ def main():
     a.add_argument("--timeout", type=float, default=10)
     a = sub.add_parser("origdst-probe")
     a.add_argument("target")
+    a = sub.add_parser("pingpong")
+    a.add_argument("target")
+    a.add_argument("--rounds", type=int, default=1000)
+    a.add_argument("--size", type=int, default=64)
+    a.add_argument("--tag", default="", help="prefix of every message, to tell clients apart")
+    a.add_argument("--bind-port", type=int, default=0, help="fixed local port")
+    a.add_argument("--timeout", type=float, default=5)
+    a = sub.add_parser("bulk-echo")
+    a.add_argument("target")
+    a.add_argument("--bytes", type=int, required=True)
+    a.add_argument("--chunk", type=int, default=65536, help="size of each blocking write")
+    a.add_argument("--reads", default="65536", help="comma-separated recv sizes, used in turn")
+    a.add_argument("--timeout", type=float, default=10)
+    a = sub.add_parser("halfclose")
+    a.add_argument("target")
+    a.add_argument("--bytes", type=int, default=4096)
+    a.add_argument("--chunk", type=int, default=65536)
+    a.add_argument("--concurrent", action="store_true")
+    a.add_argument("--timeout", type=float, default=5)
+    a = sub.add_parser("halfclose-server")
+    a.add_argument("--name", default="server")
+    a.add_argument("--bind", default="0.0.0.0")
+    a.add_argument("--port", type=int, required=True)
+    a.add_argument("--tail", type=int, default=100000)
+    a = sub.add_parser("readiness")
+    a.add_argument("target")
+    a.add_argument("--bytes", type=int, default=3000)
+    a.add_argument("--timeout", type=float, default=5)
+    a = sub.add_parser("udp-server")
+    a.add_argument("--name", default="server")
+    a.add_argument("--bind", default="0.0.0.0")
+    a.add_argument("--port", type=int, required=True)
+    a = sub.add_parser("udp-client")
+    a.add_argument("target")
+    a.add_argument("--connect", action="store_true")
+    a.add_argument("--count", type=int, default=2)
+    a.add_argument("--timeout", type=float, default=2)
     args = p.parse_args()
     {"proxy": proxy, "server": server, "client": client, "bulk-server": bulk_server,
-     "bulk-client": bulk_client, "origdst-probe": origdst_probe}[args.cmd](args)
+     "bulk-client": bulk_client, "origdst-probe": origdst_probe, "pingpong": pingpong,
+     "bulk-echo": bulk_echo, "halfclose": halfclose, "halfclose-server": halfclose_server,
+     "readiness": readiness, "udp-server": udp_server, "udp-client": udp_client}[args.cmd](args)
 
 
 if __name__ == "__main__":

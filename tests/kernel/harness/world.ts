@@ -3,7 +3,9 @@
 import { Datapath } from "../../../src/datapath/datapath.ts";
 import { removePinTree } from "../../../src/bpf/pins.ts";
 import { meshParams } from "../../../src/mesh/modes.ts";
+import { podPolicy, type PolicyResult } from "../../../src/mesh/policy.ts";
 import type { MeshMode, MeshParams } from "../../../src/mesh/types.ts";
+import { closeMarkListener, openMarkListener, randomMark } from "../../../src/netns/mark_listener.ts";
 import {
   createCgroup,
   createNode,
@@ -36,6 +38,12 @@ export interface World {
   ): Promise<Record<string, unknown>>;
   /** Lines a pod's sidecar logged for accepted connections since `from`. */
   accepted(pod: string, from?: number): Record<string, unknown>[];
+  /**
+   * Makes a pod known to the datapath as the CNI does: a mark listener in its namespace, the mark's
+   * entry, and the policy its annotations give in this world's mesh (written again on each call; the
+   * listener is opened once and closed with the scope).
+   */
+  identify(pod: string, annotations?: Record<string, string>): PolicyResult;
 }
 
 export interface WorldOptions {
@@ -62,6 +70,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
 
   const pods: Record<string, TestPod> = {};
   const sidecars: Record<string, Proc> = {};
+  const marks = new Map<string, number>();
   let octet = 10;
   for (const name of opts.meshed ?? ["a", "b"]) {
     const pod = await createPod(scope, node, name, octet++);
@@ -106,6 +115,19 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     },
     accepted(pod, from = 0) {
       return sidecars[pod]!.lines.slice(from).filter((l) => l.event === "accepted");
+    },
+    identify(pod, annotations = {}) {
+      const p = pods[pod]!;
+      if (!marks.has(pod)) {
+        const mark = randomMark((m) => [...marks.values()].includes(m));
+        const l = openMarkListener(`/run/netns/${p.ns}`, mark);
+        scope.defer(() => closeMarkListener(l));
+        marks.set(pod, mark);
+        dp.maps.putMark(mark, p.ip);
+      }
+      const result = podPolicy(annotations, mesh.mode);
+      dp.maps.putPod(p.ip, result.policy);
+      return result;
     },
   };
 }
