@@ -29,6 +29,7 @@
 /* struct mesh_config.flags */
 #define CFG_F_DNS_CAPTURE (1 << 0)
 #define CFG_F_CNI_MODE (1 << 1)
+#define CFG_F_SOCKMAP (1 << 2) /* the sk_msg fast path for loopback pairs */
 
 /* Mesh-wide parameters, written once by the agent at start (array map, key 0). */
 struct mesh_config {

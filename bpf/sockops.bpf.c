@@ -26,6 +26,14 @@ static __always_inline void local_key(struct bpf_sock_ops *skops, struct pair_ke
 	own_key(skops, k, 1);
 }
 
+/* A socket in the sockhash gets the kernel's sockmap receive path, so switching the fast path off
+ * means not adding sockets at all, not just not redirecting. */
+static __always_inline int sockmap_enabled(void)
+{
+	struct mesh_config *cfg = get_config();
+	return cfg && (cfg->flags & CFG_F_SOCKMAP);
+}
+
 static __always_inline void join_sockhash(struct bpf_sock_ops *skops)
 {
 	struct pair_key k;
@@ -53,13 +61,13 @@ static __always_inline void active_established(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	/* Only same-namespace pairs take the fast path: their handshake completes before connect()
 	 * returns, so no byte can still be in flight on the normal path when redirection starts. */
-	if (is_loopback(skops->remote_ip4))
+	if (is_loopback(skops->remote_ip4) && sockmap_enabled())
 		join_sockhash(skops);
 }
 
 static __always_inline void passive_established(struct bpf_sock_ops *skops)
 {
-	if (!is_loopback(skops->local_ip4))
+	if (!is_loopback(skops->local_ip4) || !sockmap_enabled())
 		return;
 	struct pair_key k;
 	own_key(skops, &k, 0);

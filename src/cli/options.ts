@@ -89,6 +89,11 @@ export const DAEMON_FLAGS = {
     description: "inbound rewrite hook in CNI mode",
   },
   "dns-capture": { type: "boolean", default: false, description: "send UDP port 53 to the proxy's DNS port" },
+  sockmap: {
+    type: "boolean",
+    default: true,
+    description: "sockmap fast path between an app and its proxy (see README: known kernel limitation)",
+  },
   "cgroup-path": {
     type: "string",
     placeholder: "DIR",

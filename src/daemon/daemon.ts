@@ -26,6 +26,8 @@ export interface DaemonConfig {
   hardwareChecksum: boolean;
   ingressHook: IngressHook;
   dnsCapture: boolean;
+  /** The sk_msg fast path; default on. */
+  sockmap?: boolean;
   cgroupPath?: string;
   pinPath: string;
   nodeName: string;
@@ -121,7 +123,11 @@ export class Daemon {
       pins: cfg.pinPath,
     });
     const dp = this.#dp = Datapath.load({ pinPath: cfg.pinPath, cgroupPath, dnsCapture: cfg.dnsCapture });
-    dp.maps.setMeshConfig(mesh, { dnsCapture: cfg.dnsCapture, cniMode: cfg.cniMode });
+    dp.maps.setMeshConfig(mesh, {
+      dnsCapture: cfg.dnsCapture,
+      cniMode: cfg.cniMode,
+      sockmap: cfg.sockmap ?? true,
+    });
     dp.attach();
 
     if (cfg.metricsAddr) this.#http = serveHttp(cfg.metricsAddr, this.registry, this.#health());

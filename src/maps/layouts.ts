@@ -8,6 +8,7 @@ export const MARK_PORT = 39807;
 
 export const CFG_F_DNS_CAPTURE = 1 << 0;
 export const CFG_F_CNI_MODE = 1 << 1;
+export const CFG_F_SOCKMAP = 1 << 2;
 
 export const POD_F_INCLUDE_OUT_PORTS_ALL = 1 << 0;
 export const POD_F_EXCLUDE_OUT_PORTS_ALL = 1 << 1;
@@ -103,7 +104,14 @@ export const COUNTER_NAMES = [
 ] as const;
 export type CounterName = typeof COUNTER_NAMES[number];
 
-export function encodeMeshConfig(m: MeshParams, opts: { dnsCapture: boolean; cniMode: boolean }): Uint8Array {
+export interface MeshConfigOptions {
+  dnsCapture: boolean;
+  cniMode: boolean;
+  /** The sk_msg fast path for loopback pairs; on unless switched off. */
+  sockmap?: boolean;
+}
+
+export function encodeMeshConfig(m: MeshParams, opts: MeshConfigOptions): Uint8Array {
   if (m.alwaysExcludedInboundPorts.length > MAX_ALWAYS_EXCLUDED) {
     throw new Error(`mesh ${m.mode}: more than ${MAX_ALWAYS_EXCLUDED} always-excluded inbound ports`);
   }
@@ -111,7 +119,8 @@ export function encodeMeshConfig(m: MeshParams, opts: { dnsCapture: boolean; cni
     outbound_port: m.outboundPort,
     inbound_port: m.inboundPort,
     dns_port: m.dnsPort,
-    flags: (opts.dnsCapture ? CFG_F_DNS_CAPTURE : 0) | (opts.cniMode ? CFG_F_CNI_MODE : 0),
+    flags: (opts.dnsCapture ? CFG_F_DNS_CAPTURE : 0) | (opts.cniMode ? CFG_F_CNI_MODE : 0) |
+      (opts.sockmap ?? true ? CFG_F_SOCKMAP : 0),
     proxy_uid: m.proxyUid,
     proxy_gid: m.proxyGid,
     always_excluded_inbound: m.alwaysExcludedInboundPorts,
@@ -125,6 +134,7 @@ export interface DecodedMeshConfig {
   dnsPort: number;
   dnsCapture: boolean;
   cniMode: boolean;
+  sockmap: boolean;
   proxyUid: number;
   proxyGid: number;
   alwaysExcludedInboundPorts: number[];
@@ -139,6 +149,7 @@ export function decodeMeshConfig(b: Uint8Array): DecodedMeshConfig {
     dnsPort: n("dns_port"),
     dnsCapture: (n("flags") & CFG_F_DNS_CAPTURE) !== 0,
     cniMode: (n("flags") & CFG_F_CNI_MODE) !== 0,
+    sockmap: (n("flags") & CFG_F_SOCKMAP) !== 0,
     proxyUid: n("proxy_uid"),
     proxyGid: n("proxy_gid"),
     alwaysExcludedInboundPorts: (v.always_excluded_inbound as number[]).slice(0, n("n_always_excluded")),

@@ -13,6 +13,7 @@ import {
   encodeMeshConfig,
   encodePodConfig,
   MESH_CONFIG,
+  type MeshConfigOptions,
   type OrigDst,
   type PairKey,
 } from "./layouts.ts";
@@ -65,7 +66,7 @@ export class DatapathMaps {
     },
   ) {}
 
-  setMeshConfig(m: MeshParams, opts: { dnsCapture: boolean; cniMode: boolean }): void {
+  setMeshConfig(m: MeshParams, opts: MeshConfigOptions): void {
     this.maps.mesh_config.update(u32Key(0), encodeMeshConfig(m, opts));
   }
 

@@ -31,6 +31,7 @@ export function daemonConfig(f: Flags): DaemonConfig {
     hardwareChecksum: f["hardware-checksum"] as boolean,
     ingressHook: f["ingress-hook"] as IngressHook,
     dnsCapture: f["dns-capture"] as boolean,
+    sockmap: f.sockmap as boolean,
     cgroupPath: f["cgroup-path"] as string | undefined,
     pinPath: f["bpf-pin-path"] as string,
     nodeName,

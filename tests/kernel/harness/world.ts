@@ -53,6 +53,8 @@ export interface WorldOptions {
   /** Plain pods outside the mesh with servers on these ports; default { r: [8080, 9090] }. */
   outside?: Record<string, number[]>;
   dnsCapture?: boolean;
+  /** The sockmap fast path (default on, as in the daemon). */
+  sockmap?: boolean;
   attach?: boolean;
 }
 
@@ -66,7 +68,11 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   const dp = Datapath.load({ pinPath, cgroupPath: cgroup, dnsCapture: opts.dnsCapture ?? false });
   scope.defer(() => dp.close());
   if (opts.attach ?? true) dp.attach();
-  dp.maps.setMeshConfig(mesh, { dnsCapture: opts.dnsCapture ?? false, cniMode: false });
+  dp.maps.setMeshConfig(mesh, {
+    dnsCapture: opts.dnsCapture ?? false,
+    cniMode: false,
+    sockmap: opts.sockmap,
+  });
 
   const pods: Record<string, TestPod> = {};
   const sidecars: Record<string, Proc> = {};

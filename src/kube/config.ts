@@ -1,0 +1,268 @@
+// How to reach the API server: in-cluster (the pod's service account) or a kubeconfig file. Only what
+// fetch can do is accepted; a kubeconfig asking for anything else (exec plugins, auth providers, basic
+// auth, impersonation, proxies) is refused by name rather than silently connecting without it.
+import { load } from "js-yaml";
+import { dirname, resolve } from "node:path";
+import { FileToken, StaticToken, type TokenSource } from "./token.ts";
+
+/** Everything the client needs to talk to one API server. */
+export interface KubeConnection {
+  /** Base URL without a trailing slash; may carry a path prefix (API proxies). */
+  server: string;
+  /** Extra root certificates (PEM) trusted for the server's certificate. */
+  caCerts?: string[];
+  /** Client certificate chain and key (PEM) for mutual TLS. */
+  clientCert?: { cert: string; key: string };
+  /**
+   * The kubeconfig asked to skip server certificate checks. Deno's fetch verifies certificates unless
+   * the runtime was started with --unsafely-ignore-certificate-errors, so this only changes how a TLS
+   * failure is explained.
+   */
+  insecureSkipTlsVerify: boolean;
+  token?: TokenSource;
+  /** For logs: where these settings come from. */
+  description: string;
+}
+
+export class KubeConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "KubeConfigError";
+  }
+}
+
+export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+export interface InClusterOptions {
+  /** Environment lookup; default Deno.env.get. */
+  env?: (name: string) => string | undefined;
+  /** Directory holding `token` and `ca.crt`; default the standard mount. */
+  serviceAccountDir?: string;
+  /** How long a token read from the file is used before reading it again; default 60 s. */
+  tokenMaxAgeMs?: number;
+  now?: () => number;
+}
+
+/** The connection of a pod running in the cluster, from its environment and service-account mount. */
+export function inClusterConnection(opts: InClusterOptions = {}): KubeConnection {
+  const env = opts.env ?? ((n: string) => Deno.env.get(n));
+  const host = env("KUBERNETES_SERVICE_HOST");
+  const port = env("KUBERNETES_SERVICE_PORT");
+  if (!host || !port) {
+    throw new KubeConfigError(
+      "not running inside a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set " +
+        "(give --kubeconfig to run elsewhere)",
+    );
+  }
+  if (!/^\d{1,5}$/.test(port)) {
+    throw new KubeConfigError(`KUBERNETES_SERVICE_PORT is not a port number: ${JSON.stringify(port)}`);
+  }
+  const dir = opts.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
+  const tokenPath = `${dir}/token`;
+  const caPath = `${dir}/ca.crt`;
+  const ca = readPem(caPath, "service-account CA certificate");
+  try {
+    Deno.statSync(tokenPath);
+  } catch (e) {
+    throw new KubeConfigError(`service-account token ${tokenPath}: ${(e as Error).message}`);
+  }
+  const server = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  return {
+    server,
+    caCerts: [ca],
+    insecureSkipTlsVerify: false,
+    token: new FileToken(tokenPath, { maxAgeMs: opts.tokenMaxAgeMs, now: opts.now }),
+    description: `in-cluster service account (${server})`,
+  };
+}
+
+export interface KubeconfigOptions {
+  /** Context to use instead of current-context. */
+  context?: string;
+  tokenMaxAgeMs?: number;
+  now?: () => number;
+}
+
+/** Reads and interprets a kubeconfig file. */
+export function loadKubeconfig(path: string, opts: KubeconfigOptions = {}): KubeConnection {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new KubeConfigError(`kubeconfig ${path}: ${(e as Error).message}`);
+  }
+  return parseKubeconfig(text, path, opts);
+}
+
+// Fields this client cannot honour. Ignoring them would connect with other credentials than the user
+// configured, so they are refused.
+const UNSUPPORTED_USER_FIELDS = [
+  "exec",
+  "auth-provider",
+  "username",
+  "password",
+  "as",
+  "as-uid",
+  "as-groups",
+  "as-user-extra",
+];
+const UNSUPPORTED_CLUSTER_FIELDS = ["proxy-url", "tls-server-name"];
+
+type Mapping = Record<string, unknown>;
+
+/**
+ * Interprets kubeconfig text. `path` names the file in errors and anchors relative file references
+ * (certificate-authority, client-certificate, client-key, tokenFile), as kubectl does.
+ */
+export function parseKubeconfig(text: string, path: string, opts: KubeconfigOptions = {}): KubeConnection {
+  const fail: (msg: string) => never = (msg) => {
+    throw new KubeConfigError(`kubeconfig ${path}: ${msg}`);
+  };
+  let doc: unknown;
+  try {
+    doc = load(text);
+  } catch (e) {
+    fail(`not valid YAML: ${(e as Error).message.split("\n")[0]}`);
+  }
+  if (!isMapping(doc)) return fail("the document is not a mapping");
+  const base = dirname(resolve(path));
+  const file = (p: string) => resolve(base, p);
+
+  const contextName = opts.context ?? optString(doc, "current-context", "the document", fail);
+  if (!contextName) {
+    return fail("no current-context is set and no context was given");
+  }
+  const context = named(doc, "contexts", "context", contextName, fail);
+  const clusterName = optString(context, "cluster", `context "${contextName}"`, fail);
+  if (!clusterName) return fail(`context "${contextName}" names no cluster`);
+  const cluster = named(doc, "clusters", "cluster", clusterName, fail);
+  const where = `cluster "${clusterName}"`;
+  for (const f of UNSUPPORTED_CLUSTER_FIELDS) {
+    if (cluster[f] !== undefined && cluster[f] !== "") {
+      fail(`${where}: ${f} is not supported`);
+    }
+  }
+
+  const serverText = optString(cluster, "server", where, fail);
+  if (!serverText) return fail(`${where} has no server`);
+  let url: URL;
+  try {
+    url = new URL(serverText);
+  } catch {
+    return fail(`${where}: server ${JSON.stringify(serverText)} is not a URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    fail(`${where}: server ${serverText} must be an http or https URL`);
+  }
+  const server = (url.origin + url.pathname).replace(/\/+$/, "");
+
+  const insecure = cluster["insecure-skip-tls-verify"];
+  if (insecure !== undefined && typeof insecure !== "boolean") {
+    fail(`${where}: insecure-skip-tls-verify must be true or false`);
+  }
+  const caData = optString(cluster, "certificate-authority-data", where, fail);
+  const caFile = optString(cluster, "certificate-authority", where, fail);
+  let ca: string | undefined;
+  if (caData) ca = decodePem(caData, `${where}: certificate-authority-data`, fail);
+  else if (caFile) ca = readPem(file(caFile), `${where}: certificate-authority`, path);
+  if (ca && insecure === true) {
+    fail(`${where}: a certificate authority together with insecure-skip-tls-verify is contradictory`);
+  }
+
+  const conn: KubeConnection = {
+    server,
+    caCerts: ca ? [ca] : undefined,
+    insecureSkipTlsVerify: insecure === true,
+    description: `kubeconfig ${path}, context "${contextName}" (${server})`,
+  };
+
+  const userName = optString(context, "user", `context "${contextName}"`, fail);
+  if (!userName) return conn;
+  const user = named(doc, "users", "user", userName, fail);
+  const who = `user "${userName}"`;
+  for (const f of UNSUPPORTED_USER_FIELDS) {
+    if (user[f] !== undefined && user[f] !== null) fail(`${who}: ${f} is not supported`);
+  }
+
+  const tokenFile = optString(user, "tokenFile", who, fail);
+  const token = optString(user, "token", who, fail);
+  // A token file wins over an inline token: it is the one that gets rotated.
+  if (tokenFile) conn.token = new FileToken(file(tokenFile), { maxAgeMs: opts.tokenMaxAgeMs, now: opts.now });
+  else if (token) conn.token = new StaticToken(token);
+
+  const certData = optString(user, "client-certificate-data", who, fail);
+  const certFile = optString(user, "client-certificate", who, fail);
+  const keyData = optString(user, "client-key-data", who, fail);
+  const keyFile = optString(user, "client-key", who, fail);
+  const cert = certData
+    ? decodePem(certData, `${who}: client-certificate-data`, fail)
+    : certFile
+    ? readPem(file(certFile), `${who}: client-certificate`, path)
+    : undefined;
+  const key = keyData
+    ? decodePem(keyData, `${who}: client-key-data`, fail)
+    : keyFile
+    ? readPem(file(keyFile), `${who}: client-key`, path)
+    : undefined;
+  if (cert && !key) fail(`${who} has a client certificate but no client key`);
+  if (key && !cert) fail(`${who} has a client key but no client certificate`);
+  if (cert && key) conn.clientCert = { cert, key };
+  return conn;
+}
+
+function isMapping(v: unknown): v is Mapping {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function optString(m: Mapping, key: string, where: string, fail: (msg: string) => never): string | undefined {
+  const v = m[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") return fail(`${where}: ${key} must be a string`);
+  return v;
+}
+
+/** Finds `{ name, <field>: {...} }` in the list `listKey`, e.g. a context in contexts. */
+function named(
+  doc: Mapping,
+  listKey: string,
+  field: string,
+  name: string,
+  fail: (msg: string) => never,
+): Mapping {
+  const list = doc[listKey];
+  if (list !== undefined && list !== null && !Array.isArray(list)) fail(`${listKey} must be a list`);
+  for (const [i, entry] of ((list as unknown[] | null | undefined) ?? []).entries()) {
+    if (!isMapping(entry)) fail(`${listKey}[${i}] is not a mapping`);
+    const e = entry as Mapping;
+    if (e.name !== name) continue;
+    const body = e[field];
+    if (body === undefined || body === null) return {};
+    if (!isMapping(body)) fail(`${field} "${name}" is not a mapping`);
+    return body as Mapping;
+  }
+  return fail(`${field} "${name}" is not defined in ${listKey}`);
+}
+
+function decodePem(b64: string, what: string, fail: (msg: string) => never): string {
+  let text: string;
+  try {
+    const bin = atob(b64.replace(/\s+/g, ""));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+  } catch {
+    return fail(`${what} is not valid base64`);
+  }
+  if (!text.includes("-----BEGIN ")) fail(`${what} does not hold PEM data`);
+  return text;
+}
+
+function readPem(path: string, what: string, kubeconfig?: string): string {
+  const prefix = kubeconfig ? `kubeconfig ${kubeconfig}: ${what}` : what;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new KubeConfigError(`${prefix} ${path}: ${(e as Error).message}`);
+  }
+  if (!text.includes("-----BEGIN ")) throw new KubeConfigError(`${prefix} ${path} does not hold PEM data`);
+  return text;
+}
