@@ -138,9 +138,7 @@ export function parseKubeconfig(text: string, path: string, opts: KubeconfigOpti
   const cluster = named(doc, "clusters", "cluster", clusterName, fail);
   const where = `cluster "${clusterName}"`;
   for (const f of UNSUPPORTED_CLUSTER_FIELDS) {
-    if (cluster[f] !== undefined && cluster[f] !== "") {
-      fail(`${where}: ${f} is not supported`);
-    }
+    if (present(cluster[f])) fail(`${where}: ${f} is not supported`);
   }
 
   const serverText = optString(cluster, "server", where, fail);
@@ -181,7 +179,7 @@ export function parseKubeconfig(text: string, path: string, opts: KubeconfigOpti
   const user = named(doc, "users", "user", userName, fail);
   const who = `user "${userName}"`;
   for (const f of UNSUPPORTED_USER_FIELDS) {
-    if (user[f] !== undefined && user[f] !== null) fail(`${who}: ${f} is not supported`);
+    if (present(user[f])) fail(`${who}: ${f} is not supported`);
   }
 
   const tokenFile = optString(user, "tokenFile", who, fail);
@@ -208,6 +206,11 @@ export function parseKubeconfig(text: string, path: string, opts: KubeconfigOpti
   if (key && !cert) fail(`${who} has a client key but no client certificate`);
   if (cert && key) conn.clientCert = { cert, key };
   return conn;
+}
+
+// kubectl writes empty values for fields it has no data for; those ask for nothing.
+function present(v: unknown): boolean {
+  return v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && v.length === 0);
 }
 
 function isMapping(v: unknown): v is Mapping {

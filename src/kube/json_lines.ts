@@ -2,12 +2,24 @@
 // whose boundaries have nothing to do with the lines: a line (or a multi-byte character) can be cut
 // anywhere, and one chunk can carry many lines.
 
+export class LineTooLongError extends Error {
+  constructor(readonly limit: number) {
+    super(`a line longer than ${limit} characters without a newline`);
+    this.name = "LineTooLongError";
+  }
+}
+
 /**
  * Yields each complete line of `body` without its terminator (LF or CRLF); blank lines are skipped. A
  * last line without a terminator is yielded when the stream ends cleanly. Errors of the stream (a dropped
  * connection, an abort) propagate to the caller; the reader is released when iteration stops early.
+ * A line growing past `maxLine` characters throws LineTooLongError rather than eating memory (a proxy
+ * answering with an endless page instead of events).
  */
-export async function* readLines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+export async function* readLines(
+  body: ReadableStream<Uint8Array>,
+  maxLine = 64 * 1024 * 1024,
+): AsyncGenerator<string> {
   const decoder = new TextDecoder("utf-8", { fatal: false });
   const reader = body.getReader();
   let pending = "";
@@ -23,6 +35,7 @@ export async function* readLines(body: ReadableStream<Uint8Array>): AsyncGenerat
         pending = pending.slice(nl + 1);
         if (line.trim() !== "") yield line;
       }
+      if (pending.length > maxLine) throw new LineTooLongError(maxLine);
     }
     pending += decoder.decode();
     finished = true;
