@@ -75,11 +75,26 @@ static __always_inline void proxy_tcp(struct bpf_sock_addr *ctx, struct mesh_con
 	count(C_CONNECT_INBOUND);
 }
 
+/* DNS over TCP goes to the proxy's DNS port too when capture is on and the proxy listens there. */
+static __always_inline int dns_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
+{
+	if (dport != 53 || !(cfg->flags & CFG_F_DNS_CAPTURE) || !cfg->dns_port || !listening(ctx, cfg->dns_port))
+		return 0;
+	if (record(ctx, dip, dport, ORIG_F_DNS))
+		return 0;
+	ctx->user_ip4 = bpf_htonl(LOCALHOST);
+	ctx->user_port = bpf_htons(cfg->dns_port);
+	count(C_DNS_REDIRECT);
+	return 1;
+}
+
 static __always_inline void app_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
 {
 	/* A pod is in the mesh once its proxy listens; checking every time (no cache) means an app
 	 * that connects before its proxy is up is not stuck with the answer. */
 	if (!listening(ctx, cfg->outbound_port))
+		return;
+	if (dns_tcp(ctx, cfg, dip, dport))
 		return;
 	__u32 pod_ip = current_pod_ip(ctx);
 	if (pod_ip) {

@@ -100,6 +100,42 @@ export class BpfObject implements Disposable {
     return obj;
   }
 
+  /**
+   * Opens an object from its bytes. A compiled agent carries its objects inside the executable, where
+   * libbpf cannot open them by path. `name` names the object in messages and in libbpf's logs.
+   */
+  static openMem(bytes: Uint8Array, name: string, opts: BpfObjectOpenOptions = {}): BpfObject {
+    const pinMapsDir = opts.pinMapsDir?.replace(/\/+$/, "");
+    if (pinMapsDir !== undefined) ensureBpffsDir(pinMapsDir);
+    // libbpf reads the ELF from our buffer until load() and keeps the name pointer: both stay
+    // referenced by the object for its whole life.
+    const buf = new Uint8Array(bytes);
+    const cname = cString(name);
+    const openOpts = new Uint8Array(16);
+    const view = new DataView(openOpts.buffer);
+    view.setBigUint64(0, 16n, true);
+    view.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(cname))), true);
+    const messages: LibbpfMessage[] = [];
+    const [ptr, errno] = collectLibbpfMessages(messages, () => {
+      const p = libbpf().bpf_object__open_mem(buf, BigInt(buf.byteLength), openOpts);
+      return [p, p === null ? lastErrno() : 0] as const;
+    });
+    if (ptr === null) {
+      throw new BpfError(`bpf_object__open_mem(${name})`, errno, { log: joinMessages(messages) });
+    }
+    const obj = new BpfObject(name, ptr, pinMapsDir);
+    obj.#keepAlive = [buf, cname, openOpts];
+    try {
+      obj.#discover();
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+    return obj;
+  }
+
+  #keepAlive: unknown[] = [];
+
   #discover(): void {
     const lib = libbpf();
     const ptr = this.#handle();

@@ -53,7 +53,10 @@ export class Datapath implements Disposable {
     ensureBpffsDir(`${opts.pinPath}/maps`);
     try {
       for (const name of OBJECTS) {
-        const obj = BpfObject.open(`${dir}/${name}.bpf.o`, { pinMapsDir: `${opts.pinPath}/maps` });
+        // Read first and open from memory: in a compiled executable the objects are embedded files
+        // that only Deno's own file APIs can read.
+        const bytes = Deno.readFileSync(`${dir}/${name}.bpf.o`);
+        const obj = BpfObject.openMem(bytes, `${name}.bpf.o`, { pinMapsDir: `${opts.pinPath}/maps` });
         this.#objects.set(name, obj);
         obj.load();
       }

@@ -17,6 +17,14 @@ export const LIBBPF_SYMBOLS = {
     ],
     result: "pointer", // struct bpf_object *, NULL + errno on failure
   },
+  bpf_object__open_mem: {
+    parameters: [
+      "buffer", // const void *obj_buf (must outlive the object: libbpf reads it until load)
+      "usize", // size_t obj_buf_sz
+      "buffer", // const struct bpf_object_open_opts *opts (sz + object_name are enough)
+    ],
+    result: "pointer", // struct bpf_object *, NULL + errno on failure
+  },
   bpf_object__load: {
     parameters: [
       "pointer", // struct bpf_object *obj
