@@ -6,6 +6,7 @@ import { checkLibbpf } from "../ffi/errors.ts";
 import { Errno } from "../ffi/errno.ts";
 import { LIBBPF_STRUCTS } from "../ffi/libbpf_symbols.ts";
 import { libbpf } from "../ffi/library.ts";
+import { quietLibbpf } from "../ffi/libbpf_log.ts";
 import type { ProgramFd } from "./prog_attach.ts";
 
 export type TcDirection = "ingress" | "egress";
@@ -80,7 +81,7 @@ function where(id: { ifindex: number; direction: TcDirection }): string {
 
 /** Creates the clsact qdisc on `ifindex` unless it is already there. */
 export function tcEnsureHook(ifindex: number): void {
-  const ret = libbpf().bpf_tc_hook_create(hook(ifindex, TC_INGRESS | TC_EGRESS));
+  const ret = quietLibbpf(() => libbpf().bpf_tc_hook_create(hook(ifindex, TC_INGRESS | TC_EGRESS)));
   if (ret === -Errno.EEXIST) return;
   checkLibbpf(`bpf_tc_hook_create(ifindex ${ifindex})`, ret);
 }
@@ -126,7 +127,7 @@ export function tcAttach(opts: TcAttachOptions): TcFilter {
 export function tcDetach(id: TcFilterId): boolean {
   requireFilterId(id);
   const { buf } = tcOpts({ handle: id.handle, priority: id.priority });
-  const ret = libbpf().bpf_tc_detach(hook(id.ifindex, attachPoint(id.direction)), buf);
+  const ret = quietLibbpf(() => libbpf().bpf_tc_detach(hook(id.ifindex, attachPoint(id.direction)), buf));
   if (ret === -Errno.ENOENT) return false;
   checkLibbpf(`bpf_tc_detach(${where(id)}, handle ${id.handle}, priority ${id.priority})`, ret);
   return true;

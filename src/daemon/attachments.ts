@@ -3,6 +3,7 @@
 // so that a restarted daemon rebuilds the listeners with the same marks (the map entries never go
 // stale) and DEL finds exactly what ADD made, keyed by container ID on both sides.
 import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
+import { removePinTree } from "../bpf/pins.ts";
 import { getLogger } from "../log/logger.ts";
 import type { DatapathMaps } from "../maps/manager.ts";
 import type { PodEntry, PodPolicy } from "../mesh/types.ts";
@@ -248,8 +249,96 @@ export class Attachments {
         dropped++;
       }
     }
+    // Per-pod pins no record owns (a lost or older state file) would keep XDP attached to pods we
+    // no longer track, and block attaching them again.
+    const owned = new Set([...this.#live.keys()].map((id) => safeName(id)));
+    try {
+      for (const e of Deno.readDirSync(`${this.opts.pinPath}/pods`)) {
+        if (!owned.has(e.name)) {
+          removePinTree(`${this.opts.pinPath}/pods/${e.name}`);
+          dropped++;
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
     this.#save();
     return { restored, dropped };
+  }
+
+  /**
+   * Attaches meshed pods that run but have no record (a lost state file, a node where CNI mode was
+   * just switched on): their namespaces are found by the pod IP on an interface inside them.
+   * Records made this way carry a synthetic container ID; their DEL never comes, so the sweep removes
+   * them when the namespace goes.
+   */
+  rediscover(entries: PodEntry[], netnsDirs: string[]): number {
+    const attached = new Set([...this.#live.values()].map((l) => l.rec.podIp));
+    const wanted = new Map(
+      entries.filter((e) => e.inMesh && e.ip && !attached.has(e.ip)).map((e) => [e.ip, e]),
+    );
+    if (wanted.size === 0) return 0;
+    let found = 0;
+    for (const dir of netnsDirs) {
+      let names: string[];
+      try {
+        names = [...Deno.readDirSync(dir)].map((e) => e.name);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const path = `${dir}/${name}`;
+        let hit: { ifName: string; ip: string } | undefined;
+        try {
+          hit = withNetns(path, () => {
+            for (const ifName of ["eth0", "net1"]) {
+              const ip = interfaceIpv4(ifName);
+              if (ip && wanted.has(ip)) return { ifName, ip };
+            }
+            return undefined;
+          });
+        } catch {
+          continue; // not a namespace file, or gone
+        }
+        if (!hit) continue;
+        const e = wanted.get(hit.ip)!;
+        wanted.delete(hit.ip);
+        const taken = new Set(this.opts.maps.marks().keys());
+        const live: Live = {
+          rec: {
+            containerId: `found:${name}`,
+            ifName: hit.ifName,
+            netns: path,
+            podNamespace: e.namespace,
+            podName: e.name,
+            podUid: e.uid,
+            podIp: hit.ip,
+            mark: randomMark((m) => taken.has(m)),
+            hook: this.opts.hook,
+            txChanged: false,
+            createdAt: new Date().toISOString(),
+          },
+          policy: e.policy,
+        };
+        try {
+          this.#apply(live);
+          this.#live.set(live.rec.containerId, live);
+          found++;
+        } catch (err) {
+          this.#undo(live);
+          log.error("attaching found pod {ns}/{name}: {error}", {
+            ns: e.namespace,
+            name: e.name,
+            error: (err as Error).message,
+          });
+        }
+      }
+    }
+    if (found) {
+      this.#save();
+      this.opts.onChange();
+    }
+    return found;
   }
 
   /** Drops attachments whose namespace disappeared without a DEL (runtime crash, lost DEL). */

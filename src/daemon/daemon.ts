@@ -37,9 +37,20 @@ export interface DaemonConfig {
   cniBinDir: string;
   cniConfigDir: string;
   uninstallOnExit: boolean;
+  /** Where runtimes keep pod network namespaces (for finding running pods without a state file). */
+  netnsDirs: string[];
   /** The plugin as installed into the CNI bin dir. */
   pluginSource: { kind: "binary"; path: string } | { kind: "launcher"; denoPath: string; mainPath: string };
   logLevel: string;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function socketPath(runDir: string): string {
@@ -157,8 +168,13 @@ export class Daemon {
       n: this.table.entries().length,
     });
 
+    if (!cfg.cniMode) await this.#leaveCniMode();
     if (cfg.cniMode) {
       const attachments = this.#attachments!;
+      const found = attachments.rediscover(this.table.entries(), cfg.netnsDirs);
+      if (found) {
+        log.info("found {n} running meshed pods without an attachment record; attached", { n: found });
+      }
       this.#server = serveDaemonSocket(socketPath(cfg.runDir), async (req) => {
         const t0 = performance.now();
         const res = await attachments.handle(req);
@@ -182,6 +198,40 @@ export class Daemon {
     }
     this.#ready = true;
     log.info("ready");
+  }
+
+  /**
+   * A daemon started without CNI mode on a node where CNI mode ran before: the chained plugin would
+   * fail every pod ADD with nobody answering, so the chain entry, the plugin and the per-pod
+   * attachments go.
+   */
+  async #leaveCniMode(): Promise<void> {
+    const hadInstall = exists(`${this.cfg.stateDir}/cni-install.json`);
+    const hadPods = exists(attachmentsFile(this.cfg.stateDir));
+    if (!hadInstall && !hadPods) return;
+    if (hadInstall) {
+      const res = await uninstallCni(this.#cniInstallOptions()).catch((e) => {
+        log.error("removing the CNI chain entry left by CNI mode: {error}", { error: (e as Error).message });
+        return undefined;
+      });
+      if (res) {
+        log.info("CNI mode is off: removed {changes}", { changes: res.changes.join("; ") || "nothing" });
+      }
+    }
+    if (hadPods && this.#dp) {
+      const a = new Attachments({
+        maps: this.#dp.maps,
+        programs: this.#dp.ingressPrograms(),
+        pinPath: this.cfg.pinPath,
+        stateFile: attachmentsFile(this.cfg.stateDir),
+        hook: this.cfg.ingressHook,
+        hardwareChecksum: this.cfg.hardwareChecksum,
+        lookupPod: () => Promise.resolve(undefined),
+        onChange: () => {},
+      });
+      a.restore();
+      log.info("CNI mode is off: removed {n} pod attachments", { n: a.removeAll() });
+    }
   }
 
   #cniInstallOptions() {

@@ -1,7 +1,7 @@
 // Which program of which object goes where. The loader below stays generic; this table is the only
 // place that knows the datapath's programs.
 
-export type CgroupHook = "connect4" | "getsockopt" | "sockops" | "sendmsg4" | "recvmsg4";
+export type CgroupHook = "connect4" | "getsockopt" | "getpeername4" | "sockops" | "sendmsg4" | "recvmsg4";
 
 export interface CgroupProgram {
   object: string;
@@ -14,6 +14,7 @@ export interface CgroupProgram {
 export const CGROUP_PROGRAMS: readonly CgroupProgram[] = [
   { object: "connect", program: "mb_connect4", hook: "connect4" },
   { object: "origdst", program: "mb_getsockopt", hook: "getsockopt" },
+  { object: "origdst", program: "mb_getpeername4", hook: "getpeername4" },
   { object: "sockops", program: "mb_sockops", hook: "sockops" },
   { object: "dns", program: "mb_sendmsg4", hook: "sendmsg4", feature: "dns-capture" },
   { object: "dns", program: "mb_recvmsg4", hook: "recvmsg4", feature: "dns-capture" },

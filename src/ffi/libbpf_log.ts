@@ -69,7 +69,8 @@ function onPrint(level: number, format: Deno.PointerValue, ap: Deno.PointerValue
     if (format === null || vsnprintf === undefined) return 0;
     const message: LibbpfMessage = { level: levelOf(level), text: render(vsnprintf, format, ap).trimEnd() };
     for (const sink of collectors) sink.push(message);
-    if (message.level === "warning") logger.warn("{message}", { message: message.text });
+    if (quiet > 0) logger.debug("{message}", { message: message.text });
+    else if (message.level === "warning") logger.warn("{message}", { message: message.text });
     else if (message.level === "info") logger.info("{message}", { message: message.text });
     else logger.debug("{message}", { message: message.text });
   } catch {
@@ -92,6 +93,22 @@ export function installLibbpfPrint(bpf: LibbpfSymbols, c: LibcSymbols): void {
  * Runs `fn` and also appends every libbpf message printed meanwhile to `sink`, so a failure can
  * carry libbpf's explanation (e.g. the verifier log) in the error itself.
  */
+let quiet = 0;
+
+/**
+ * Runs `fn` with libbpf's messages logged at debug level: for calls whose failure is expected and
+ * handled by the caller (creating a qdisc that exists, removing a filter that is gone), where
+ * libbpf's own warning would only alarm an operator.
+ */
+export function quietLibbpf<T>(fn: () => T): T {
+  quiet++;
+  try {
+    return fn();
+  } finally {
+    quiet--;
+  }
+}
+
 export function collectLibbpfMessages<T>(sink: LibbpfMessage[], fn: () => T): T {
   collectors.push(sink);
   try {

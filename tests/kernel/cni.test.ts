@@ -128,8 +128,8 @@ async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
     get daemon() {
       return daemon;
     },
-    async restartDaemonAfterStop() {
-      daemon = await startDaemon(scope, daemonOpts);
+    async restartDaemonAfterStop(extra: string[] = []) {
+      daemon = await startDaemon(scope, { ...daemonOpts, extra: [...daemonOpts.extra, ...extra] });
     },
     inv,
     async addPod(name: string) {
@@ -371,4 +371,42 @@ Deno.test("kernel: CNI-mode restart: pods stay identified while no daemon runs; 
   await w.restartDaemonAfterStop();
   assert.deepEqual(await marksListening(p1.ns), marksBefore, "the same mark is listening again");
   assert.ok(await excludedStillDirect());
+});
+
+Deno.test("kernel: a lost state file: the restarted daemon finds the running pod by its IP and attaches it", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const p1 = await w.addPod("p1");
+  await stopDaemon(w.daemon);
+  await Deno.remove(`${w.dir}/state/attachments.json`);
+  // By now the API reports the pod's IP, as it does for any running pod.
+  const pods = await Deno.readTextFile(`${w.dir}/pods.yaml`);
+  await Deno.writeTextFile(
+    `${w.dir}/pods.yaml`,
+    pods.replace("status:\n  phase: Pending", `status:\n  phase: Running\n  podIP: ${p1.ip}`),
+  );
+  await w.restartDaemonAfterStop(["--netns-dirs=/run/netns"]);
+  const marks = await marksListening(p1.ns);
+  assert.equal(marks.length, 1, `a listener again; daemon said: ${w.daemon.stderr.join("\n")}`);
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.equal(m.maps.marks().get(parseInt(marks[0]!, 16)), p1.ip);
+  const state = JSON.parse(await Deno.readTextFile(`${w.dir}/state/attachments.json`));
+  assert.equal(state.length, 1);
+  assert.equal(state[0].podName, "p1");
+});
+
+Deno.test("kernel: switching CNI mode off removes the chain entry, the plugin and the pod attachments", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const p1 = await w.addPod("p1");
+  await stopDaemon(w.daemon);
+  await w.restartDaemonAfterStop(["--cni-mode=false"]);
+  const list = JSON.parse(await Deno.readTextFile(w.conflist));
+  assert.deepEqual(list.plugins.map((p: { type: string }) => p.type), ["bridge"]);
+  assert.deepEqual([...Deno.readDirSync(`${w.dir}/bin`)], [], "plugin removed from the CNI bin dir");
+  assert.deepEqual(await marksListening(p1.ns), []);
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.equal(m.maps.marks().size, 0);
+  const tc = await inNs(p1.ns, "tc", ["filter", "show", "dev", "eth0", "egress"]);
+  assert.equal(tc.stdout.trim(), "");
 });

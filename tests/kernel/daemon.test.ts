@@ -161,6 +161,7 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   const st = JSON.parse(status.stdout);
   assert.deepEqual(st.links.map((l: { hook: string }) => l.hook).sort(), [
     "connect4",
+    "getpeername4",
     "getsockopt",
     "sockops",
   ]);

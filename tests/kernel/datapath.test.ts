@@ -16,6 +16,8 @@ Deno.test("kernel: outbound redirect to the sidecar with SO_ORIGINAL_DST, and th
   assert.equal(acc.length, 1, `sidecar a accepted ${JSON.stringify(acc)}`);
   assert.equal(acc[0]!.orig, `${r.ip}:8080`);
   assert.equal(acc[0]!.local, `127.0.0.1:${w.mesh.outboundPort}`);
+  // As with iptables REDIRECT, the application sees the peer it asked for, not the proxy.
+  assert.equal(res.peer, `${r.ip}:8080`, "getpeername() on the redirected socket");
   // The server saw the sidecar's own connection, from pod a's address: not sent back to the sidecar.
   assert.match(
     String((res.hello as Record<string, string>).peer),

@@ -136,6 +136,8 @@ def client(args):
     host, port = args.target.rsplit(":", 1)
     try:
         s = socket.create_connection((host, int(port)), timeout=args.timeout)
+        # Asked at once: after the peer's FIN and ours the kernel answers ENOTCONN.
+        peer = "%s:%d" % s.getpeername()
         hello = read_line(s)
         payload = os.urandom(args.bytes)
         got = b""
@@ -147,7 +149,7 @@ def client(args):
                 break
             got += d
         emit(ok=got == payload, hello=json.loads(hello) if hello else None, sent=len(payload),
-             received=len(got), local="%s:%d" % s.getsockname())
+             received=len(got), local="%s:%d" % s.getsockname(), peer=peer)
     except OSError as e:
         emit(ok=False, error=str(e))
 

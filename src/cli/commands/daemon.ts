@@ -41,6 +41,7 @@ export function daemonConfig(f: Flags): DaemonConfig {
     cniBinDir: f["cni-bin-dir"] as string,
     cniConfigDir: f["cni-config-dir"] as string,
     uninstallOnExit: f["uninstall-on-exit"] as boolean,
+    netnsDirs: String(f["netns-dirs"] ?? "").split(",").map((d) => d.trim()).filter(Boolean),
     pluginSource: pluginSource(),
     logLevel: f.debug ? "debug" : f["log-level"] as string,
   };

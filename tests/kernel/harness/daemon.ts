@@ -26,6 +26,9 @@ export function daemonArgs(o: DaemonProcOptions): string[] {
     "--node-name=test-node",
     "--metrics-addr=",
     "--log-format=json",
+    // Never the machine's own CNI directories, even for a daemon not in CNI mode.
+    `--cni-config-dir=${o.stateDir}/../cni-conf`,
+    `--cni-bin-dir=${o.stateDir}/../cni-bin`,
     ...(o.extra ?? []),
   ];
 }
