@@ -5,6 +5,7 @@ import { createCgroup, createNode, createPod, nettool, Scope, startNettool, uniq
 import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
 import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
+import { FakeApiServer, makePod, makeTestPki } from "../unit/fake_apiserver.ts";
 
 const mesh = meshParams("istio");
 
@@ -215,4 +216,58 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.equal(after.ok, true);
   const accepted = s.sc.lines.filter((l) => l.event === "accepted").length;
   assert.equal(accepted, 1, "after uninstall nothing is redirected any more");
+});
+
+Deno.test("kernel: pods from the Kubernetes API (TLS, token, list + watch) reach the maps", async () => {
+  await using scope = new Scope();
+  const s = await setup(scope);
+  const dir = await Deno.makeTempDir({ prefix: "merbridge-kube-test-" });
+  scope.defer(() => Deno.remove(dir, { recursive: true }));
+  const pki = await makeTestPki(dir);
+  const api = await FakeApiServer.start({
+    token: "t0ken",
+    tls: { cert: pki.serverCert, key: pki.serverKey },
+  });
+  scope.defer(() => api.close());
+  const meshed = { "sidecar.istio.io/status": "{}" };
+  api.addPod(makePod("a", { node: "test-node", ip: s.a.ip, annotations: meshed }));
+  api.addPod(makePod("elsewhere", { node: "other-node", ip: "10.9.9.9", annotations: meshed }));
+  const kubeconfig = `${dir}/kubeconfig`;
+  await Deno.writeTextFile(
+    kubeconfig,
+    `apiVersion: v1
+kind: Config
+current-context: test
+contexts:
+- name: test
+  context: {cluster: test, user: test}
+clusters:
+- name: test
+  cluster: {server: "${api.url}", certificate-authority: "${pki.files.caCert}"}
+users:
+- name: test
+  user: {token: t0ken}
+`,
+  );
+  const daemon = await startDaemon(scope, {
+    ...s.opts,
+    podsFile: undefined,
+    extra: [`--kubeconfig=${kubeconfig}`],
+  });
+  await waitMaps(s.pinPath, (m) => m.maps.pods().has(s.a.ip));
+  {
+    using m = new PinnedDatapathMaps(s.pinPath);
+    assert.ok(!m.maps.pods().has("10.9.9.9"), "a pod of another node is not ours");
+  }
+  api.updatePod("default", "a", (p) => {
+    p.metadata!.annotations = { ...meshed, "traffic.sidecar.istio.io/excludeOutboundPorts": "5432" };
+  });
+  const t1 = await waitMaps(
+    s.pinPath,
+    (m) => m.maps.pods().get(s.a.ip)?.excludeOutboundPorts.ports[0] === 5432,
+  );
+  assert.ok(t1 < 1000, `annotation change took ${t1} ms`);
+  api.deletePod("default", "a");
+  await waitMaps(s.pinPath, (m) => !m.maps.pods().has(s.a.ip));
+  assert.equal(await stopDaemon(daemon), 0);
 });

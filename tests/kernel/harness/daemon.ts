@@ -5,7 +5,8 @@ import { type Proc, ROOT, Scope, sleep, spawn } from "./mod.ts";
 export interface DaemonProcOptions {
   cgroup: string;
   pinPath: string;
-  podsFile: string;
+  /** Omitted: the daemon reads pods from the Kubernetes API (give --kubeconfig in extra). */
+  podsFile?: string;
   stateDir: string;
   runDir: string;
   extra?: string[];
@@ -20,7 +21,7 @@ export function daemonArgs(o: DaemonProcOptions): string[] {
     "daemon",
     `--cgroup-path=${o.cgroup}`,
     `--bpf-pin-path=${o.pinPath}`,
-    `--pods-file=${o.podsFile}`,
+    ...(o.podsFile ? [`--pods-file=${o.podsFile}`] : []),
     `--state-dir=${o.stateDir}`,
     `--run-dir=${o.runDir}`,
     "--node-name=test-node",
