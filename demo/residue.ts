@@ -5,6 +5,7 @@
 import { cgroup2Root } from "../src/cgroup/cgroup2.ts";
 import { run, sleep } from "../tests/kernel/harness/mod.ts";
 import { equal, type Ledger } from "./ui.ts";
+import { pathExists } from "../src/util/fs.ts";
 
 export interface Footprint {
   prefix: string;
@@ -39,15 +40,6 @@ async function liveBpf(fp: Footprint): Promise<{ maps: number[]; progs: number[]
   };
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export async function checkNodeClean(ui: Ledger, fp: Footprint): Promise<void> {
   const netns = (await run("ip", ["netns", "list"])).stdout.split("\n").map((l) => l.split(" ")[0] ?? "")
     .filter((n) => n.startsWith(fp.prefix));
@@ -66,8 +58,8 @@ export async function checkNodeClean(ui: Ledger, fp: Footprint): Promise<void> {
     equal(`cgroups ${cg}/${fp.prefix}*`, "", cgroups.join(", ")),
     equal(`our BPF programs still loaded (of ${fp.progIds.length})`, "", live.progs.join(", ")),
     equal(`our BPF maps still allocated (of ${fp.mapIds.length})`, "", live.maps.join(", ")),
-    equal("the daemon process", "gone", exists(`/proc/${fp.daemonPid}`) ? "still running" : "gone"),
-    equal(`${fp.dir}`, "removed", exists(fp.dir) ? "still there" : "removed"),
+    equal("the daemon process", "gone", pathExists(`/proc/${fp.daemonPid}`) ? "still running" : "gone"),
+    equal(`${fp.dir}`, "removed", pathExists(fp.dir) ? "still there" : "removed"),
   ], [
     `no namespace, pin, cgroup or temp dir of this run; ${fp.progIds.length} programs and ` +
     `${fp.mapIds.length} maps unloaded`,

@@ -17,6 +17,7 @@ import {
 import { interfaceIpv4 } from "../netns/interface.ts";
 import { withNetns } from "../netns/netns.ts";
 import { attachIngress, detachIngress, type IngressHook, type IngressPrograms } from "../xdp/attacher.ts";
+import { pathExists } from "../util/fs.ts";
 
 const log = getLogger("cni");
 
@@ -53,15 +54,6 @@ interface Live {
   rec: AttachmentRecord;
   listener?: MarkListener;
   policy?: PodPolicy;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function safeName(containerId: string): string {
@@ -206,7 +198,7 @@ export class Attachments {
     const problems: string[] = [];
     if (!live.listener) problems.push("mark listener missing");
     if (this.opts.maps.marks().get(live.rec.mark) !== live.rec.podIp) problems.push("mark entry missing");
-    if (!exists(live.rec.netns)) problems.push("network namespace gone");
+    if (!pathExists(live.rec.netns)) problems.push("network namespace gone");
     return problems.length
       ? { ok: false, code: 5, msg: `attachment of ${req.containerId}: ${problems.join(", ")}` }
       : { ok: true };
@@ -230,7 +222,7 @@ export class Attachments {
     let restored = 0, dropped = 0;
     for (const rec of recs) {
       const live: Live = { rec };
-      if (!exists(rec.netns)) {
+      if (!pathExists(rec.netns)) {
         this.#undo(live);
         dropped++;
         continue;
@@ -343,7 +335,9 @@ export class Attachments {
 
   /** Drops attachments whose namespace disappeared without a DEL (runtime crash, lost DEL). */
   sweep(): number {
-    const gone = [...this.#live.values()].filter((l) => !exists(l.rec.netns)).map((l) => l.rec.containerId);
+    const gone = [...this.#live.values()].filter((l) => !pathExists(l.rec.netns)).map((l) =>
+      l.rec.containerId
+    );
     for (const id of gone) this.#del(id);
     return gone.length;
   }

@@ -17,6 +17,7 @@ import { Attachments } from "./attachments.ts";
 import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
 import { reconcileLocalPods } from "./reconcile.ts";
+import { pathExists } from "../util/fs.ts";
 
 const log = getLogger("daemon");
 
@@ -42,15 +43,6 @@ export interface DaemonConfig {
   /** The plugin as installed into the CNI bin dir. */
   pluginSource: { kind: "binary"; path: string } | { kind: "launcher"; denoPath: string; mainPath: string };
   logLevel: string;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export function socketPath(runDir: string): string {
@@ -206,8 +198,8 @@ export class Daemon {
    * attachments go.
    */
   async #leaveCniMode(): Promise<void> {
-    const hadInstall = exists(`${this.cfg.stateDir}/cni-install.json`);
-    const hadPods = exists(attachmentsFile(this.cfg.stateDir));
+    const hadInstall = pathExists(`${this.cfg.stateDir}/cni-install.json`);
+    const hadPods = pathExists(attachmentsFile(this.cfg.stateDir));
     if (!hadInstall && !hadPods) return;
     if (hadInstall) {
       const res = await uninstallCni(this.#cniInstallOptions()).catch((e) => {

@@ -9,6 +9,7 @@ import { tcAttach, tcDetach, tcEnsureHook } from "../bpf/tc.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { setTxChecksum, txChecksumEnabled } from "../netns/interface.ts";
 import { withNetns } from "../netns/netns.ts";
+import { pathExists } from "../util/fs.ts";
 
 export type IngressHook = "xdp" | "tc";
 
@@ -82,22 +83,13 @@ export function attachIngress(
   });
 }
 
-function netnsExists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Removes what attachIngress added. Works when the namespace is already gone (the pin is removed; the
  * filters went with the interface).
  */
 export function detachIngress(t: IngressTarget, restoreTx: boolean): void {
   removePinTree(t.pinDir);
-  if (!netnsExists(t.netnsPath)) return;
+  if (!pathExists(t.netnsPath)) return;
   try {
     withNetns(t.netnsPath, () => {
       let ifindex: number;
@@ -113,6 +105,6 @@ export function detachIngress(t: IngressTarget, restoreTx: boolean): void {
     });
   } catch (e) {
     // A namespace being torn down can vanish between the check and setns.
-    if (netnsExists(t.netnsPath)) throw e;
+    if (pathExists(t.netnsPath)) throw e;
   }
 }

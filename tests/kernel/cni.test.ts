@@ -8,30 +8,11 @@ import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
 import { startDaemon, stopDaemon } from "./harness/daemon.ts";
+import { podYaml } from "./harness/pods.ts";
 import { createCgroup, createNetns, inNs, nettool, run, Scope, startNettool, uniq } from "./harness/mod.ts";
 
 const mesh = meshParams("istio");
 const PLUGINS = "/usr/lib/cni";
-
-function podYaml(name: string, annotations: Record<string, string> = {}, meshed = true): string {
-  const ann = Object.entries({ ...(meshed ? { "sidecar.istio.io/status": "{}" } : {}), ...annotations })
-    .map(([k, v]) => `    ${k}: '${v}'`).join("\n");
-  return `apiVersion: v1
-kind: Pod
-metadata:
-  name: ${name}
-  namespace: default
-  uid: uid-${name}
-${ann ? `  annotations:\n${ann}` : ""}
-spec:
-  nodeName: test-node
-  containers:
-  - name: app
-${meshed ? "  - name: istio-proxy\n" : ""}status:
-  phase: Pending
----
-`;
-}
 
 interface CniWorldOptions {
   flags?: string[];
@@ -86,8 +67,10 @@ async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
   const podsFile = `${dir}/pods.yaml`;
   await Deno.writeTextFile(
     podsFile,
-    o.pods ?? (podYaml("p1", { "traffic.sidecar.istio.io/excludeOutboundPorts": "9090" }) + podYaml("p2") +
-      podYaml("plain", {}, false)),
+    o.pods ??
+      (podYaml("p1", { annotations: { "traffic.sidecar.istio.io/excludeOutboundPorts": "9090" } }) +
+        podYaml("p2") +
+        podYaml("plain", { meshed: false })),
   );
   const daemonOpts = {
     cgroup,
@@ -380,11 +363,7 @@ Deno.test("kernel: a lost state file: the restarted daemon finds the running pod
   await stopDaemon(w.daemon);
   await Deno.remove(`${w.dir}/state/attachments.json`);
   // By now the API reports the pod's IP, as it does for any running pod.
-  const pods = await Deno.readTextFile(`${w.dir}/pods.yaml`);
-  await Deno.writeTextFile(
-    `${w.dir}/pods.yaml`,
-    pods.replace("status:\n  phase: Pending", `status:\n  phase: Running\n  podIP: ${p1.ip}`),
-  );
+  await Deno.writeTextFile(`${w.dir}/pods.yaml`, podYaml("p1", { ip: p1.ip }));
   await w.restartDaemonAfterStop(["--netns-dirs=/run/netns"]);
   const marks = await marksListening(p1.ns);
   assert.equal(marks.length, 1, `a listener again; daemon said: ${w.daemon.stderr.join("\n")}`);

@@ -3,34 +3,12 @@ import assert from "node:assert/strict";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { createCgroup, createNode, createPod, nettool, Scope, startNettool, uniq } from "./harness/mod.ts";
 import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
+import { podYaml } from "./harness/pods.ts";
 import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { FakeApiServer, makePod, makeTestPki } from "../unit/fake_apiserver.ts";
 
 const mesh = meshParams("istio");
-
-function podYaml(name: string, ip: string, annotations: Record<string, string> = {}): string {
-  const ann = Object.entries(annotations).map(([k, v]) => `    ${k}: "${v}"`).join("\n");
-  return `apiVersion: v1
-kind: Pod
-metadata:
-  name: ${name}
-  namespace: default
-  uid: uid-${name}
-  annotations:
-    sidecar.istio.io/status: '{}'
-${ann}
-spec:
-  nodeName: test-node
-  containers:
-  - name: app
-  - name: istio-proxy
-status:
-  phase: Running
-  podIP: ${ip}
----
-`;
-}
 
 async function setup(scope: Scope) {
   const prefix = uniq();
@@ -52,7 +30,7 @@ async function setup(scope: Scope) {
   const srv = startNettool(scope, { netns: r.ns }, ["server", "--name", "r", "--port", "8080"]);
   await srv.waitFor((l) => l.event === "listening");
   const podsFile = `${dir}/pods.yaml`;
-  await Deno.writeTextFile(podsFile, podYaml("a", a.ip));
+  await Deno.writeTextFile(podsFile, podYaml("a", { ip: a.ip }));
   return {
     cgroup,
     pinPath,
@@ -106,8 +84,11 @@ Deno.test("kernel: pods file changes reach the maps within a second", async () =
 
   await Deno.writeTextFile(
     s.podsFile,
-    podYaml("a", s.a.ip, { "traffic.sidecar.istio.io/excludeOutboundPorts": "8080, 9090" }) +
-      podYaml("b", s.b.ip),
+    podYaml("a", {
+      ip: s.a.ip,
+      annotations: { "traffic.sidecar.istio.io/excludeOutboundPorts": "8080, 9090" },
+    }) +
+      podYaml("b", { ip: s.b.ip }),
   );
   const t1 = await waitMaps(s.pinPath, (m) => {
     const p = m.maps.pods();
@@ -115,7 +96,7 @@ Deno.test("kernel: pods file changes reach the maps within a second", async () =
   });
   assert.ok(t1 < 1000, `annotation change took ${t1} ms`);
 
-  await Deno.writeTextFile(s.podsFile, podYaml("b", s.b.ip));
+  await Deno.writeTextFile(s.podsFile, podYaml("b", { ip: s.b.ip }));
   const t2 = await waitMaps(s.pinPath, (m) => !m.maps.pods().has(s.a.ip));
   assert.ok(t2 < 1000, `pod removal took ${t2} ms`);
 

@@ -40,6 +40,7 @@ import {
   xdpQuery,
   xdpQueryId,
 } from "../../src/bpf/mod.ts";
+import { thrown } from "../unit/helpers.ts";
 
 const BUILD = new URL("../../bpf/build/test/", import.meta.url).pathname;
 const FIXTURE = `${BUILD}loader_test.bpf.o`;
@@ -47,15 +48,6 @@ const REJECTED = `${BUILD}loader_reject.bpf.o`;
 const PIN_ROOT = `/sys/fs/bpf/merbridge-test-${Deno.pid}`;
 
 // ---- small helpers -------------------------------------------------------------------------------
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected an exception");
-}
 
 function u16(n: number): Uint8Array {
   const b = new Uint8Array(2);

@@ -12,15 +12,7 @@ import {
 } from "../../src/ffi/errors.ts";
 import { libbpf, libc } from "../../src/ffi/library.ts";
 import { cString } from "../../src/ffi/native.ts";
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected an exception");
-}
+import { thrown } from "./helpers.ts";
 
 Deno.test("errno names", async (t) => {
   await t.step("kernel, kernel-internal and libbpf codes have their symbolic names", () => {

@@ -24,15 +24,7 @@ import {
   SOL_SOCKET,
   statfsType,
 } from "../../src/ffi/libc.ts";
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected an exception");
-}
+import { thrown } from "./helpers.ts";
 
 Deno.test("libc wrappers", async (t) => {
   await t.step("getPid is this process", () => {

@@ -11,17 +11,9 @@ import {
   loadedLibraryPaths,
   openLibrary,
 } from "../../src/ffi/library.ts";
+import { thrown } from "./helpers.ts";
 
 const env = (vars: Record<string, string>) => (name: string) => vars[name];
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected an exception");
-}
 
 Deno.test("library resolution", async (t) => {
   await t.step("the environment override comes first, then the candidates, without duplicates", () => {

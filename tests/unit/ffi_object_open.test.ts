@@ -8,17 +8,9 @@ import { BpfNotFoundError, BpfObject } from "../../src/bpf/object.ts";
 import { perCpuStride } from "../../src/bpf/map_fd.ts";
 import { BpffsError, ensureBpffsDir, isPinned, removePinTree } from "../../src/bpf/pins.ts";
 import { attachTypeName, MapType, mapTypeName, ProgType, progTypeName } from "../../src/bpf/types.ts";
+import { thrown } from "./helpers.ts";
 
 const FIXTURE = new URL("../../bpf/build/test/loader_test.bpf.o", import.meta.url).pathname;
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  assert.fail("expected an exception");
-}
 
 Deno.test("BpfObject.open parses an object without loading it", async (t) => {
   using obj = BpfObject.open(FIXTURE);
