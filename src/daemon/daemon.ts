@@ -286,6 +286,7 @@ export class Daemon {
     return {
       notReady: () => this.#ready ? undefined : "starting",
       unhealthy: () => this.#syncError,
+      pods: () => this.table.entries(),
     };
   }
 

@@ -9,6 +9,8 @@ export interface HealthState {
   notReady(): string | undefined;
   /** Why the daemon is unhealthy (should be restarted), or undefined. */
   unhealthy(): string | undefined;
+  /** The daemon's pod table, for `merbridge pods` (GET /pods). */
+  pods?(): unknown;
 }
 
 export function parseListenAddr(addr: string): { hostname: string; port: number } {
@@ -36,6 +38,8 @@ export function serveHttp(addr: string, registry: Registry, health: HealthState)
         const why = health.notReady();
         return new Response(why ? `not ready: ${why}\n` : "ready\n", { status: why ? 503 : 200 });
       }
+      case "/pods":
+        return Response.json(health.pods?.() ?? []);
       case "/metrics":
         return new Response(registry.render(), {
           headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },

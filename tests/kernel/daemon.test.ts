@@ -158,8 +158,12 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   const table = await cli(["status", `--bpf-pin-path=${s.pinPath}`, `--state-dir=${s.opts.stateDir}`]);
   assert.match(table.stdout, /HOOK\s+CGROUP-ID/);
 
-  const pods = JSON.parse((await cli(["pods", `--bpf-pin-path=${s.pinPath}`, "--output=json"])).stdout);
+  const pods = JSON.parse(
+    (await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--daemon-addr=127.0.0.1:${port}`, "--output=json"]))
+      .stdout,
+  );
   assert.equal(pods[0].ip, s.a.ip);
+  assert.equal(pods[0].pod, "default/a", "the name comes from the daemon's pod table");
   assert.equal(pods[0].policy.includeOutboundCidrs.all, true);
 
   const dump = await cli(["maps", "dump", "local_pods", `--bpf-pin-path=${s.pinPath}`, "--output=json"]);

@@ -9,7 +9,7 @@ import { MAP_NAMES } from "../../maps/manager.ts";
 import { UsageError } from "../args.ts";
 import { type Command, printJson, printTable } from "../command.ts";
 import { CNI_INSTALL_FLAGS, DEFAULTS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
-import type { PodPolicy } from "../../mesh/types.ts";
+import type { PodEntry, PodPolicy } from "../../mesh/types.ts";
 import { VERSION } from "../../version.ts";
 
 const INSPECT_FLAGS = {
@@ -109,27 +109,61 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
   },
 };
 
-export const podsCommand: Command<typeof INSPECT_FLAGS> = {
+const PODS_FLAGS = {
+  ...INSPECT_FLAGS,
+  "daemon-addr": {
+    type: "string",
+    default: `127.0.0.1:${DEFAULTS.metricsAddr.split(":").at(-1)}`,
+    placeholder: "HOST:PORT",
+    description: "the running daemon's HTTP address, for pod names and annotation warnings",
+  },
+} as const;
+
+/** The daemon's pod table (names, warnings), or undefined when no daemon answers. */
+async function daemonPods(addr: string): Promise<PodEntry[] | undefined> {
+  try {
+    const res = await fetch(`http://${addr}/pods`, { signal: AbortSignal.timeout(1000) });
+    if (!res.ok) {
+      await res.body?.cancel();
+      return undefined;
+    }
+    return await res.json() as PodEntry[];
+  } catch {
+    return undefined;
+  }
+}
+
+export const podsCommand: Command<typeof PODS_FLAGS> = {
   name: "pods",
   summary: "meshed pods of this node with their decoded interception config",
-  flags: INSPECT_FLAGS,
-  run(f) {
+  flags: PODS_FLAGS,
+  async run(f) {
     using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
     const attachments = readAttachments(f["state-dir"] as string);
+    const known = await daemonPods(f["daemon-addr"] as string) ?? [];
     const marks = pm.maps.marks();
     const rows = [...pm.maps.pods()].map(([ip, policy]) => {
       const a = attachments.find((x) => x.podIp === ip);
+      const e = known.find((x) => x.ip === ip);
       const mark = [...marks].find(([, mip]) => mip === ip)?.[0];
-      return { ip, pod: a ? `${a.podNamespace}/${a.podName}` : "", mark: mark ?? null, policy };
+      const pod = e ? `${e.namespace}/${e.name}` : a ? `${a.podNamespace}/${a.podName}` : "";
+      return { ip, pod, mark: mark ?? null, policy, warnings: e?.warnings ?? [] };
     }).sort((x, y) => x.ip.localeCompare(y.ip, undefined, { numeric: true }));
     if (f.output === "json") printJson(rows);
-    else {printTable(rows.map((r) => [r.ip, r.pod || "-", r.mark ?? "-", policySummary(r.policy)]), [
+    else {
+      printTable(rows.map((r) => [r.ip, r.pod || "-", r.mark ?? "-", policySummary(r.policy)]), [
         "IP",
         "POD",
         "MARK",
         "CONFIG",
-      ]);}
-    return Promise.resolve(0);
+      ]);
+      for (const r of rows) {
+        for (const w of r.warnings) {
+          console.log(`warning: ${r.pod}: ${w.annotation}: ${JSON.stringify(w.item)}: ${w.reason}`);
+        }
+      }
+    }
+    return 0;
   },
 };
 
