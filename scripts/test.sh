@@ -49,6 +49,30 @@ denotest() { # name, deno test args...
   if [[ $rc -ne 0 && $f -eq 0 ]]; then failed=$((failed + 1)); fi
 }
 
+# What the kernel tests could leave behind: namespaces, our programs, pins, cgroups, host iptables
+# rules, temp dirs. Compared before and after the kernel suite.
+node_state() {
+  ip netns list | sort
+  bpftool prog list 2>/dev/null | grep -c ' name mb_' || true
+  ls /sys/fs/bpf | sort
+  ls "$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)" | sort
+  iptables-save 2>/dev/null | grep -v '^#' | sort | md5sum
+  ls -d /tmp/merbridge-* 2>/dev/null | sort
+}
+
+same_state() {
+  local after
+  # Programs and temp dirs are released asynchronously after their last user exits.
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    after="$(node_state)"
+    [[ "$after" == "$1" ]] && return 0
+    sleep 0.5
+  done
+  echo "!! node state differs after the kernel tests:" >&2
+  diff <(echo "$1") <(echo "$after") >&2
+  return 1
+}
+
 if [[ "$what" == all ]]; then
   stage "deno fmt --check" deno fmt --check
   stage "deno lint" deno lint
@@ -65,7 +89,9 @@ case "$what" in
       echo "!! kernel tests need root" >&2
       failed=$((failed + 1))
     else
+      before="$(node_state)"
       denotest kernel tests/kernel/ "$@"
+      stage "kernel tests left the node as they found it" same_state "$before"
     fi
     ;;
 esac

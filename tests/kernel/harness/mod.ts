@@ -10,7 +10,7 @@ export const ROOT = new URL("../../../", import.meta.url).pathname;
  * under a home directory they cannot enter).
  */
 export const NETTOOL: string = (() => {
-  const dir = Deno.makeTempDirSync({ prefix: "merbridge-nettool-" });
+  const dir = Deno.makeTempDirSync({ prefix: `merbridge-nettool-${Deno.pid}-` });
   Deno.chmodSync(dir, 0o755);
   const path = `${dir}/nettool.py`;
   Deno.copyFileSync(`${ROOT}tests/tools/nettool.py`, path);
@@ -74,6 +74,16 @@ export function sweepStale(): string[] {
     if (STALE.test(e.name) && !ownerAlive(e.name)) {
       new Deno.Command("rm", { args: ["-rf", `/sys/fs/bpf/${e.name}`] }).outputSync();
       removed.push(`pins ${e.name}`);
+    }
+  }
+  for (const e of Deno.readDirSync("/tmp")) {
+    const m = /^merbridge-nettool-(\d+)-/.exec(e.name);
+    if (!m) continue;
+    try {
+      Deno.statSync(`/proc/${m[1]}`);
+    } catch {
+      Deno.removeSync(`/tmp/${e.name}`, { recursive: true });
+      removed.push(`temp ${e.name}`);
     }
   }
   const cg = cgroup2Root();
