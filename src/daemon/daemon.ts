@@ -1,7 +1,7 @@
 // The node agent: loads and attaches the datapath, keeps the pod maps in step with the pod source,
 // and in CNI mode serves the plugin, owns per-pod attachments and keeps itself chained in the CNI
 // config. SIGTERM leaves the pinned datapath running for the next daemon unless told to uninstall.
-import { installCni, uninstallCni, watchCniConfig } from "../../cni/install.ts";
+import { cniInstallStats, installCni, uninstallCni, watchCniConfig } from "../../cni/install.ts";
 import { type DaemonSocketServer, serveDaemonSocket } from "../../cni/protocol.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
 import { Datapath, uninstallDatapath } from "../datapath/datapath.ts";
@@ -300,8 +300,17 @@ export class Daemon {
       this.#m.pods.set({ state: "meshed" }, counts.meshed);
       this.#m.pods.set({ state: "not_meshed" }, counts.notMeshed);
       this.#m.pods.set({ state: "no_ip" }, counts.noIp);
-      this.#m.mapEntries.set({ map: "local_pods" }, dp.maps.pods().size);
-      this.#m.mapEntries.set({ map: "mark_pod_ips" }, dp.maps.marks().size);
+      for (const [name, m] of Object.entries(dp.maps.maps)) {
+        if (!("keys" in m)) continue;
+        let n = 0;
+        for (const _ of m.keys()) n++;
+        this.#m.mapEntries.set({ map: name }, n);
+        const cap = (m as { maxEntries?: number }).maxEntries;
+        if (cap !== undefined) this.#m.mapCapacity.set({ map: name }, cap);
+      }
+      this.#m.cniInstall.set({ event: "install" }, cniInstallStats.installs);
+      this.#m.cniInstall.set({ event: "repair" }, cniInstallStats.repairs);
+      this.#m.cniInstall.set({ event: "error" }, cniInstallStats.errors);
       this.#m.ready.set({}, this.#ready ? 1 : 0);
       this.#m.attachments.set({}, this.#attachments?.records().length ?? 0);
       const s = this.source.stats();

@@ -179,6 +179,8 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.match(metrics, /merbridge_bpf_events_total\{event="connect_redirect"\} [1-9]/);
   assert.match(metrics, /merbridge_pods\{state="meshed"\} 1/);
   assert.match(metrics, /merbridge_ready 1/);
+  assert.match(metrics, /merbridge_map_entries\{map="local_pods"\} 1/);
+  assert.match(metrics, /merbridge_map_capacity\{map="pair_orig_dst"\} 65536/);
 
   const refused = await cli([
     "uninstall",
