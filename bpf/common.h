@@ -22,7 +22,7 @@
 /* The per-pod identity listener: its SO_MARK is the key into mark_pod_ips. */
 #define MARK_PORT 39807
 
-#define MAX_PORTS 32
+#define MAX_PORT_RANGES 32
 #define MAX_CIDRS 16
 #define MAX_ALWAYS_EXCLUDED 8
 
@@ -58,7 +58,19 @@ struct cidr4 {
 	__u32 mask;
 };
 
-/* Per-pod interception policy, keyed by pod IPv4 (network order) in local_pods. Ports host order. */
+/*
+ * An inclusive port range, host order; a single port is lo == hi. Lists hold ranges rather than ports
+ * so that Linkerd's "8000-9000" costs one entry instead of a thousand.
+ */
+struct port_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+/*
+ * Per-pod interception policy, keyed by pod IPv4 (network order) in local_pods. The n_*_ports
+ * counts are numbers of ranges; the agent writes each list sorted, merged and without overlaps.
+ */
 struct pod_config {
 	__u32 flags;
 	__u16 status_port;
@@ -68,10 +80,10 @@ struct pod_config {
 	__u8 n_exclude_in_ports;
 	__u8 n_include_out_cidrs;
 	__u8 n_exclude_out_cidrs;
-	__u16 include_out_ports[MAX_PORTS];
-	__u16 exclude_out_ports[MAX_PORTS];
-	__u16 include_in_ports[MAX_PORTS];
-	__u16 exclude_in_ports[MAX_PORTS];
+	struct port_range include_out_ports[MAX_PORT_RANGES];
+	struct port_range exclude_out_ports[MAX_PORT_RANGES];
+	struct port_range include_in_ports[MAX_PORT_RANGES];
+	struct port_range exclude_in_ports[MAX_PORT_RANGES];
 	struct cidr4 include_out_cidrs[MAX_CIDRS];
 	struct cidr4 exclude_out_cidrs[MAX_CIDRS];
 };

@@ -3,12 +3,14 @@
 #pragma once
 #include "common.h"
 
-static __always_inline int port_in(const __u16 *list, __u8 n, __u16 port)
+static __always_inline int port_in(const struct port_range *list, __u8 n, __u16 port)
 {
-	for (int i = 0; i < MAX_PORTS; i++) {
+	/* Inclusive on both ends: a single port is stored as lo == hi. The constant bound is what the
+	 * verifier needs; n stops the scan early. */
+	for (int i = 0; i < MAX_PORT_RANGES; i++) {
 		if (i >= n)
 			break;
-		if (list[i] == port)
+		if (list[i].lo <= port && port <= list[i].hi)
 			return 1;
 	}
 	return 0;

@@ -1,7 +1,7 @@
 // The TypeScript side of bpf/common.h: one definition per C struct, in the same field order.
 // tests/kernel/layouts.test.ts checks every size and offset here against the compiled objects' BTF.
-import { MAX_ALWAYS_EXCLUDED, MAX_CIDRS, MAX_PORTS } from "../mesh/types.ts";
-import type { Cidr4, CidrList, MeshParams, PodPolicy, PortList } from "../mesh/types.ts";
+import { MAX_ALWAYS_EXCLUDED, MAX_CIDRS, MAX_PORT_RANGES } from "../mesh/types.ts";
+import type { Cidr4, CidrList, MeshParams, PodPolicy, PortList, PortRange } from "../mesh/types.ts";
 import { decode, encode, parseIp4, type StructDef, type Value } from "./codec.ts";
 
 export const MARK_PORT = 39807;
@@ -42,6 +42,11 @@ export const CIDR4: StructDef = {
   fields: [["addr", "ip4"], ["mask", "ip4"]],
 };
 
+export const PORT_RANGE: StructDef = {
+  name: "port_range",
+  fields: [["lo", "u16"], ["hi", "u16"]],
+};
+
 export const POD_CONFIG: StructDef = {
   name: "pod_config",
   fields: [
@@ -53,10 +58,10 @@ export const POD_CONFIG: StructDef = {
     ["n_exclude_in_ports", "u8"],
     ["n_include_out_cidrs", "u8"],
     ["n_exclude_out_cidrs", "u8"],
-    ["include_out_ports", { array: "u16", length: MAX_PORTS }],
-    ["exclude_out_ports", { array: "u16", length: MAX_PORTS }],
-    ["include_in_ports", { array: "u16", length: MAX_PORTS }],
-    ["exclude_in_ports", { array: "u16", length: MAX_PORTS }],
+    ["include_out_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
+    ["exclude_out_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
+    ["include_in_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
+    ["exclude_in_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
     ["include_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
     ["exclude_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
   ],
@@ -80,7 +85,14 @@ export const PAIR_KEY: StructDef = {
 };
 
 /** Every struct the agent encodes, for the BTF layout test. */
-export const ALL_STRUCTS: readonly StructDef[] = [MESH_CONFIG, CIDR4, POD_CONFIG, ORIG_DST, PAIR_KEY];
+export const ALL_STRUCTS: readonly StructDef[] = [
+  MESH_CONFIG,
+  CIDR4,
+  PORT_RANGE,
+  POD_CONFIG,
+  ORIG_DST,
+  PAIR_KEY,
+];
 
 /** enum counter in bpf/common.h, in order (C_MAX excluded). */
 export const COUNTER_NAMES = [
@@ -168,9 +180,15 @@ function prefixOf(mask: string): number {
   return n;
 }
 
-function ports(l: PortList, what: string): number[] {
-  if (l.ports.length > MAX_PORTS) throw new Error(`${what}: ${l.ports.length} ports exceed ${MAX_PORTS}`);
-  return l.ports;
+function ranges(l: PortList, what: string): Value[] {
+  if (l.ranges.length > MAX_PORT_RANGES) {
+    throw new Error(`${what}: ${l.ranges.length} port ranges exceed ${MAX_PORT_RANGES}`);
+  }
+  // port_in() matches lo <= port <= hi: an inverted range would silently match nothing.
+  for (const r of l.ranges) {
+    if (r.from > r.to) throw new Error(`${what}: port range ${r.from}-${r.to} is inverted`);
+  }
+  return l.ranges.map((r) => ({ lo: r.from, hi: r.to }));
 }
 
 function cidrs(l: CidrList, what: string): Value[] {
@@ -188,16 +206,16 @@ export function encodePodConfig(p: PodPolicy): Uint8Array {
   return encode(POD_CONFIG, {
     flags,
     status_port: p.statusPort,
-    n_include_out_ports: p.includeOutboundPorts.ports.length,
-    n_exclude_out_ports: p.excludeOutboundPorts.ports.length,
-    n_include_in_ports: p.includeInboundPorts.ports.length,
-    n_exclude_in_ports: p.excludeInboundPorts.ports.length,
+    n_include_out_ports: p.includeOutboundPorts.ranges.length,
+    n_exclude_out_ports: p.excludeOutboundPorts.ranges.length,
+    n_include_in_ports: p.includeInboundPorts.ranges.length,
+    n_exclude_in_ports: p.excludeInboundPorts.ranges.length,
     n_include_out_cidrs: p.includeOutboundCidrs.cidrs.length,
     n_exclude_out_cidrs: p.excludeOutboundCidrs.cidrs.length,
-    include_out_ports: ports(p.includeOutboundPorts, "includeOutboundPorts"),
-    exclude_out_ports: ports(p.excludeOutboundPorts, "excludeOutboundPorts"),
-    include_in_ports: ports(p.includeInboundPorts, "includeInboundPorts"),
-    exclude_in_ports: ports(p.excludeInboundPorts, "excludeInboundPorts"),
+    include_out_ports: ranges(p.includeOutboundPorts, "includeOutboundPorts"),
+    exclude_out_ports: ranges(p.excludeOutboundPorts, "excludeOutboundPorts"),
+    include_in_ports: ranges(p.includeInboundPorts, "includeInboundPorts"),
+    exclude_in_ports: ranges(p.excludeInboundPorts, "excludeInboundPorts"),
     include_out_cidrs: cidrs(p.includeOutboundCidrs, "includeOutboundCidrs"),
     exclude_out_cidrs: cidrs(p.excludeOutboundCidrs, "excludeOutboundCidrs"),
   });
@@ -208,7 +226,10 @@ export function decodePodConfig(b: Uint8Array): PodPolicy {
   const flags = v.flags as number;
   const pl = (all: number, arr: string, n: string): PortList => ({
     all: (flags & all) !== 0,
-    ports: (v[arr] as number[]).slice(0, v[n] as number),
+    ranges: (v[arr] as { lo: number; hi: number }[]).slice(0, v[n] as number).map((r): PortRange => ({
+      from: r.lo,
+      to: r.hi,
+    })),
   });
   const cl = (all: number, arr: string, n: string): CidrList => ({
     all: (flags & all) !== 0,

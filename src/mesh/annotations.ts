@@ -8,22 +8,24 @@
 //   and the remaining items still apply. Pod annotations are written by people; refusing the whole pod
 //   for one typo would take its traffic out of the mesh, which is worse than skipping the typo.
 // - Duplicates are dropped silently and do not use up capacity.
+// - Port lists are stored as ranges, sorted and merged: "80,81,82" and "80-82" are the same single
+//   entry, and a Linkerd "8000-9000" is one entry too, never expanded port by port.
 // - The BPF maps hold a fixed number of entries. Past that capacity the first entries are kept and one
 //   warning names the first item that was dropped.
 // - CIDR items: "a.b.c.d/n", or a bare address meaning /32. A network written with host bits set
 //   ("10.1.2.3/8") is applied as its network (10.0.0.0/8), the same networks iptables would match,
 //   and a warning says so since the author probably meant something narrower. IPv6 items are ignored
 //   with a warning: the datapath is IPv4 only.
-import { MAX_CIDRS, MAX_PORTS } from "./types.ts";
-import type { Cidr4, CidrList, PolicyWarning, PortList } from "./types.ts";
+import { MAX_CIDRS, MAX_PORT_RANGES } from "./types.ts";
+import type { Cidr4, CidrList, PolicyWarning, PortList, PortRange } from "./types.ts";
 import { formatIpv4, parseIpv4, prefixMask } from "./ipv4.ts";
 
 export const WILDCARD = "*";
 
 export interface PortListOptions {
-  /** Accept "low-high" items (Linkerd's syntax), expanded to every port in between. */
+  /** Accept "low-high" items (Linkerd's syntax; Istio, Kuma and OSM take single ports only). */
   ranges?: boolean;
-  /** Maximum number of distinct ports kept; MAX_PORTS by default. */
+  /** Maximum number of ranges kept after merging; MAX_PORT_RANGES by default. */
   capacity?: number;
 }
 
@@ -56,44 +58,78 @@ function wildcardExtras(annotation: string, items: string[], what: string): Poli
   );
 }
 
+/**
+ * `ranges` with `r` added: the result is sorted by `from`, and `r` is merged with every range it
+ * overlaps or touches (10-20 and 21-30 become 10-30), so the count is the number of entries the BPF
+ * list needs. Neither argument is modified.
+ */
+export function addPortRange(ranges: readonly PortRange[], r: PortRange): PortRange[] {
+  const out: PortRange[] = [];
+  let merged: PortRange = { from: r.from, to: r.to };
+  let placed = false;
+  for (const x of ranges) {
+    if (x.to + 1 < merged.from) {
+      out.push({ ...x });
+    } else if (merged.to + 1 < x.from) {
+      if (!placed) out.push(merged);
+      placed = true;
+      out.push({ ...x });
+    } else {
+      merged = { from: Math.min(merged.from, x.from), to: Math.max(merged.to, x.to) };
+    }
+  }
+  if (!placed) out.push(merged);
+  return out;
+}
+
+/** Whether `port` is in the list ("*" holds every port). */
+export function portListHas(list: PortList, port: number): boolean {
+  return list.all || list.ranges.some((r) => r.from <= port && port <= r.to);
+}
+
+/** A range as annotations write it: "8080" or "8000-9000". */
+export function formatPortRange(r: PortRange): string {
+  return r.from === r.to ? String(r.from) : `${r.from}-${r.to}`;
+}
+
 /** Parses a port list annotation value. */
 export function parsePortList(
   annotation: string,
   value: string,
   opts: PortListOptions = {},
 ): Parsed<PortList> {
-  const capacity = opts.capacity ?? MAX_PORTS;
+  const capacity = opts.capacity ?? MAX_PORT_RANGES;
   const items = splitList(value);
   if (items.includes(WILDCARD)) {
-    return { value: { all: true, ports: [] }, warnings: wildcardExtras(annotation, items, "port") };
+    return { value: { all: true, ranges: [] }, warnings: wildcardExtras(annotation, items, "port") };
   }
 
   const warnings: PolicyWarning[] = [];
-  const ports: number[] = [];
-  const seen = new Set<number>();
+  let ranges: PortRange[] = [];
   let overflow: PolicyWarning | null = null;
 
-  const add = (port: number, item: string, rangeEnd?: number): void => {
-    if (seen.has(port) || overflow) return;
-    if (ports.length >= capacity) {
-      const dropped = rangeEnd !== undefined && rangeEnd > port
-        ? `ports ${port}-${rangeEnd} of "${item}"`
-        : `"${item}"`;
+  // Items are taken in the order written. An item that would need one entry more than the list holds
+  // is the first dropped, and so is everything after it: "the first entries are kept" stays true
+  // whatever the items after the cut would have merged with.
+  const add = (r: PortRange, item: string): void => {
+    if (overflow) return;
+    const next = addPortRange(ranges, r);
+    if (next.length > capacity) {
       overflow = warn(
         annotation,
         item,
-        `too many ports: at most ${capacity} are applied; ${dropped} and every item after it were dropped`,
+        `too many ports: at most ${capacity} ranges of consecutive ports are applied; "${item}" and ` +
+          `every item after it were dropped`,
       );
       return;
     }
-    seen.add(port);
-    ports.push(port);
+    ranges = next;
   };
 
   for (const item of items) {
     const single = portNumber(item);
     if (single !== null) {
-      add(single, item);
+      add({ from: single, to: single }, item);
       continue;
     }
     const range = RANGE.exec(item);
@@ -110,14 +146,14 @@ export function parsePortList(
         );
         continue;
       }
-      for (let p = lo; p <= hi && !overflow; p++) add(p, item, hi);
+      add({ from: lo, to: hi }, item);
       continue;
     }
     const reason = DIGITS.test(item) ? "port out of range 1..65535; ignored" : "not a port number; ignored";
     warnings.push(warn(annotation, item, reason));
   }
   if (overflow) warnings.push(overflow);
-  return { value: { all: false, ports }, warnings };
+  return { value: { all: false, ranges }, warnings };
 }
 
 /** Parses one CIDR item; a string result is the reason it was refused. */

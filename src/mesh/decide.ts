@@ -2,7 +2,8 @@
 // connect/ingress programs). Kernel tests compare the real datapath against it, and `merbridge pods`
 // uses the explain* forms to tell an operator why a connection would or would not reach the proxy.
 // The order of the checks is the contract with the BPF code: change both together.
-import type { CidrList, MeshParams, PodPolicy, PortList } from "./types.ts";
+import type { CidrList, MeshParams, PodPolicy } from "./types.ts";
+import { portListHas } from "./annotations.ts";
 import { cidrContains, parseIpv4 } from "./ipv4.ts";
 
 export type Verdict = "redirect" | "pass";
@@ -26,7 +27,8 @@ function portOrThrow(what: string, port: number): number {
   return port;
 }
 
-const inPorts = (list: PortList, port: number) => list.all || list.ports.includes(port);
+// A port matches a range when lo <= port <= hi, as port_in() in bpf/policy.h.
+const inPorts = portListHas;
 const inCidrs = (list: CidrList, ip: number) => list.all || list.cidrs.some((c) => cidrContains(c, ip));
 
 /**

@@ -20,12 +20,15 @@
  *   status.sidecar.istio.io/port  absent -> 15020; "0" -> no status port. Never captured inbound.
  *   sidecar.istio.io/interceptionMode  REDIRECT semantics are what the datapath implements; TPROXY
  *                            gets the same decisions (with a warning); NONE captures nothing.
+ *   The port lists take single ports only (the injector parses each item as one port); consecutive
+ *   ports still merge into one stored range.
  *   "*" is accepted in every list and means "every port" / "every address". Istio itself refuses "*" in
  *   the exclude lists and in includeOutboundPorts (injection fails); here it does the obvious thing,
  *   e.g. excludeOutboundPorts "*" sends nothing through the proxy.
  *
  * Linkerd (config.linkerd.io/*): inbound and outbound are always "*"; skip-inbound-ports and
- *   skip-outbound-ports exclude ports and accept ranges ("4000-4010"); skip-subnets excludes ranges.
+ *   skip-outbound-ports exclude ports and accept ranges ("4000-4010", kept whole as one entry of the
+ *   BPF list); skip-subnets excludes address ranges.
  *   An absent or empty skip-*-ports annotation means Linkerd's chart default, 4567,4568 (Galera); a
  *   non-empty one replaces it. The proxy's 4190/4191 are always excluded inbound (modes.ts).
  *
@@ -85,8 +88,8 @@ export interface PolicyResult {
   warnings: PolicyWarning[];
 }
 
-const all = (): PortList => ({ all: true, ports: [] });
-const none = (): PortList => ({ all: false, ports: [] });
+const all = (): PortList => ({ all: true, ranges: [] });
+const none = (): PortList => ({ all: false, ranges: [] });
 
 /** Collects warnings while reading annotations, so each mesh reads as a list of fields. */
 class Reader {

@@ -4,8 +4,8 @@
 export const MESH_MODES = ["istio", "linkerd", "kuma", "osm"] as const;
 export type MeshMode = typeof MESH_MODES[number];
 
-/** Capacity of each port list in struct pod_config (bpf/common.h MAX_PORTS). */
-export const MAX_PORTS = 32;
+/** Capacity of each port list in struct pod_config, in ranges (bpf/common.h MAX_PORT_RANGES). */
+export const MAX_PORT_RANGES = 32;
 /** Capacity of each CIDR list in struct pod_config (bpf/common.h MAX_CIDRS). */
 export const MAX_CIDRS = 16;
 /** Capacity of the always-excluded inbound port list in struct mesh_config. */
@@ -27,10 +27,20 @@ export interface MeshParams {
   alwaysExcludedInboundPorts: number[];
 }
 
-/** A port list from an annotation: `all` is "*"; otherwise the listed ports. */
+/** Inclusive port range; a single port is `from === to`. */
+export interface PortRange {
+  from: number;
+  to: number;
+}
+
+/**
+ * A port list from an annotation: `all` is "*"; otherwise `ranges`, sorted by `from`, with overlapping
+ * and adjacent ranges merged, so two lists covering the same ports are equal and "80,81,82" costs one
+ * of the MAX_PORT_RANGES entries.
+ */
 export interface PortList {
   all: boolean;
-  ports: number[];
+  ranges: PortRange[];
 }
 
 /** An IPv4 network: `addr` is the dotted network address (host bits cleared), `prefix` 0..32. */

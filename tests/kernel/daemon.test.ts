@@ -1,5 +1,6 @@
 // The daemon as users run it: a child process, a pods file, SIGTERM and restart.
 import assert from "node:assert/strict";
+import { formatPortRange } from "../../src/mesh/annotations.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { createCgroup, createNode, createPod, nettool, Scope, startNettool, uniq } from "./harness/mod.ts";
 import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
@@ -92,7 +93,8 @@ Deno.test("kernel: pods file changes reach the maps within a second", async () =
   );
   const t1 = await waitMaps(s.pinPath, (m) => {
     const p = m.maps.pods();
-    return p.get(s.a.ip)?.excludeOutboundPorts.ports.join(",") === "8080,9090" && p.has(s.b.ip);
+    return p.get(s.a.ip)?.excludeOutboundPorts.ranges.map(formatPortRange).join(",") === "8080,9090" &&
+      p.has(s.b.ip);
   });
   assert.ok(t1 < 1000, `annotation change took ${t1} ms`);
 
@@ -251,7 +253,7 @@ users:
   });
   const t1 = await waitMaps(
     s.pinPath,
-    (m) => m.maps.pods().get(s.a.ip)?.excludeOutboundPorts.ports[0] === 5432,
+    (m) => m.maps.pods().get(s.a.ip)?.excludeOutboundPorts.ranges[0]?.from === 5432,
   );
   assert.ok(t1 < 1000, `annotation change took ${t1} ms`);
   api.deletePod("default", "a");

@@ -2,12 +2,13 @@
 // annotations become its policy, and for every destination the sidecar must see the connection
 // exactly when the reference model (decideOutbound, Istio's order) says "redirect".
 import assert from "node:assert/strict";
-import { decideOutbound, type Verdict } from "../../src/mesh/decide.ts";
+import { decideInbound, decideOutbound, type Verdict } from "../../src/mesh/decide.ts";
 import {
   ISTIO_ANNOTATIONS,
   KUMA_ANNOTATIONS,
   LINKERD_ANNOTATIONS,
   OSM_ANNOTATIONS,
+  podPolicy,
 } from "../../src/mesh/policy.ts";
 import type { MeshMode } from "../../src/mesh/types.ts";
 import { createWorld, Scope, type World } from "./harness/world.ts";
@@ -261,4 +262,88 @@ Deno.test("kernel: Linkerd, Kuma and OSM exclusion annotations decide as the ref
       assert.equal(verdicts.filter((v) => v === "pass").length, m.passes, JSON.stringify(actual));
     });
   }
+});
+
+Deno.test("kernel: a wide port range is matched whole, up to its edges and not past them", async (t) => {
+  // Servers on both edges of 8000-9000, one port inside, and the first port either side of it.
+  const ports = [7999, 8000, 8500, 9000, 9001];
+  const inside = (p: number) => p >= 8000 && p <= 9000;
+  const modes: { mode: MeshMode; annotations: Record<string, string>; inRange: Verdict }[] = [
+    {
+      // Linkerd writes the range itself: one entry of the BPF list, excluded from capture.
+      mode: "linkerd",
+      annotations: { [LINKERD_ANNOTATIONS.skipOutboundPorts]: "8000-9000" },
+      inRange: "pass",
+    },
+    {
+      // Istio lists single ports; 1001 consecutive ones are stored as that same single range, and on
+      // the include side: with no address range included, only these ports are captured.
+      mode: "istio",
+      annotations: {
+        [I.includeOutboundIPRanges]: "",
+        [I.includeOutboundPorts]: Array.from({ length: 1001 }, (_, i) => 8000 + i).join(","),
+      },
+      inRange: "redirect",
+    },
+  ];
+  for (const m of modes) {
+    await t.step(m.mode, async () => {
+      await using scope = new Scope();
+      const w = await createWorld(scope, { mode: m.mode, meshed: ["a"], outside: { r: ports } });
+      const { policy } = w.identify("a", m.annotations);
+      const list = m.mode === "linkerd" ? policy.excludeOutboundPorts : policy.includeOutboundPorts;
+      assert.deepEqual(list.ranges, [{ from: 8000, to: 9000 }], "stored as one range");
+
+      const r = w.pods.r!.ip;
+      const dests = ports.map((p) => `${r}:${p}`);
+      const { expected, actual } = await runMatrix(w, [{
+        name: "range",
+        annotations: m.annotations,
+        warns: false,
+      }], dests);
+      assert.deepEqual(actual, expected);
+      // Pinned by hand as well: the model and the datapath must not drift together.
+      const outRange: Verdict = m.inRange === "pass" ? "redirect" : "pass";
+      assert.deepEqual(
+        actual.range,
+        Object.fromEntries(ports.map((p) => [`${r}:${p}`, inside(p) ? m.inRange : outRange])),
+      );
+    });
+  }
+});
+
+Deno.test("kernel: a skipped inbound port range keeps a same-node proxy off the inbound port", async () => {
+  // The sidecar of a connecting to b is rewritten to b's inbound port unless b's policy excludes the
+  // port: the same port_in() as outbound, on the inbound list.
+  await using scope = new Scope();
+  const w = await createWorld(scope, { mode: "linkerd" });
+  const b = w.pods.b!;
+  const ports = [7999, 8000, 8500, 9000, 9001];
+  for (const port of ports) {
+    const srv = startNettool(scope, { netns: b.ns, cgroup: w.cgroup, uid: 2000 }, [
+      "server",
+      "--name",
+      "b",
+      "--port",
+      String(port),
+    ]);
+    await srv.waitFor((l) => l.event === "listening");
+  }
+  const { policy, warnings } = podPolicy({ [LINKERD_ANNOTATIONS.skipInboundPorts]: "8000-9000" }, "linkerd");
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(policy.excludeInboundPorts.ranges, [{ from: 8000, to: 9000 }]);
+  w.dp.maps.putPod(b.ip, policy);
+
+  const actual: Record<number, Verdict> = {};
+  const expected: Record<number, Verdict> = {};
+  for (const port of ports) {
+    const from = w.sidecars.b!.lines.length;
+    const res = await w.client("a", `${b.ip}:${port}`);
+    assert.equal(res.ok, true, `${port}: ${JSON.stringify(res)}`);
+    const seen = w.accepted("b", from).filter((l) => l.kind === "inbound");
+    actual[port] = seen.length > 0 ? "redirect" : "pass";
+    expected[port] = decideInbound(policy, w.mesh, port);
+  }
+  assert.deepEqual(actual, expected);
+  assert.deepEqual(actual, { 7999: "redirect", 8000: "pass", 8500: "pass", 9000: "pass", 9001: "redirect" });
 });

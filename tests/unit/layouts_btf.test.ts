@@ -2,7 +2,15 @@
 // with bpftool (part of the build toolchain), so no ELF parsing of our own.
 import assert from "node:assert/strict";
 import { layout } from "../../src/maps/codec.ts";
-import { ALL_STRUCTS, COUNTER_NAMES } from "../../src/maps/layouts.ts";
+import {
+  ALL_STRUCTS,
+  COUNTER_NAMES,
+  decodePodConfig,
+  encodePodConfig,
+  POD_CONFIG,
+} from "../../src/maps/layouts.ts";
+import { defaultPolicy, podPolicy } from "../../src/mesh/policy.ts";
+import { MAX_PORT_RANGES } from "../../src/mesh/types.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const OBJECTS = ["connect", "dns", "sockops", "redirect", "origdst", "ingress"];
@@ -61,4 +69,42 @@ Deno.test("counter names follow enum counter in bpf/common.h", async () => {
   const names = [...body.matchAll(/^\s*(C_[A-Z_]+)/gm)].map((m) => m[1]);
   const expected = COUNTER_NAMES.map((n) => `C_${n.toUpperCase()}`);
   assert.deepEqual(names, [...expected, "C_MAX"]);
+});
+
+Deno.test("pod_config port ranges: encoded as lo/hi pairs and decoded back", async (t) => {
+  await t.step("round trip", () => {
+    const { policy } = podPolicy({
+      "config.linkerd.io/skip-outbound-ports": "25, 8000-9000, 9001, 65535",
+      "config.linkerd.io/skip-inbound-ports": "1-1024",
+    }, "linkerd");
+    assert.deepEqual(policy.excludeOutboundPorts.ranges, [
+      { from: 25, to: 25 },
+      { from: 8000, to: 9001 },
+      { from: 65535, to: 65535 },
+    ]);
+    assert.deepEqual(decodePodConfig(encodePodConfig(policy)), policy);
+  });
+
+  await t.step("bytes: the count is of ranges, each range is lo then hi", () => {
+    const { policy } = podPolicy({ "config.linkerd.io/skip-outbound-ports": "8000-9000, 22" }, "linkerd");
+    const b = encodePodConfig(policy);
+    const l = layout(POD_CONFIG);
+    const at = (name: string) => l.fields.find((f) => f.name === name)!.offset;
+    const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    assert.equal(b.byteLength, l.size);
+    assert.equal(v.getUint8(at("n_exclude_out_ports")), 2);
+    const arr = at("exclude_out_ports");
+    assert.deepEqual([0, 2, 4, 6].map((o) => v.getUint16(arr + o, true)), [22, 22, 8000, 9000]);
+  });
+
+  await t.step("lists the map cannot hold are refused, never cut", () => {
+    const p = defaultPolicy("istio");
+    p.excludeOutboundPorts.ranges = Array.from(
+      { length: MAX_PORT_RANGES + 1 },
+      (_, i) => ({ from: 1000 + 2 * i, to: 1000 + 2 * i }),
+    );
+    assert.throws(() => encodePodConfig(p), /exceed/);
+    p.excludeOutboundPorts.ranges = [{ from: 9000, to: 8000 }];
+    assert.throws(() => encodePodConfig(p), /inverted/);
+  });
 });

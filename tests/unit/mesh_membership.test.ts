@@ -146,7 +146,7 @@ Deno.test("podEntry", async (t) => {
     assert.equal(e.uid, "u-1");
     assert.equal(e.ip, "10.1.0.5");
     assert.equal(e.inMesh, true);
-    assert.deepEqual(e.policy.excludeOutboundPorts, { all: false, ports: [5432] });
+    assert.deepEqual(e.policy.excludeOutboundPorts, { all: false, ranges: [{ from: 5432, to: 5432 }] });
     assert.equal(e.warnings.length, 1);
     assert.equal(e.warnings[0]?.item, "nope");
   });

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { parseCidrList, parsePortList, parseSinglePort, splitList } from "../../src/mesh/annotations.ts";
+import {
+  addPortRange,
+  formatPortRange,
+  parseCidrList,
+  parsePortList,
+  parseSinglePort,
+  portListHas,
+  splitList,
+} from "../../src/mesh/annotations.ts";
 import {
   defaultPolicy,
   ISTIO_ANNOTATIONS as I,
@@ -10,15 +18,21 @@ import {
 } from "../../src/mesh/policy.ts";
 import {
   MAX_CIDRS,
-  MAX_PORTS,
+  MAX_PORT_RANGES,
   MESH_MODES,
   type PodPolicy,
   type PolicyWarning,
 } from "../../src/mesh/types.ts";
 
 const A = "test/annotation";
-const ports = (...p: number[]) => ({ all: false, ports: p });
-const ALL_PORTS = { all: true, ports: [] };
+/** A port list written exactly as expected: a number is one port, a pair an inclusive range. */
+const ports = (...items: (number | [number, number])[]) => ({
+  all: false,
+  ranges: items.map((i) => typeof i === "number" ? { from: i, to: i } : { from: i[0], to: i[1] }),
+});
+/** `n` ports no two of which are adjacent, so each costs one range: start, start+2, ... */
+const spaced = (n: number, start: number) => Array.from({ length: n }, (_, i) => start + 2 * i);
+const ALL_PORTS = { all: true, ranges: [] };
 const NO_PORTS = ports();
 const cidrs = (...c: string[]) => ({
   all: false,
@@ -102,32 +116,45 @@ Deno.test("parsePortList", async (t) => {
     assert.deepEqual(r.warnings, []);
   });
 
-  await t.step("duplicates are dropped silently and keep their first position", () => {
+  await t.step("duplicates are dropped silently; the list comes out sorted", () => {
     const r = parsePortList(A, "443,80,443,80");
-    assert.deepEqual(r.value, ports(443, 80));
+    assert.deepEqual(r.value, ports(80, 443));
     assert.deepEqual(r.warnings, []);
   });
 
-  await t.step("over capacity: the first MAX_PORTS are kept, the first dropped item is named", () => {
-    const list = Array.from({ length: MAX_PORTS + 3 }, (_, i) => 1000 + i);
-    const r = parsePortList(A, list.join(","));
-    assert.deepEqual(r.value.ports, list.slice(0, MAX_PORTS));
-    const w = only(r.warnings);
-    assert.equal(w.item, String(1000 + MAX_PORTS));
-    assert.match(w.reason, new RegExp(`at most ${MAX_PORTS}`));
+  await t.step("consecutive single ports merge into one range", () => {
+    const r = parsePortList(A, "82, 80, 81, 9090");
+    assert.deepEqual(r.value, ports([80, 82], 9090));
+    assert.deepEqual(r.warnings, []);
   });
 
-  await t.step("exactly MAX_PORTS is not over capacity", () => {
-    const list = Array.from({ length: MAX_PORTS }, (_, i) => 2000 + i);
+  await t.step("many consecutive single ports cost one entry, not one each", () => {
+    const list = Array.from({ length: MAX_PORT_RANGES * 4 }, (_, i) => 8000 + i);
     const r = parsePortList(A, list.join(","));
-    assert.equal(r.value.ports.length, MAX_PORTS);
+    assert.deepEqual(r.value, ports([8000, 8000 + MAX_PORT_RANGES * 4 - 1]));
+    assert.deepEqual(r.warnings, []);
+  });
+
+  await t.step("over capacity: the first MAX_PORT_RANGES are kept, the first dropped item is named", () => {
+    const list = spaced(MAX_PORT_RANGES + 3, 1000);
+    const r = parsePortList(A, list.join(","));
+    assert.deepEqual(r.value, ports(...list.slice(0, MAX_PORT_RANGES)));
+    const w = only(r.warnings);
+    assert.equal(w.annotation, A);
+    assert.equal(w.item, String(list[MAX_PORT_RANGES]));
+    assert.match(w.reason, new RegExp(`at most ${MAX_PORT_RANGES}`));
+  });
+
+  await t.step("exactly MAX_PORT_RANGES is not over capacity", () => {
+    const r = parsePortList(A, spaced(MAX_PORT_RANGES, 2000).join(","));
+    assert.equal(r.value.ranges.length, MAX_PORT_RANGES);
     assert.deepEqual(r.warnings, []);
   });
 
   await t.step("duplicates do not use capacity", () => {
-    const list = Array.from({ length: MAX_PORTS }, (_, i) => 3000 + i);
+    const list = spaced(MAX_PORT_RANGES, 3000);
     const r = parsePortList(A, [...list, ...list].join(","));
-    assert.equal(r.value.ports.length, MAX_PORTS);
+    assert.equal(r.value.ranges.length, MAX_PORT_RANGES);
     assert.deepEqual(r.warnings, []);
   });
 
@@ -139,14 +166,27 @@ Deno.test("parsePortList", async (t) => {
     assert.match(w.reason, /ranges are not accepted/);
   });
 
-  await t.step("ranges expand when enabled, spaces around '-' allowed", () => {
+  await t.step("ranges are kept as ranges when enabled, spaces around '-' allowed", () => {
     const r = parsePortList(A, "4000-4002, 25, 7000 - 7001", { ranges: true });
-    assert.deepEqual(r.value, ports(4000, 4001, 4002, 25, 7000, 7001));
+    assert.deepEqual(r.value, ports(25, [4000, 4002], [7000, 7001]));
     assert.deepEqual(r.warnings, []);
   });
 
   await t.step("single-port range", () => {
     assert.deepEqual(parsePortList(A, "5-5", { ranges: true }).value, ports(5));
+  });
+
+  await t.step("overlapping, adjacent and contained ranges merge", () => {
+    const r = parsePortList(A, "100-200, 150-250, 251-260, 120-130, 300, 299, 1000-1010", {
+      ranges: true,
+    });
+    assert.deepEqual(r.value, ports([100, 260], [299, 300], [1000, 1010]));
+    assert.deepEqual(r.warnings, []);
+  });
+
+  await t.step("the whole port space is one range", () => {
+    const r = parsePortList(A, "1-65535, 80", { ranges: true });
+    assert.deepEqual(r.value, ports([1, 65535]));
   });
 
   await t.step("bad ranges are named", () => {
@@ -157,23 +197,70 @@ Deno.test("parsePortList", async (t) => {
     }
   });
 
-  await t.step("a range past capacity is cut and the warning names the dropped part", () => {
+  await t.step("a wide range is one entry, so a list with it stays far below capacity", () => {
     const r = parsePortList(A, "80,4000-4100,9000", { ranges: true });
-    assert.equal(r.value.ports.length, MAX_PORTS);
-    assert.deepEqual(r.value.ports.slice(0, 3), [80, 4000, 4001]);
-    assert.equal(r.value.ports.at(-1), 4000 + MAX_PORTS - 2);
-    assert.equal(r.value.ports.includes(9000), false);
+    assert.deepEqual(r.value, ports(80, [4000, 4100], 9000));
+    assert.deepEqual(r.warnings, []);
+  });
+
+  await t.step("a range past capacity is dropped whole and named, never cut", () => {
+    const list = spaced(MAX_PORT_RANGES, 1000);
+    const r = parsePortList(A, [...list, "5000-6000", "7000"].join(","), { ranges: true });
+    assert.deepEqual(r.value, ports(...list));
     const w = only(r.warnings);
-    assert.equal(w.item, "4000-4100");
-    assert.match(w.reason, new RegExp(`ports ${4000 + MAX_PORTS - 1}-4100`));
+    assert.equal(w.item, "5000-6000");
+    assert.match(w.reason, /"5000-6000" and every item after it were dropped/);
+  });
+
+  await t.step("at capacity, an item that merges into a kept range still fits", () => {
+    const list = spaced(MAX_PORT_RANGES, 1000);
+    const r = parsePortList(A, [...list, "1001", "900-1000"].join(","), { ranges: true });
+    // 1001 joins 1000 and 1002 into one range; 900-1000 then extends it: one entry fewer than before.
+    assert.equal(r.value.ranges.length, MAX_PORT_RANGES - 1);
+    assert.deepEqual(r.value.ranges[0], { from: 900, to: 1002 });
+    assert.deepEqual(r.warnings, []);
   });
 
   await t.step("invalid items after the capacity is reached are still reported", () => {
-    const list = Array.from({ length: MAX_PORTS + 1 }, (_, i) => 1000 + i);
+    const list = spaced(MAX_PORT_RANGES + 1, 1000);
     const r = parsePortList(A, [...list, "bogus"].join(","));
     assert.equal(r.warnings.length, 2);
-    assert.deepEqual(r.warnings.map((w) => w.item).sort(), [String(1000 + MAX_PORTS), "bogus"].sort());
+    assert.deepEqual(r.warnings.map((w) => w.item).sort(), [String(list.at(-1)), "bogus"].sort());
   });
+});
+
+Deno.test("addPortRange", async (t) => {
+  const R = (from: number, to: number) => ({ from, to });
+  const cases: [string, [number, number][], [number, number], [number, number][]][] = [
+    ["into an empty list", [], [5, 9], [[5, 9]]],
+    ["before, not touching", [[10, 20]], [1, 8], [[1, 8], [10, 20]]],
+    ["after, not touching", [[10, 20]], [22, 30], [[10, 20], [22, 30]]],
+    ["adjacent below", [[10, 20]], [5, 9], [[5, 20]]],
+    ["adjacent above", [[10, 20]], [21, 25], [[10, 25]]],
+    ["contained", [[10, 20]], [12, 13], [[10, 20]]],
+    ["containing", [[10, 20]], [1, 30], [[1, 30]]],
+    ["bridging two", [[10, 20], [30, 40], [50, 60]], [21, 29], [[10, 40], [50, 60]]],
+    ["swallowing several", [[10, 20], [30, 40], [50, 60], [70, 80]], [15, 55], [[10, 60], [70, 80]]],
+    ["between two", [[10, 20], [50, 60]], [30, 40], [[10, 20], [30, 40], [50, 60]]],
+    ["the edges of the port space", [[2, 65534]], [1, 1], [[1, 65534]]],
+  ];
+  for (const [name, list, add, want] of cases) {
+    await t.step(name, () => {
+      const before = list.map(([a, b]) => R(a, b));
+      const copy = structuredClone(before);
+      assert.deepEqual(addPortRange(before, R(add[0], add[1])), want.map(([a, b]) => R(a, b)));
+      assert.deepEqual(before, copy, "the input is left alone");
+    });
+  }
+});
+
+Deno.test("portListHas and formatPortRange", () => {
+  const l = ports(80, [8000, 9000]);
+  for (const p of [80, 8000, 8500, 9000]) assert.equal(portListHas(l, p), true, String(p));
+  for (const p of [79, 81, 7999, 9001]) assert.equal(portListHas(l, p), false, String(p));
+  assert.equal(portListHas(ALL_PORTS, 1), true);
+  assert.equal(portListHas(NO_PORTS, 80), false);
+  assert.deepEqual(l.ranges.map(formatPortRange), ["80", "8000-9000"]);
 });
 
 Deno.test("parseCidrList", async (t) => {
@@ -278,9 +365,9 @@ Deno.test("podPolicy defaults for every mode", async (t) => {
     linkerd: {
       statusPort: 0,
       includeOutboundPorts: NO_PORTS,
-      excludeOutboundPorts: ports(4567, 4568),
+      excludeOutboundPorts: ports([4567, 4568]),
       includeInboundPorts: ALL_PORTS,
-      excludeInboundPorts: ports(4567, 4568),
+      excludeInboundPorts: ports([4567, 4568]),
       includeOutboundCidrs: ALL_CIDRS,
       excludeOutboundCidrs: NO_CIDRS,
     },
@@ -313,7 +400,7 @@ Deno.test("podPolicy defaults for every mode", async (t) => {
   }
   await t.step("each call returns fresh objects", () => {
     const a = defaultPolicy("istio");
-    a.includeInboundPorts.ports.push(1);
+    a.includeInboundPorts.ranges.push({ from: 1, to: 1 });
     assert.deepEqual(defaultPolicy("istio").includeInboundPorts, ALL_PORTS);
   });
 });
@@ -437,6 +524,19 @@ Deno.test("podPolicy istio", async (t) => {
     }, "istio");
     assert.deepEqual(r.policy, defaultPolicy("istio"));
   });
+
+  await t.step("port lists take single ports only, and consecutive ones merge", () => {
+    // Istio's injector parses every item as one port: "8000-9000" is refused there, and reported here.
+    const refused = podPolicy({ [I.excludeOutboundPorts]: "8000-9000, 5432" }, "istio");
+    assert.deepEqual(refused.policy.excludeOutboundPorts, ports(5432));
+    assert.equal(only(refused.warnings).item, "8000-9000");
+
+    // Forty consecutive ports used to overflow a 32-port list; as ranges they are one entry.
+    const many = Array.from({ length: 40 }, (_, i) => 9000 + i);
+    const r = podPolicy({ [I.excludeOutboundPorts]: [...many, 53].join(",") }, "istio");
+    assert.deepEqual(r.warnings, []);
+    assert.deepEqual(r.policy.excludeOutboundPorts, ports(53, [9000, 9039]));
+  });
 });
 
 Deno.test("podPolicy linkerd", async (t) => {
@@ -447,7 +547,7 @@ Deno.test("podPolicy linkerd", async (t) => {
       [L.skipSubnets]: "10.0.0.0/8, 192.168.0.1",
     }, "linkerd");
     assert.deepEqual(r.warnings, []);
-    assert.deepEqual(r.policy.excludeInboundPorts, ports(25, 4000, 4001, 4002));
+    assert.deepEqual(r.policy.excludeInboundPorts, ports(25, [4000, 4002]));
     assert.deepEqual(r.policy.excludeOutboundPorts, ports(3306));
     assert.deepEqual(r.policy.excludeOutboundCidrs, cidrs("10.0.0.0/8", "192.168.0.1/32"));
     assert.deepEqual(r.policy.includeInboundPorts, ALL_PORTS);
@@ -456,16 +556,28 @@ Deno.test("podPolicy linkerd", async (t) => {
 
   await t.step("empty skip-ports keep the chart default", () => {
     const r = podPolicy({ [L.skipInboundPorts]: "", [L.skipOutboundPorts]: "  " }, "linkerd");
-    assert.deepEqual(r.policy.excludeInboundPorts, ports(4567, 4568));
-    assert.deepEqual(r.policy.excludeOutboundPorts, ports(4567, 4568));
+    assert.deepEqual(r.policy.excludeInboundPorts, ports([4567, 4568]));
+    assert.deepEqual(r.policy.excludeOutboundPorts, ports([4567, 4568]));
   });
 
-  await t.step("a range beyond capacity is cut with a warning naming the range", () => {
-    const r = podPolicy({ [L.skipOutboundPorts]: "10000-20000" }, "linkerd");
-    assert.equal(r.policy.excludeOutboundPorts.ports.length, MAX_PORTS);
+  await t.step("a range 8000-9000 survives whole, as one entry", () => {
+    const r = podPolicy({ [L.skipOutboundPorts]: "8000-9000" }, "linkerd");
+    assert.deepEqual(r.warnings, []);
+    assert.deepEqual(r.policy.excludeOutboundPorts, ports([8000, 9000]));
+    assert.equal(r.policy.excludeOutboundPorts.ranges.length, 1);
+  });
+
+  await t.step("ranges beyond capacity: the warning names the annotation and the first dropped range", () => {
+    const kept = Array.from(
+      { length: MAX_PORT_RANGES },
+      (_, i) => `${10000 + 100 * i}-${10000 + 100 * i + 50}`,
+    );
+    const r = podPolicy({ [L.skipOutboundPorts]: [...kept, "20000-30000"].join(", ") }, "linkerd");
+    assert.equal(r.policy.excludeOutboundPorts.ranges.length, MAX_PORT_RANGES);
+    assert.deepEqual(r.policy.excludeOutboundPorts.ranges.at(-1), { from: 13100, to: 13150 });
     const w = only(r.warnings);
     assert.equal(w.annotation, L.skipOutboundPorts);
-    assert.equal(w.item, "10000-20000");
+    assert.equal(w.item, "20000-30000");
   });
 
   await t.step('"*" in skip lists', () => {
@@ -552,7 +664,7 @@ Deno.test("podPolicy never throws on hostile annotation values", () => {
     for (const v of values) {
       const r = podPolicy(Object.fromEntries(keys.map((k) => [k, v])), mode);
       assert.ok(Array.isArray(r.warnings));
-      assert.ok(r.policy.includeOutboundPorts.ports.length <= MAX_PORTS);
+      assert.ok(r.policy.includeOutboundPorts.ranges.length <= MAX_PORT_RANGES);
       assert.ok(r.policy.excludeOutboundCidrs.cidrs.length <= MAX_CIDRS);
     }
   }

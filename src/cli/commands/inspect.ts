@@ -9,7 +9,8 @@ import { MAP_NAMES } from "../../maps/manager.ts";
 import { UsageError } from "../args.ts";
 import { type Command, printJson, printTable } from "../command.ts";
 import { CNI_INSTALL_FLAGS, DEFAULTS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
-import type { PodEntry, PodPolicy } from "../../mesh/types.ts";
+import { formatPortRange } from "../../mesh/annotations.ts";
+import type { PodEntry, PodPolicy, PortList } from "../../mesh/types.ts";
 import { VERSION } from "../../version.ts";
 
 const INSPECT_FLAGS = {
@@ -47,7 +48,7 @@ function linkRows(pinPath: string) {
 }
 
 function policySummary(p: PodPolicy): string {
-  const pl = (l: { all: boolean; ports: number[] }) => l.all ? "*" : l.ports.join(",") || "-";
+  const pl = (l: PortList) => l.all ? "*" : l.ranges.map(formatPortRange).join(",") || "-";
   const cl = (l: { all: boolean; cidrs: { addr: string; prefix: number }[] }) =>
     l.all ? "*" : l.cidrs.map((c) => `${c.addr}/${c.prefix}`).join(",") || "-";
   return [
