@@ -1,0 +1,407 @@
+// Control-plane measurements with the real daemon (main.ts run from source, as the local install
+// does) and the real CNI plugins:
+// - CNI ADD/DEL through a bridge + host-local chain with our plugin appended by the daemon itself,
+//   timing each plugin, so "the bridge plugin alone" and "the chain" come from the same pod creations;
+// - the daemon's time from exec to its "ready" line: first start, restarts with pods attached, and
+//   sidecar mode;
+// - the daemon's memory idle and with 1000 pods in its pods file, and how long 1000 pods take to
+//   reach the maps;
+// - the time from a change of one pod in the pods file to the changed entry in local_pods.
+import { removePinTree } from "../src/bpf/pins.ts";
+import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
+import { daemonArgs, type DaemonProcOptions } from "../tests/kernel/harness/daemon.ts";
+import {
+  createCgroup,
+  createNetns,
+  inNs,
+  type Proc,
+  Scope,
+  sleep,
+  uniq,
+} from "../tests/kernel/harness/mod.ts";
+import { podYaml } from "../tests/kernel/harness/pods.ts";
+import { assertPinned, memoryKiB, pinned, type Pinning, startPinned } from "./procs.ts";
+
+const CNI_PLUGINS = "/usr/lib/cni";
+const OUR_PLUGIN = "merbridge-cni";
+
+export interface ControlConfig {
+  cniPods: number;
+  restarts: number;
+  manyPods: number;
+  changes: number;
+  settleMs: number;
+}
+
+export interface ControlResults {
+  cni?: {
+    pods: number;
+    addBridgeMs: number[];
+    addOursMs: number[];
+    addChainMs: number[];
+    delOursMs: number[];
+    delBridgeMs: number[];
+  };
+  daemon?: {
+    firstReadyMs: number;
+    restartReadyMs: number[];
+    sidecarReadyMs: number;
+    rssIdleKiB: number;
+    rssManyKiB: number;
+    hwmManyKiB: number;
+    manyPods: number;
+    manySyncMs: number;
+    changeManyMs: number[];
+    changeFewMs: number[];
+    fewPods: number;
+  };
+  errors: string[];
+}
+
+interface CniRun {
+  type: string;
+  ms: number;
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+interface CniPod {
+  name: string;
+  ns: string;
+  result?: unknown;
+}
+
+interface CniEnv {
+  node: string;
+  binDir: string;
+  conflist: string;
+}
+
+/** Runs one plugin the way a runtime does (CNI_* environment, config on stdin), pinned, and timed. */
+async function cniPlugin(
+  pin: Pinning,
+  env: CniEnv,
+  pod: CniPod,
+  command: "ADD" | "DEL",
+  plugin: Record<string, unknown>,
+  prevResult?: unknown,
+): Promise<CniRun> {
+  const list = JSON.parse(await Deno.readTextFile(env.conflist));
+  const type = String(plugin.type);
+  const path = type === OUR_PLUGIN ? `${env.binDir}/${type}` : `${CNI_PLUGINS}/${type}`;
+  const conf = {
+    ...plugin,
+    cniVersion: list.cniVersion,
+    name: list.name,
+    ...(prevResult ? { prevResult } : {}),
+  };
+  const [cmd, args] = pinned(pin, path, []);
+  const t0 = performance.now();
+  const p = new Deno.Command("nsenter", {
+    args: [`--net=/run/netns/${env.node}`, "--", cmd, ...args],
+    env: {
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: `ctr-${pod.name}`,
+      CNI_NETNS: `/run/netns/${pod.ns}`,
+      CNI_IFNAME: "eth0",
+      CNI_PATH: `${env.binDir}:${CNI_PLUGINS}`,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}`,
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      HOME: Deno.env.get("HOME") ?? "/root",
+    },
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = p.stdin.getWriter();
+  await w.write(new TextEncoder().encode(JSON.stringify(conf)));
+  await w.close();
+  const out = await p.output();
+  const ms = performance.now() - t0;
+  const r = {
+    type,
+    ms,
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+  if (r.code !== 0) {
+    throw new Error(`CNI ${command} ${type} for ${pod.name} failed (${r.code}): ${r.stdout} ${r.stderr}`);
+  }
+  return r;
+}
+
+/** Starts the daemon pinned and returns it with the time from spawn to its "ready" line. */
+async function timedDaemon(
+  scope: Scope,
+  pin: Pinning,
+  o: DaemonProcOptions,
+): Promise<{ p: Proc; ms: number }> {
+  const t0 = performance.now();
+  const p = startPinned(scope, pin, Deno.execPath(), daemonArgs(o), {});
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (p.stderr.some((l) => l.includes('"msg":"ready"'))) {
+      const ms = performance.now() - t0;
+      assertPinned(p.pid, pin);
+      return { p, ms };
+    }
+    if (Date.now() > deadline) throw new Error(`daemon not ready: ${p.stderr.slice(-5).join("\n")}`);
+    const st = await Promise.race([p.done, sleep(2).then(() => undefined)]);
+    if (st) throw new Error(`daemon exited ${st.code}: ${p.stderr.slice(-5).join("\n")}`);
+  }
+}
+
+async function stopDaemon(p: Proc): Promise<void> {
+  p.kill("SIGTERM");
+  const st = await p.done;
+  if (st.code !== 0) throw new Error(`daemon exited ${st.code} on SIGTERM`);
+}
+
+async function markListeners(ns: string): Promise<number> {
+  const out = await inNs(ns, "ss", ["-Htln", "sport = :39807"]);
+  return out.stdout.split("\n").filter((l) => l.trim()).length;
+}
+
+async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: ControlResults, dir: string) {
+  const prefix = uniq();
+  for (const d of ["bin", "net.d", "ipam", "run", "state"]) {
+    await Deno.mkdir(`${dir}/cni/${d}`, { recursive: true });
+  }
+  const base = `${dir}/cni`;
+  const node = await createNetns(scope, `${prefix}k`);
+  const k = Deno.pid % 250;
+  const conflist = `${base}/net.d/10-benchnet.conflist`;
+  await Deno.writeTextFile(
+    conflist,
+    JSON.stringify({
+      cniVersion: "1.0.0",
+      name: "benchnet",
+      plugins: [{
+        type: "bridge",
+        bridge: "cni0",
+        isGateway: true,
+        ipMasq: false,
+        ipam: {
+          type: "host-local",
+          subnet: `10.250.${k}.0/24`,
+          dataDir: `${base}/ipam`,
+          routes: [{ dst: "0.0.0.0/0" }],
+        },
+      }],
+    }),
+  );
+  const cgroup = await createCgroup(scope, `${prefix}-cni`);
+  const pinPath = `/sys/fs/bpf/${prefix}-cni`;
+  scope.defer(() => removePinTree(pinPath));
+  const names = Array.from({ length: cfg.cniPods }, (_, i) => `bp${i}`);
+  const podsFile = `${base}/pods.yaml`;
+  await Deno.writeTextFile(podsFile, names.map((n) => podYaml(n)).join(""));
+  const opts: DaemonProcOptions = {
+    cgroup,
+    pinPath,
+    podsFile,
+    stateDir: `${base}/state`,
+    runDir: `${base}/run`,
+    extra: ["--cni-mode=true", `--cni-bin-dir=${base}/bin`, `--cni-config-dir=${base}/net.d`],
+  };
+  // A daemon whose scope ends first: its SIGKILL must come before the namespaces and pins go.
+  let daemon = await timedDaemon(scope, pin, opts);
+  const firstReadyMs = daemon.ms;
+  const list = JSON.parse(await Deno.readTextFile(conflist)) as { plugins: Record<string, unknown>[] };
+  const types = list.plugins.map((p) => p.type);
+  if (types.join(",") !== `bridge,${OUR_PLUGIN}`) {
+    throw new Error(`the daemon did not chain itself: ${types}`);
+  }
+  const [bridge, ours] = list.plugins as [Record<string, unknown>, Record<string, unknown>];
+  const env: CniEnv = { node, binDir: `${base}/bin`, conflist };
+
+  const r = {
+    pods: names.length,
+    addBridgeMs: [] as number[],
+    addOursMs: [] as number[],
+    addChainMs: [] as number[],
+  };
+  const pods: CniPod[] = [];
+  scope.defer(async () => {
+    // Pods left at the end (a failed run) are removed the way a runtime would, while the node exists.
+    for (const p of pods.filter((x) => x.result).reverse()) {
+      await cniPlugin(pin, env, p, "DEL", ours, p.result).catch(() => {});
+      await cniPlugin(pin, env, p, "DEL", bridge, p.result).catch(() => {});
+    }
+  });
+  for (const name of names) {
+    const pod: CniPod = { name, ns: await createNetns(scope, `${prefix}${name}`) };
+    pods.push(pod);
+    const b = await cniPlugin(pin, env, pod, "ADD", bridge);
+    const o = await cniPlugin(pin, env, pod, "ADD", ours, JSON.parse(b.stdout));
+    pod.result = JSON.parse(o.stdout);
+    r.addBridgeMs.push(b.ms);
+    r.addOursMs.push(o.ms);
+    r.addChainMs.push(b.ms + o.ms);
+  }
+  {
+    using m = new PinnedDatapathMaps(pinPath);
+    const marks = m.maps.marks().size, local = m.maps.pods().size;
+    if (marks !== names.length || local !== names.length) {
+      throw new Error(`after ${names.length} ADDs: ${marks} marks, ${local} local pods`);
+    }
+  }
+  for (const p of pods) {
+    if (await markListeners(p.ns) !== 1) throw new Error(`pod ${p.name} has no mark listener after ADD`);
+  }
+
+  const restartReadyMs: number[] = [];
+  for (let i = 0; i < cfg.restarts; i++) {
+    await stopDaemon(daemon.p);
+    daemon = await timedDaemon(scope, pin, opts);
+    restartReadyMs.push(daemon.ms);
+    if (await markListeners(pods[0]!.ns) !== 1) {
+      throw new Error("a restarted daemon did not reopen the listeners");
+    }
+  }
+
+  const delOursMs: number[] = [], delBridgeMs: number[] = [];
+  for (const p of [...pods].reverse()) {
+    delOursMs.push((await cniPlugin(pin, env, p, "DEL", ours, p.result)).ms);
+    delBridgeMs.push((await cniPlugin(pin, env, p, "DEL", bridge, p.result)).ms);
+    p.result = undefined;
+  }
+  {
+    using m = new PinnedDatapathMaps(pinPath);
+    if (m.maps.marks().size || m.maps.pods().size) throw new Error("DEL left map entries behind");
+  }
+  await stopDaemon(daemon.p);
+  res.cni = { ...r, delOursMs, delBridgeMs };
+  return { firstReadyMs, restartReadyMs };
+}
+
+function podsText(n: number, changed?: string): string {
+  let out = "";
+  for (let i = 0; i < n; i++) {
+    const ip = `10.247.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+    const annotations: Record<string, string> = i === 0 && changed
+      ? { "traffic.sidecar.istio.io/excludeOutboundPorts": changed }
+      : {};
+    out += podYaml(`mp${i}`, { ip, annotations });
+  }
+  return out;
+}
+
+/** Replaces the file in one rename, as kubectl or an editor would; the daemon never reads half a file. */
+async function replaceFile(path: string, text: string) {
+  await Deno.writeTextFile(`${path}.tmp`, text);
+  await Deno.rename(`${path}.tmp`, path);
+}
+
+async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<number> {
+  const t0 = performance.now();
+  while (!pred()) {
+    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await sleep(1);
+  }
+  return performance.now() - t0;
+}
+
+function sameBytes(a?: Uint8Array, b?: Uint8Array): boolean {
+  if (!a || !b) return a === b;
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Changes pod mp0's annotation `changes` times; each time, how long until local_pods shows it. */
+async function changeLatencies(m: PinnedDatapathMaps, podsFile: string, n: number, changes: number) {
+  const ip = "10.247.0.1";
+  const out: number[] = [];
+  for (let i = 0; i < changes; i++) {
+    const before = m.maps.podBytes(ip);
+    await replaceFile(podsFile, podsText(n, String(9000 + (i % 2))));
+    out.push(
+      await waitFor(() => !sameBytes(m.maps.podBytes(ip), before), 10_000, "a pod change in the maps"),
+    );
+    // Apart from the debounce of the file watcher, so every change is seen on its own.
+    await sleep(150);
+  }
+  return out;
+}
+
+async function daemonSection(
+  scope: Scope,
+  pin: Pinning,
+  cfg: ControlConfig,
+  res: ControlResults,
+  dir: string,
+  cni: { firstReadyMs: number; restartReadyMs: number[] },
+) {
+  const prefix = uniq();
+  const base = `${dir}/side`;
+  await Deno.mkdir(base, { recursive: true });
+  const cgroup = await createCgroup(scope, `${prefix}-side`);
+  const pinPath = `/sys/fs/bpf/${prefix}-side`;
+  scope.defer(() => removePinTree(pinPath));
+  const podsFile = `${base}/pods.yaml`;
+  await Deno.writeTextFile(podsFile, "");
+  const opts: DaemonProcOptions = {
+    cgroup,
+    pinPath,
+    podsFile,
+    stateDir: `${base}/state`,
+    runDir: `${base}/run`,
+  };
+  const d = await timedDaemon(scope, pin, opts);
+  await sleep(cfg.settleMs);
+  const idle = memoryKiB(d.p.pid);
+  using m = new PinnedDatapathMaps(pinPath);
+  const localPods = m.map("local_pods")!;
+  const count = () => [...localPods.keys()].length;
+  await replaceFile(podsFile, podsText(cfg.manyPods));
+  const manySyncMs = await waitFor(
+    () => count() === cfg.manyPods,
+    30_000,
+    `${cfg.manyPods} pods in the maps`,
+  );
+  await sleep(cfg.settleMs);
+  const many = memoryKiB(d.p.pid);
+  const changeManyMs = await changeLatencies(m, podsFile, cfg.manyPods, cfg.changes);
+  const fewPods = 10;
+  await replaceFile(podsFile, podsText(fewPods));
+  await waitFor(() => count() === fewPods, 30_000, `${fewPods} pods in the maps`);
+  await sleep(200);
+  const changeFewMs = await changeLatencies(m, podsFile, fewPods, cfg.changes);
+  await stopDaemon(d.p);
+  res.daemon = {
+    ...cni,
+    sidecarReadyMs: d.ms,
+    rssIdleKiB: idle.rss,
+    rssManyKiB: many.rss,
+    hwmManyKiB: many.hwm,
+    manyPods: cfg.manyPods,
+    manySyncMs,
+    changeManyMs,
+    changeFewMs,
+    fewPods,
+  };
+}
+
+/** Each part in its own scope: its namespaces, cgroups, pins and daemons are gone before the next. */
+export async function runControl(pin: Pinning, cfg: ControlConfig): Promise<ControlResults> {
+  const res: ControlResults = { errors: [] };
+  await using outer = new Scope();
+  const dir = await Deno.makeTempDir({ prefix: "merbridge-bench-cp-" });
+  outer.defer(() => Deno.remove(dir, { recursive: true }));
+  let cni = { firstReadyMs: NaN, restartReadyMs: [] as number[] };
+  try {
+    await using scope = new Scope();
+    cni = await cniSection(scope, pin, cfg, res, dir);
+  } catch (e) {
+    res.errors.push(`CNI: ${(e as Error).message}`);
+  }
+  try {
+    await using scope = new Scope();
+    await daemonSection(scope, pin, cfg, res, dir, cni);
+  } catch (e) {
+    res.errors.push(`daemon: ${(e as Error).message}`);
+  }
+  return res;
+}

@@ -1,0 +1,115 @@
+// Starting the benchmark's processes: every one pinned to the measurement CPU, in a namespace, a
+// cgroup and as a uid (the harness's spawn does the last three and keeps the PID the process's own).
+import { type Proc, Scope, sleep, spawn, type SpawnOptions } from "../tests/kernel/harness/mod.ts";
+
+export interface Pinning {
+  /** The CPU every measured process runs on. */
+  cpu: number;
+}
+
+export function pinned(p: Pinning, cmd: string, args: string[]): [string, string[]] {
+  return ["taskset", ["-c", String(p.cpu), cmd, ...args]];
+}
+
+/** A long-running peer (server, proxy) owned by `scope`. */
+export function startPinned(
+  scope: Scope,
+  p: Pinning,
+  cmd: string,
+  args: string[],
+  opts: SpawnOptions,
+): Proc {
+  const [c, a] = pinned(p, cmd, args);
+  return spawn(scope, c, a, opts);
+}
+
+export class ToolError extends Error {
+  constructor(message: string, readonly output?: Record<string, unknown>) {
+    super(message);
+    this.name = "ToolError";
+  }
+}
+
+/**
+ * Runs a client to completion and returns its last JSON line. A client that hangs (a path that
+ * stopped carrying data) is killed after `timeoutMs` and reported as a failure.
+ */
+export async function runPinned(
+  p: Pinning,
+  cmd: string,
+  args: string[],
+  opts: SpawnOptions,
+  timeoutMs: number,
+): Promise<Record<string, unknown>> {
+  await using scope = new Scope();
+  const proc = startPinned(scope, p, cmd, args, opts);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = await Promise.race([
+    proc.done.then(() => false),
+    new Promise<boolean>((r) => timer = setTimeout(() => r(true), timeoutMs)),
+  ]);
+  clearTimeout(timer);
+  if (timedOut) {
+    proc.kill();
+    await proc.done;
+    throw new ToolError(`${args[0]} timed out after ${timeoutMs} ms: ${proc.stderr.join(" ")}`);
+  }
+  const last = proc.lines.at(-1);
+  if (!last) throw new ToolError(`${args[0]} printed nothing: ${proc.stderr.join(" ")}`);
+  return last;
+}
+
+/** Waits for a peer's stdout line matching `pred`, looking only at lines after index `from`. */
+export async function lineAfter(
+  proc: Proc,
+  from: number,
+  pred: (l: Record<string, unknown>) => boolean,
+  timeoutMs = 5000,
+): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = proc.lines.slice(from).find(pred);
+    if (hit) return hit;
+    if (Date.now() > deadline) {
+      throw new ToolError(`no matching line from pid ${proc.pid}: ${proc.stderr.join(" ")}`);
+    }
+    await sleep(2);
+  }
+}
+
+export interface ProxyStats {
+  accepted: number;
+  origdst_errors: number;
+  upstream_errors: number;
+  loops: number;
+}
+
+/** Asks a fastproxy for its counters (SIGUSR1 makes it print them). */
+export async function proxyStats(proxy: Proc): Promise<ProxyStats> {
+  const from = proxy.lines.length;
+  Deno.kill(proxy.pid, "SIGUSR1");
+  const l = await lineAfter(proxy, from, (x) => x.event === "stats");
+  return {
+    accepted: Number(l.accepted),
+    origdst_errors: Number(l.origdst_errors),
+    upstream_errors: Number(l.upstream_errors),
+    loops: Number(l.loops),
+  };
+}
+
+/** Resident and peak memory of a process, from /proc, in KiB. */
+export function memoryKiB(pid: number): { rss: number; hwm: number } {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const field = (name: string) => {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status);
+    return m ? Number(m[1]) : NaN;
+  };
+  return { rss: field("VmRSS"), hwm: field("VmHWM") };
+}
+
+/** Fails unless the process may run on exactly the measurement CPU (taskset did its job). */
+export function assertPinned(pid: number, p: Pinning): void {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const allowed = /^Cpus_allowed_list:\s+(\S+)$/m.exec(status)?.[1];
+  if (allowed !== String(p.cpu)) throw new Error(`pid ${pid} may run on CPUs ${allowed}, not only ${p.cpu}`);
+}

@@ -1,0 +1,323 @@
+// The data-plane benchmark's world, built once and measured path after path:
+//
+//   node namespace: bridge br0 (pods) + veth n0 to a second "node" holding the remote client
+//   s   server pod, outside the mesh (echo + bulk)               outbound target
+//   od  client pod, nothing installed                            outbound: direct (floor)
+//   oi  client pod, istio-iptables rules + proxy                 outbound: iptables REDIRECT
+//   on  client pod, proxy, eBPF without the sockmap fast path   outbound: connect4 redirect
+//   of  client pod, proxy, full eBPF datapath                    outbound: connect4 + sk_msg
+//   id  server pod, nothing installed                            inbound: direct (floor)
+//   ii  server pod, istio-iptables rules + proxy                 inbound: ISTIO_INBOUND REDIRECT
+//   ix  server pod, proxy, XDP ingress (offload off: default)    inbound: XDP
+//   ih  server pod, proxy, XDP ingress, --hardware-checksum      inbound: XDP, offload kept on
+//   it  server pod, proxy, TC ingress                            inbound: TC
+//
+// Two datapaths, each with its own pins and cgroup, both attached by the product's own attach():
+// "fast" with the default mesh config, "nofast" with the sockmap switch off (what `--sockmap=false`
+// writes), so connect4, sockops and getsockopt run exactly as in production and only the shortcut
+// between the app and its proxy is missing (sockets never enter the sockhash).
+import { removePinTree } from "../src/bpf/pins.ts";
+import { Datapath } from "../src/datapath/datapath.ts";
+import { meshParams } from "../src/mesh/modes.ts";
+import { defaultPolicy } from "../src/mesh/policy.ts";
+import type { MeshParams } from "../src/mesh/types.ts";
+import {
+  closeMarkListener,
+  listenerNetnsCookie,
+  openMarkListener,
+  randomMark,
+} from "../src/netns/mark_listener.ts";
+import { attachIngress, detachIngress, type IngressHook } from "../src/xdp/attacher.ts";
+import {
+  createCgroup,
+  createNetns,
+  createNode,
+  createPod,
+  inNs,
+  type Proc,
+  type Scope,
+  type SpawnOptions,
+  type TestNode,
+  type TestPod,
+  uniq,
+} from "../tests/kernel/harness/mod.ts";
+import { installIstioIptables } from "./iptables.ts";
+import type { NativeTools } from "./native.ts";
+import { assertPinned, lineAfter, type Pinning, startPinned } from "./procs.ts";
+
+export const APP_UID = 1000;
+export const SERVER_UID = 2000;
+export const ECHO_PORT = 8080;
+export const BULK_PORT = 8081;
+
+export const OUT_PATHS = ["direct", "iptables", "ebpf", "ebpf_fast"] as const;
+export type OutPath = typeof OUT_PATHS[number];
+export const IN_PATHS = ["direct", "iptables", "xdp", "xdp_hwcsum", "tc"] as const;
+export type InPath = typeof IN_PATHS[number];
+
+export const PATH_LABELS: Record<OutPath | InPath, string> = {
+  direct: "direct (no mesh)",
+  iptables: "iptables REDIRECT + proxy",
+  ebpf: "eBPF connect4 + proxy, no sockmap",
+  ebpf_fast: "eBPF connect4 + proxy + sockmap",
+  xdp: "eBPF XDP ingress + proxy",
+  xdp_hwcsum: "eBPF XDP ingress + proxy, hw checksum",
+  tc: "eBPF TC ingress + proxy",
+};
+
+/** Which datapath's counters prove a path was taken, and what they must show. */
+export type Expect = "none" | "iptables" | "connect" | "connect_fast" | "ingress";
+
+export interface PathEnd {
+  id: string;
+  /** Where the client runs. */
+  client: SpawnOptions;
+  /** The address the client dials (the server's, never the proxy's). */
+  serverIp: string;
+  proxy?: Proc;
+  dp?: Datapath;
+  expect: Expect;
+}
+
+export interface Dataplane {
+  mesh: MeshParams;
+  node: TestNode;
+  outbound: Record<OutPath, PathEnd>;
+  inbound: Record<InPath, PathEnd>;
+  /** Pod namespaces whose conntrack table size is worth reporting, by path. */
+  conntrackProbes: Record<string, string>;
+  fast: Datapath;
+  nofast: Datapath;
+}
+
+/** Per-namespace settings for connection-rate runs: ours only, the host's are never touched. */
+async function tuneNetns(ns: string) {
+  // Thousands of short connections to one server per second: reuse TIME_WAIT ports (timestamps keep
+  // it safe) and widen the ephemeral range, as load generators do; the same for every path.
+  await inNs(ns, "sysctl", ["-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65000"]);
+}
+
+function loadDatapath(
+  scope: Scope,
+  pinPath: string,
+  cgroup: string,
+  mesh: MeshParams,
+  fastPath: boolean,
+) {
+  scope.defer(() => removePinTree(pinPath));
+  const dp = Datapath.load({ pinPath, cgroupPath: cgroup, dnsCapture: false });
+  scope.defer(() => dp.close());
+  // Config before attach, as the daemon does: programs attached first would run without it.
+  dp.maps.setMeshConfig(mesh, { dnsCapture: false, cniMode: true, sockmap: fastPath });
+  dp.attach();
+  return dp;
+}
+
+/** What the CNI plugin does for a meshed pod: identity listener, mark and namespace entries, policy. */
+function identify(scope: Scope, dp: Datapath, pod: TestPod, marks: Set<number>) {
+  const mark = randomMark((m) => marks.has(m));
+  marks.add(mark);
+  const l = openMarkListener(`/run/netns/${pod.ns}`, mark);
+  scope.defer(() => closeMarkListener(l));
+  dp.maps.putMark(mark, pod.ip);
+  dp.maps.putNetnsPod(listenerNetnsCookie(l), pod.ip);
+  dp.maps.putPod(pod.ip, defaultPolicy("istio"));
+}
+
+export interface DataplaneOptions {
+  /** How the inbound proxy reaches the app: 127.0.0.1:port, or the pod IP from 127.0.0.6 (Envoy ≥ 1.10). */
+  inboundUpstream: "loopback" | "pod";
+}
+
+export async function buildDataplane(
+  scope: Scope,
+  tools: NativeTools,
+  pin: Pinning,
+  opts: DataplaneOptions = { inboundUpstream: "loopback" },
+): Promise<Dataplane> {
+  const mesh = meshParams("istio");
+  const prefix = uniq();
+  const node = await createNode(scope, prefix);
+  const cg = {
+    none: await createCgroup(scope, `${prefix}-none`),
+    nofast: await createCgroup(scope, `${prefix}-nofast`),
+    fast: await createCgroup(scope, `${prefix}-fast`),
+  };
+  const fast = loadDatapath(scope, `/sys/fs/bpf/${prefix}-fast`, cg.fast, mesh, true);
+  const nofast = loadDatapath(scope, `/sys/fs/bpf/${prefix}-nofast`, cg.nofast, mesh, false);
+
+  const pods: Record<string, TestPod> = {};
+  const layout: [string, number][] = [
+    ["s", 100],
+    ["od", 10],
+    ["oi", 11],
+    ["on", 12],
+    ["of", 13],
+    ["id", 20],
+    ["ii", 21],
+    ["ix", 22],
+    ["ih", 23],
+    ["it", 24],
+  ];
+  for (const [name, octet] of layout) {
+    const pod = await createPod(scope, node, name, octet);
+    await tuneNetns(pod.ns);
+    pods[name] = pod;
+  }
+  const pod = (n: string) => pods[n]!;
+
+  // The remote client: its own namespace, routed to the pods through the node.
+  const remote = await createNetns(scope, `${prefix}c`);
+  const k = node.subnet.split(".")[2]!;
+  await inNs(node.ns, "ip", ["link", "add", "n0", "type", "veth", "peer", "name", "c0", "netns", remote]);
+  await inNs(node.ns, "ip", ["addr", "add", `10.251.${k}.1/24`, "dev", "n0"]);
+  await inNs(node.ns, "ip", ["link", "set", "n0", "up"]);
+  await inNs(remote, "ip", ["addr", "add", `10.251.${k}.2/24`, "dev", "c0"]);
+  await inNs(remote, "ip", ["link", "set", "c0", "up"]);
+  await inNs(remote, "ip", ["route", "add", `${node.subnet}.0/24`, "via", `10.251.${k}.1`]);
+  await tuneNetns(remote);
+
+  for (const n of ["oi", "ii"]) await installIstioIptables(pod(n).ns, mesh);
+
+  const marks = new Set<number>();
+  for (const n of ["of", "ix", "ih", "it"]) identify(scope, fast, pod(n), marks);
+  identify(scope, nofast, pod("on"), marks);
+
+  const hooks: [string, IngressHook, boolean][] = [["ix", "xdp", false], ["ih", "xdp", true], [
+    "it",
+    "tc",
+    false,
+  ]];
+  for (const [n, hook, hardwareChecksum] of hooks) {
+    const target = {
+      netnsPath: `/run/netns/${pod(n).ns}`,
+      ifName: "eth0",
+      pinDir: `${fast.opts.pinPath}/pods/${n}`,
+    };
+    const r = attachIngress(target, fast.ingressPrograms(), { hook, hardwareChecksum });
+    scope.defer(() => detachIngress(target, r.txChanged));
+  }
+
+  const servers: [string, string][] = [["s", cg.none], ["id", cg.none], ["ii", cg.none], ["ix", cg.fast], [
+    "ih",
+    cg.fast,
+  ], ["it", cg.fast]];
+  const waits: Promise<unknown>[] = [];
+  const started: Proc[] = [];
+  for (const [n, cgroup] of servers) {
+    const p = startPinned(scope, pin, tools.loadgen, [
+      "server",
+      "--echo",
+      String(ECHO_PORT),
+      "--bulk",
+      String(BULK_PORT),
+    ], {
+      netns: pod(n).ns,
+      cgroup,
+      uid: n === "s" ? undefined : SERVER_UID,
+    });
+    waits.push(lineAfter(p, 0, (l) => l.event === "listening"));
+    started.push(p);
+  }
+  const proxies: Record<string, Proc> = {};
+  const proxyCgroup: Record<string, string> = {
+    oi: cg.none,
+    on: cg.nofast,
+    of: cg.fast,
+    ii: cg.none,
+    ix: cg.fast,
+    ih: cg.fast,
+    it: cg.fast,
+  };
+  for (const [n, cgroup] of Object.entries(proxyCgroup)) {
+    const p = startPinned(scope, pin, tools.fastproxy, [
+      "--outbound",
+      String(mesh.outboundPort),
+      "--inbound",
+      String(mesh.inboundPort),
+      "--inbound-upstream",
+      opts.inboundUpstream,
+    ], { netns: pod(n).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
+    proxies[n] = p;
+    started.push(p);
+    waits.push(lineAfter(p, 0, (l) => l.event === "listening" && l.kind === "inbound"));
+  }
+  await Promise.all(waits);
+  for (const p of started) assertPinned(p.pid, pin);
+
+  const app = (n: string, cgroup: string): SpawnOptions => ({ netns: pod(n).ns, cgroup, uid: APP_UID });
+  const fromRemote: SpawnOptions = { netns: remote, cgroup: cg.none, uid: APP_UID };
+  const sIp = pod("s").ip;
+  return {
+    mesh,
+    node,
+    fast,
+    nofast,
+    conntrackProbes: {
+      "outbound iptables pod": pod("oi").ns,
+      "outbound eBPF pod": pod("of").ns,
+      "inbound iptables pod": pod("ii").ns,
+      "inbound XDP pod": pod("ix").ns,
+    },
+    outbound: {
+      direct: { id: "direct", client: app("od", cg.none), serverIp: sIp, expect: "none" },
+      iptables: {
+        id: "iptables",
+        client: app("oi", cg.none),
+        serverIp: sIp,
+        proxy: proxies.oi,
+        expect: "iptables",
+      },
+      ebpf: {
+        id: "ebpf",
+        client: app("on", cg.nofast),
+        serverIp: sIp,
+        proxy: proxies.on,
+        dp: nofast,
+        expect: "connect",
+      },
+      ebpf_fast: {
+        id: "ebpf_fast",
+        client: app("of", cg.fast),
+        serverIp: sIp,
+        proxy: proxies.of,
+        dp: fast,
+        expect: "connect_fast",
+      },
+    },
+    inbound: {
+      direct: { id: "direct", client: fromRemote, serverIp: pod("id").ip, expect: "none" },
+      iptables: {
+        id: "iptables",
+        client: fromRemote,
+        serverIp: pod("ii").ip,
+        proxy: proxies.ii,
+        expect: "iptables",
+      },
+      xdp: {
+        id: "xdp",
+        client: fromRemote,
+        serverIp: pod("ix").ip,
+        proxy: proxies.ix,
+        dp: fast,
+        expect: "ingress",
+      },
+      xdp_hwcsum: {
+        id: "xdp_hwcsum",
+        client: fromRemote,
+        serverIp: pod("ih").ip,
+        proxy: proxies.ih,
+        dp: fast,
+        expect: "ingress",
+      },
+      tc: {
+        id: "tc",
+        client: fromRemote,
+        serverIp: pod("it").ip,
+        proxy: proxies.it,
+        dp: fast,
+        expect: "ingress",
+      },
+    },
+  };
+}
