@@ -239,13 +239,15 @@ export async function buildNode(
     podsFile,
     stateDir,
     runDir,
-    extra: ["--cni-mode=true", `--cni-bin-dir=${dir}/bin`, `--cni-config-dir=${dir}/net.d`],
+    extra: ["--cni-mode=true", "--sockmap=true", `--cni-bin-dir=${dir}/bin`, `--cni-config-dir=${dir}/net.d`],
   });
   track.daemonPid = daemon.pid;
   const plugins = (JSON.parse(await Deno.readTextFile(conflist)).plugins as { type: string }[])
     .map((p) => p.type);
   const chained = ui.check(
-    `merbridge daemon ready in CNI mode (pid ${daemon.pid}), chained itself: ${plugins.join(" → ")}`,
+    `merbridge daemon ready in CNI mode with the sockmap fast path (pid ${daemon.pid}), chained itself: ${
+      plugins.join(" → ")
+    }`,
     [equal("the conflist's chain", "bridge → merbridge-cni", plugins.join(" → "))],
     [`pins ${pinPath}, cgroup ${cgroup}, pods from ${podsFile.slice(dir.length + 1)}`],
   );

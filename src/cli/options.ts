@@ -91,8 +91,9 @@ export const DAEMON_FLAGS = {
   "dns-capture": { type: "boolean", default: false, description: "send UDP port 53 to the proxy's DNS port" },
   sockmap: {
     type: "boolean",
-    default: true,
-    description: "sockmap fast path between an app and its proxy (see README: known kernel limitation)",
+    default: false,
+    description:
+      "sockmap fast path between an app and its proxy: lower latency, no backpressure (see README)",
   },
   "cgroup-path": {
     type: "string",

@@ -27,7 +27,7 @@ export interface DaemonConfig {
   hardwareChecksum: boolean;
   ingressHook: IngressHook;
   dnsCapture: boolean;
-  /** The sk_msg fast path; default on. */
+  /** The sk_msg fast path; off unless asked for (README: known limitations). */
   sockmap?: boolean;
   cgroupPath?: string;
   pinPath: string;
@@ -125,11 +125,16 @@ export class Daemon {
       cgroup: cgroupPath,
       pins: cfg.pinPath,
     });
-    const dp = this.#dp = Datapath.load({ pinPath: cfg.pinPath, cgroupPath, dnsCapture: cfg.dnsCapture });
+    const dp = this.#dp = Datapath.load({
+      pinPath: cfg.pinPath,
+      cgroupPath,
+      dnsCapture: cfg.dnsCapture,
+      replaceIncompatiblePins: true,
+    });
     dp.maps.setMeshConfig(mesh, {
       dnsCapture: cfg.dnsCapture,
       cniMode: cfg.cniMode,
-      sockmap: cfg.sockmap ?? true,
+      sockmap: cfg.sockmap ?? false,
     });
     dp.attach();
 

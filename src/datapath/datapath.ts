@@ -5,7 +5,7 @@
 //   <pin>/pods/<key>/xdp              per-pod XDP links (CNI mode, src/xdp)
 // A restarted daemon loads fresh programs and swaps them into the pinned links atomically, so
 // interception never lapses; uninstall removes the tree, which detaches everything.
-import { BpfObject, type BpfProgram } from "../bpf/object.ts";
+import { BpfObject, type BpfProgram, PinMismatchError } from "../bpf/object.ts";
 import { attachCgroup, BpfLink } from "../bpf/link.ts";
 import { attachSkMsg } from "../bpf/prog_attach.ts";
 import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
@@ -21,6 +21,12 @@ export interface DatapathOptions {
   cgroupPath: string;
   dnsCapture: boolean;
   objectsDir?: string;
+  /**
+   * A pinned map whose type, sizes or capacity differ from this build's (an upgrade changed a struct
+   * in bpf/common.h) is unpinned and created anew instead of failing the load. The caller refills
+   * it; programs still attached keep the old map until their links are swapped.
+   */
+  replaceIncompatiblePins?: boolean;
 }
 
 export interface AttachReport {
@@ -58,7 +64,7 @@ export class Datapath implements Disposable {
         const bytes = Deno.readFileSync(`${dir}/${name}.bpf.o`);
         const obj = BpfObject.openMem(bytes, `${name}.bpf.o`, { pinMapsDir: `${opts.pinPath}/maps` });
         this.#objects.set(name, obj);
-        obj.load();
+        this.#load(obj);
       }
     } catch (e) {
       this.close();
@@ -74,6 +80,34 @@ export class Datapath implements Disposable {
       cookie_orig_dst: any.map("cookie_orig_dst"),
       counters: any.map("counters"),
     });
+  }
+
+  /** Names of the maps whose incompatible pins this load replaced. */
+  readonly replacedPins: string[] = [];
+
+  #load(obj: BpfObject): void {
+    // Each replacement removes one pin, so the loop ends after at most one pass per map.
+    for (let attempt = 0;; attempt++) {
+      try {
+        obj.load();
+        return;
+      } catch (e) {
+        if (
+          !this.opts.replaceIncompatiblePins || !(e instanceof PinMismatchError) || attempt > MAP_NAMES.length
+        ) {
+          throw e;
+        }
+        log.warn(
+          "pinned map {map} does not match this build ({differences}): replacing it, contents are rebuilt",
+          {
+            map: e.mapName,
+            differences: e.differences.join("; "),
+          },
+        );
+        Deno.removeSync(e.pinPath);
+        this.replacedPins.push(e.mapName);
+      }
+    }
   }
 
   /** Opens and loads every object; maps come from the pins when they exist. */

@@ -260,3 +260,48 @@ users:
   await waitMaps(s.pinPath, (m) => !m.maps.pods().has(s.a.ip));
   assert.equal(await stopDaemon(daemon), 0);
 });
+
+Deno.test("kernel: an upgrade that changed a map's layout: the daemon replaces that pin and refills it", async () => {
+  await using scope = new Scope();
+  const s = await setup(scope);
+  let daemon = await startDaemon(scope, s.opts);
+  await waitMaps(s.pinPath, (m) => m.maps.pods().has(s.a.ip));
+  assert.equal(await stopDaemon(daemon), 0);
+
+  // What an older build would have left: local_pods pinned with another value size, empty.
+  const pin = `${s.pinPath}/maps/local_pods`;
+  await Deno.remove(pin);
+  const made = await new Deno.Command("bpftool", {
+    args: [
+      "map",
+      "create",
+      pin,
+      "type",
+      "hash",
+      "key",
+      "4",
+      "value",
+      "396",
+      "entries",
+      "64",
+      "name",
+      "local_pods",
+    ],
+    stderr: "piped",
+  }).output();
+  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+
+  daemon = await startDaemon(scope, s.opts);
+  await waitMaps(s.pinPath, (m) => m.maps.pods().has(s.a.ip));
+  assert.ok(
+    daemon.stderr.some((l) => l.includes("local_pods") && l.includes("does not match this build")),
+    "the replacement is logged with the map's name",
+  );
+  const res = await nettool({ netns: s.a.ns, cgroup: s.cgroup, uid: 1000 }, ["client", `${s.r.ip}:8080`]);
+  assert.ok(res.ok, JSON.stringify(res));
+  assert.ok(
+    s.sc.lines.some((l) => l.event === "accepted" && l.orig === `${s.r.ip}:8080`),
+    "after the upgrade the pod's connection still goes through its sidecar",
+  );
+  assert.equal(await stopDaemon(daemon), 0);
+});

@@ -53,7 +53,7 @@ export interface WorldOptions {
   /** Plain pods outside the mesh with servers on these ports; default { r: [8080, 9090] }. */
   outside?: Record<string, number[]>;
   dnsCapture?: boolean;
-  /** The sockmap fast path (default on, as in the daemon). */
+  /** The sockmap fast path: on unless false here, so every kernel test exercises it (the daemon defaults to off). */
   sockmap?: boolean;
   attach?: boolean;
 }
