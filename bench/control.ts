@@ -385,7 +385,11 @@ async function daemonSection(
 }
 
 /** Each part in its own scope: its namespaces, cgroups, pins and daemons are gone before the next. */
-export async function runControl(pin: Pinning, cfg: ControlConfig): Promise<ControlResults> {
+export async function runControl(
+  pin: Pinning,
+  cfg: ControlConfig,
+  signal?: AbortSignal,
+): Promise<ControlResults> {
   const res: ControlResults = { errors: [] };
   await using outer = new Scope();
   const dir = await Deno.makeTempDir({ prefix: "merbridge-bench-cp-" });
@@ -398,6 +402,7 @@ export async function runControl(pin: Pinning, cfg: ControlConfig): Promise<Cont
     res.errors.push(`CNI: ${(e as Error).message}`);
   }
   try {
+    signal?.throwIfAborted();
     await using scope = new Scope();
     await daemonSection(scope, pin, cfg, res, dir, cni);
   } catch (e) {

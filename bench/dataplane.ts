@@ -206,6 +206,7 @@ export async function runSection(
   section: Sample["section"],
   ends: PathEnd[],
   progress: (s: Sample) => void,
+  signal?: AbortSignal,
 ): Promise<Sample[]> {
   const out: Sample[] = [];
   const tests = testsFor(section, cfg);
@@ -213,6 +214,7 @@ export async function runSection(
     const order = ends.map((_, i) => ends[(i + rep) % ends.length]!);
     for (const test of tests) {
       for (const end of order) {
+        signal?.throwIfAborted();
         const s = await measure(pin, tools, cfg, section, rep, end, test);
         out.push(s);
         progress(s);

@@ -12,7 +12,7 @@
 // Exits non-zero when any path failed to carry its traffic intact (or left something behind); speed
 // itself never fails the run.
 import { parseArgs } from "node:util";
-import { Scope } from "../tests/kernel/harness/mod.ts";
+import { Scope, sweepStale } from "../tests/kernel/harness/mod.ts";
 import { type ControlConfig, type ControlResults, runControl } from "./control.ts";
 import { type DataplaneConfig, runSection, type Sample } from "./dataplane.ts";
 import { conntrackCount } from "./iptables.ts";
@@ -124,6 +124,20 @@ async function main(): Promise<number> {
     ? { cniPods: 8, restarts: 1, manyPods: 1000, changes: 5, settleMs: 1000 }
     : { cniPods: 30, restarts: 3, manyPods: 1000, changes: 20, settleMs: 3000 };
 
+  for (const r of sweepStale()) log(`removed the leftover of an interrupted run: ${r}`);
+  // Ctrl-C or SIGTERM stops at the next measurement and unwinds the scopes as a failure would, so the
+  // namespaces, rules, pins and cgroups still go.
+  const stop = new AbortController();
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const h = () => {
+      if (stop.signal.aborted) return;
+      log(`${sig}: stopping after the current measurement and cleaning up`);
+      stop.abort(new Error(`interrupted by ${sig}`));
+    };
+    Deno.addSignalListener(sig, h);
+    return [sig, h] as const;
+  });
+
   const t0 = performance.now();
   const samples: Sample[] = [];
   const problems: string[] = [];
@@ -145,11 +159,15 @@ async function main(): Promise<number> {
           log("data-plane namespaces, datapaths, proxies and servers up");
           if (only.has("outbound")) {
             const ends = OUT_PATHS.map((p) => w.outbound[p]);
-            samples.push(...await runSection(pin, tools, dp, "outbound", ends, (s) => log(summaryLine(s))));
+            samples.push(
+              ...await runSection(pin, tools, dp, "outbound", ends, (s) => log(summaryLine(s)), stop.signal),
+            );
           }
           if (only.has("inbound")) {
             const ends = IN_PATHS.map((p) => w.inbound[p]);
-            samples.push(...await runSection(pin, tools, dp, "inbound", ends, (s) => log(summaryLine(s))));
+            samples.push(
+              ...await runSection(pin, tools, dp, "inbound", ends, (s) => log(summaryLine(s)), stop.signal),
+            );
           }
           for (const [label, ns] of Object.entries(w.conntrackProbes)) {
             conntrack[label] = await conntrackCount(ns);
@@ -162,8 +180,9 @@ async function main(): Promise<number> {
         }
       }
       if (only.has("control")) {
+        stop.signal.throwIfAborted();
         log("control plane: CNI chain and daemon");
-        control = await runControl(pin, cp);
+        control = await runControl(pin, cp, stop.signal);
         problems.push(...control.errors.map((e) => `control plane: ${e}`));
       }
     } catch (e) {
@@ -171,7 +190,12 @@ async function main(): Promise<number> {
     } finally {
       await scope[Symbol.asyncDispose]();
       problems.push(...scope.errors.map((e) => `cleanup: ${e}`));
+      for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
     }
+  }
+  if (stop.signal.aborted) {
+    log("interrupted: cleaned up, no report written");
+    return 130;
   }
 
   const dirty = textOf("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"]) !== "";
