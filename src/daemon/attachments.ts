@@ -157,12 +157,15 @@ export class Attachments {
     const cookie = listenerNetnsCookie(live.listener);
     r.netnsCookie = cookie.toString();
     this.opts.maps.putNetnsPod(cookie, r.podIp);
+    // The daemon's current flags win over the record's: a restart with another --ingress-hook or
+    // --hardware-checksum moves pods that were attached before it.
+    r.hook = this.opts.hook;
     const res = attachIngress(
       { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },
       this.opts.programs,
-      { hook: r.hook, hardwareChecksum: this.opts.hardwareChecksum },
+      { hook: r.hook, hardwareChecksum: this.opts.hardwareChecksum, txChangedEarlier: r.txChanged },
     );
-    r.txChanged ||= res.txChanged;
+    r.txChanged = res.txChanged;
   }
 
   #undo(live: Live): void {

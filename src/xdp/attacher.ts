@@ -36,19 +36,32 @@ export interface IngressResult {
   txChanged: boolean;
 }
 
+export interface IngressOptions {
+  hook: IngressHook;
+  hardwareChecksum: boolean;
+  /**
+   * An earlier attach (another daemon, before a restart with --hardware-checksum=true) switched tx
+   * offload off: switch it back on now instead of leaving the pod on the slower setting.
+   */
+  txChangedEarlier?: boolean;
+}
+
 export function attachIngress(
   t: IngressTarget,
   progs: IngressPrograms,
-  opts: { hook: IngressHook; hardwareChecksum: boolean },
+  opts: IngressOptions,
 ): IngressResult {
   ensureBpffsDir(t.pinDir);
   const xdpPin = `${t.pinDir}/xdp`;
   return withNetns(t.netnsPath, () => {
     const ifindex = ifNameToIndex(t.ifName);
-    let txChanged = false;
+    let txChanged = opts.txChangedEarlier ?? false;
     if (!opts.hardwareChecksum && txChecksumEnabled(t.ifName)) {
       setTxChecksum(t.ifName, false);
       txChanged = true;
+    } else if (opts.hardwareChecksum && txChanged) {
+      if (!txChecksumEnabled(t.ifName)) setTxChecksum(t.ifName, true);
+      txChanged = false;
     }
     tcEnsureHook(ifindex);
     tcAttach({

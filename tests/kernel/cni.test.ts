@@ -356,6 +356,45 @@ Deno.test("kernel: CNI-mode restart: pods stay identified while no daemon runs; 
   assert.ok(await excludedStillDirect());
 });
 
+Deno.test("kernel: a restart with --ingress-hook=tc --hardware-checksum=true moves running pods to them", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const p1 = await w.addPod("p1");
+  const sc = await sidecar(scope, w, p1.ns);
+  const srv = startNettool(scope, { netns: p1.ns, cgroup: w.cgroup, uid: 2000 }, [
+    "server",
+    "--name",
+    "app",
+    "--port",
+    "8080",
+  ]);
+  await srv.waitFor((l) => l.event === "listening");
+  const link = async () => (await inNs(p1.ns, "ip", ["-d", "link", "show", "eth0"])).stdout;
+  const tcIngress = async () =>
+    (await inNs(p1.ns, "tc", ["filter", "show", "dev", "eth0", "ingress"])).stdout;
+  const tx = async () => (await inNs(p1.ns, "ethtool", ["-k", "eth0"])).stdout;
+  assert.match(await link(), /xdp/, "XDP attached first");
+  assert.equal((await tcIngress()).trim(), "");
+  assert.match(await tx(), /tx-checksumming: off/);
+
+  await stopDaemon(w.daemon);
+  await w.restartDaemonAfterStop(["--ingress-hook=tc", "--hardware-checksum=true"]);
+  assert.doesNotMatch(await link(), /prog\/xdp/, "the XDP program is gone");
+  assert.match(await tcIngress(), /direct-action/, "TC ingress took over");
+  assert.match(await tx(), /tx-checksumming: on/, "offload is back on");
+  const res = await nettool({ netns: w.client }, ["client", `${p1.ip}:8080`]);
+  assert.equal(res.ok, true, JSON.stringify(res));
+  const acc = sc.lines.filter((l) => l.event === "accepted");
+  assert.equal(acc.length, 1, "inbound still reaches the sidecar");
+  assert.equal(acc[0]!.orig, `${p1.ip}:8080`);
+  const state = JSON.parse(await Deno.readTextFile(`${w.daemonOpts.stateDir}/attachments.json`));
+  assert.deepEqual(
+    state.map((r: { hook: string; txChanged: boolean }) => [r.hook, r.txChanged]),
+    [["tc", false]],
+    "the state file records the new settings, so uninstall leaves offload as it is",
+  );
+});
+
 Deno.test("kernel: a lost state file: the restarted daemon finds the running pod by its IP and attaches it", async () => {
   await using scope = new Scope();
   const w = await cniWorld(scope);
