@@ -349,6 +349,7 @@ const COLORS: Record<string, string> = {
   xdp: "#009e73",
   xdp_hwcsum: "#7fc97f",
   tc: "#cc79a7",
+  tc_hwcsum: "#f0a3d0",
 };
 
 /** Bar labels in the chart; the legend under it gives the full names. */
@@ -360,6 +361,7 @@ const SHORT: Record<string, string> = {
   xdp: "XDP",
   xdp_hwcsum: "XDP, hw csum",
   tc: "TC",
+  tc_hwcsum: "TC, hw csum",
 };
 
 function esc(s: string): string {

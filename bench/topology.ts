@@ -52,7 +52,7 @@ export const BULK_PORT = 8081;
 
 export const OUT_PATHS = ["direct", "iptables", "ebpf", "ebpf_fast"] as const;
 export type OutPath = typeof OUT_PATHS[number];
-export const IN_PATHS = ["direct", "iptables", "xdp", "xdp_hwcsum", "tc"] as const;
+export const IN_PATHS = ["direct", "iptables", "xdp", "xdp_hwcsum", "tc", "tc_hwcsum"] as const;
 export type InPath = typeof IN_PATHS[number];
 
 export const PATH_LABELS: Record<OutPath | InPath, string> = {
@@ -63,6 +63,7 @@ export const PATH_LABELS: Record<OutPath | InPath, string> = {
   xdp: "eBPF XDP ingress + proxy",
   xdp_hwcsum: "eBPF XDP ingress + proxy, hw checksum",
   tc: "eBPF TC ingress + proxy",
+  tc_hwcsum: "eBPF TC ingress + proxy, hw checksum",
 };
 
 /** Which datapath's counters prove a path was taken, and what they must show. */
@@ -158,6 +159,7 @@ export async function buildDataplane(
     ["ix", 22],
     ["ih", 23],
     ["it", 24],
+    ["iu", 25],
   ];
   for (const [name, octet] of layout) {
     const pod = await createPod(scope, node, name, octet);
@@ -180,14 +182,15 @@ export async function buildDataplane(
   for (const n of ["oi", "ii"]) await installIstioIptables(pod(n).ns, mesh);
 
   const marks = new Set<number>();
-  for (const n of ["of", "ix", "ih", "it"]) identify(scope, fast, pod(n), marks);
+  for (const n of ["of", "ix", "ih", "it", "iu"]) identify(scope, fast, pod(n), marks);
   identify(scope, nofast, pod("on"), marks);
 
-  const hooks: [string, IngressHook, boolean][] = [["ix", "xdp", false], ["ih", "xdp", true], [
-    "it",
-    "tc",
-    false,
-  ]];
+  const hooks: [string, IngressHook, boolean][] = [
+    ["ix", "xdp", false],
+    ["ih", "xdp", true],
+    ["it", "tc", false],
+    ["iu", "tc", true],
+  ];
   for (const [n, hook, hardwareChecksum] of hooks) {
     const target = {
       netnsPath: `/run/netns/${pod(n).ns}`,
@@ -198,10 +201,18 @@ export async function buildDataplane(
     scope.defer(() => detachIngress(target, r.txChanged));
   }
 
-  const servers: [string, string][] = [["s", cg.none], ["id", cg.none], ["ii", cg.none], ["ix", cg.fast], [
-    "ih",
-    cg.fast,
-  ], ["it", cg.fast]];
+  const servers: [string, string][] = [
+    ["s", cg.none],
+    ["id", cg.none],
+    ["ii", cg.none],
+    ["ix", cg.fast],
+    [
+      "ih",
+      cg.fast,
+    ],
+    ["it", cg.fast],
+    ["iu", cg.fast],
+  ];
   const waits: Promise<unknown>[] = [];
   const started: Proc[] = [];
   for (const [n, cgroup] of servers) {
@@ -228,6 +239,7 @@ export async function buildDataplane(
     ix: cg.fast,
     ih: cg.fast,
     it: cg.fast,
+    iu: cg.fast,
   };
   for (const [n, cgroup] of Object.entries(proxyCgroup)) {
     const p = startPinned(scope, pin, tools.fastproxy, [
@@ -315,6 +327,14 @@ export async function buildDataplane(
         client: fromRemote,
         serverIp: pod("it").ip,
         proxy: proxies.it,
+        dp: fast,
+        expect: "ingress",
+      },
+      tc_hwcsum: {
+        id: "tc_hwcsum",
+        client: fromRemote,
+        serverIp: pod("iu").ip,
+        proxy: proxies.iu,
         dp: fast,
         expect: "ingress",
       },
