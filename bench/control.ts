@@ -20,7 +20,13 @@ import {
   uniq,
 } from "../tests/kernel/harness/mod.ts";
 import { podYaml } from "../tests/kernel/harness/pods.ts";
-import { assertPinned, memoryKiB, pinned, type Pinning, startPinned } from "./procs.ts";
+import {
+  bridgeConflist,
+  cniExec,
+  type CniInvocation,
+  type PluginRun,
+} from "../tests/kernel/harness/cni_runtime.ts";
+import { assertPinned, memoryKiB, type Pinning, pinPrefix, startPinned } from "./procs.ts";
 
 const CNI_PLUGINS = "/usr/lib/cni";
 const OUR_PLUGIN = "merbridge-cni";
@@ -58,12 +64,8 @@ export interface ControlResults {
   errors: string[];
 }
 
-interface CniRun {
-  type: string;
+interface CniRun extends PluginRun {
   ms: number;
-  code: number;
-  stdout: string;
-  stderr: string;
 }
 
 interface CniPod {
@@ -89,48 +91,29 @@ async function cniPlugin(
 ): Promise<CniRun> {
   const list = JSON.parse(await Deno.readTextFile(env.conflist));
   const type = String(plugin.type);
-  const path = type === OUR_PLUGIN ? `${env.binDir}/${type}` : `${CNI_PLUGINS}/${type}`;
   const conf = {
     ...plugin,
     cniVersion: list.cniVersion,
     name: list.name,
     ...(prevResult ? { prevResult } : {}),
   };
-  const [cmd, args] = pinned(pin, path, []);
-  const t0 = performance.now();
-  const p = new Deno.Command("nsenter", {
-    args: [`--net=/run/netns/${env.node}`, "--", cmd, ...args],
-    env: {
-      CNI_COMMAND: command,
-      CNI_CONTAINERID: `ctr-${pod.name}`,
-      CNI_NETNS: `/run/netns/${pod.ns}`,
-      CNI_IFNAME: "eth0",
-      CNI_PATH: `${env.binDir}:${CNI_PLUGINS}`,
-      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}`,
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      HOME: Deno.env.get("HOME") ?? "/root",
-    },
-    clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(conf)));
-  await w.close();
-  const out = await p.output();
-  const ms = performance.now() - t0;
-  const r = {
-    type,
-    ms,
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
+  const inv: CniInvocation = {
+    conflist: env.conflist,
+    binDirs: [env.binDir, CNI_PLUGINS],
+    netns: `/run/netns/${pod.ns}`,
+    containerId: `ctr-${pod.name}`,
+    podNamespace: "default",
+    podName: pod.name,
+    runInNetns: env.node,
+    wrap: pinPrefix(pin),
   };
+  const t0 = performance.now();
+  const r = await cniExec(inv, command, type, conf);
+  const ms = performance.now() - t0;
   if (r.code !== 0) {
     throw new Error(`CNI ${command} ${type} for ${pod.name} failed (${r.code}): ${r.stdout} ${r.stderr}`);
   }
-  return r;
+  return { ...r, ms };
 }
 
 /** Starts the daemon pinned and returns it with the time from spawn to its "ready" line. */
@@ -176,22 +159,7 @@ async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: C
   const conflist = `${base}/net.d/10-benchnet.conflist`;
   await Deno.writeTextFile(
     conflist,
-    JSON.stringify({
-      cniVersion: "1.0.0",
-      name: "benchnet",
-      plugins: [{
-        type: "bridge",
-        bridge: "cni0",
-        isGateway: true,
-        ipMasq: false,
-        ipam: {
-          type: "host-local",
-          subnet: `10.250.${k}.0/24`,
-          dataDir: `${base}/ipam`,
-          routes: [{ dst: "0.0.0.0/0" }],
-        },
-      }],
-    }),
+    bridgeConflist({ name: "benchnet", subnet: `10.250.${k}.0/24`, ipamDir: `${base}/ipam` }),
   );
   const cgroup = await createCgroup(scope, `${prefix}-cni`);
   const pinPath = `/sys/fs/bpf/${prefix}-cni`;

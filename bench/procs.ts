@@ -7,8 +7,9 @@ export interface Pinning {
   cpu: number;
 }
 
-export function pinned(p: Pinning, cmd: string, args: string[]): [string, string[]] {
-  return ["taskset", ["-c", String(p.cpu), cmd, ...args]];
+/** The command that runs another on the measurement CPU. */
+export function pinPrefix(p: Pinning): string[] {
+  return ["taskset", "-c", String(p.cpu)];
 }
 
 /** A long-running peer (server, proxy) owned by `scope`. */
@@ -19,8 +20,8 @@ export function startPinned(
   args: string[],
   opts: SpawnOptions,
 ): Proc {
-  const [c, a] = pinned(p, cmd, args);
-  return spawn(scope, c, a, opts);
+  const [taskset, ...rest] = pinPrefix(p);
+  return spawn(scope, taskset!, [...rest, cmd, ...args], opts);
 }
 
 export class ToolError extends Error {

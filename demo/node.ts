@@ -10,7 +10,7 @@
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { removePinTree } from "../src/bpf/pins.ts";
 import { meshParams } from "../src/mesh/modes.ts";
-import { cniAdd, cniDel, type CniInvocation } from "../tests/kernel/harness/cni_runtime.ts";
+import { bridgeConflist, cniAdd, cniDel, type CniInvocation } from "../tests/kernel/harness/cni_runtime.ts";
 import { startDaemon, stopDaemon } from "../tests/kernel/harness/daemon.ts";
 import {
   createCgroup,
@@ -106,29 +106,6 @@ function podYaml(p: PodSpec): string {
   ].join("\n");
 }
 
-function conflistText(dir: string): string {
-  return JSON.stringify(
-    {
-      cniVersion: "1.0.0",
-      name: NETWORK,
-      plugins: [{
-        type: "bridge",
-        bridge: "cni0",
-        isGateway: true,
-        ipMasq: false,
-        ipam: {
-          type: "host-local",
-          subnet: `${POD_SUBNET}.0/24`,
-          dataDir: `${dir}/ipam`,
-          routes: [{ dst: "0.0.0.0/0" }],
-        },
-      }],
-    },
-    null,
-    2,
-  ) + "\n";
-}
-
 /** Runs the project's CLI from source, as an operator on the node would. */
 export function cli(args: string[]) {
   return run(Deno.execPath(), ["run", "-A", "--quiet", `${ROOT}main.ts`, ...args], { allowFail: true });
@@ -215,7 +192,11 @@ export async function buildNode(
   for (const ns of [nodeNs, otherNs]) await inNs(ns, "ethtool", ["-K", "eth0", "tx", "off"]);
 
   const conflist = `${dir}/net.d/10-${NETWORK}.conflist`;
-  const originalConflist = conflistText(dir);
+  const originalConflist = bridgeConflist({
+    name: NETWORK,
+    subnet: `${POD_SUBNET}.0/24`,
+    ipamDir: `${dir}/ipam`,
+  });
   await Deno.writeTextFile(conflist, originalConflist);
   const podsFile = `${dir}/pods.yaml`;
   await Deno.writeTextFile(podsFile, PODS.map(podYaml).join(""));

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
-import { cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
+import { bridgeConflist, cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
 import { startDaemon, stopDaemon } from "./harness/daemon.ts";
 import { podYaml } from "./harness/pods.ts";
 import { createCgroup, createNetns, inNs, nettool, run, Scope, startNettool, uniq } from "./harness/mod.ts";
@@ -40,26 +40,7 @@ async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
   const conflist = `${dir}/net.d/10-testnet.conflist`;
   await Deno.writeTextFile(
     conflist,
-    JSON.stringify(
-      {
-        cniVersion: "1.0.0",
-        name: "testnet",
-        plugins: [{
-          type: "bridge",
-          bridge: "cni0",
-          isGateway: true,
-          ipMasq: false,
-          ipam: {
-            type: "host-local",
-            subnet: `10.250.${k}.0/24`,
-            dataDir: `${dir}/ipam`,
-            routes: [{ dst: "0.0.0.0/0" }],
-          },
-        }],
-      },
-      null,
-      2,
-    ),
+    bridgeConflist({ name: "testnet", subnet: `10.250.${k}.0/24`, ipamDir: `${dir}/ipam` }),
   );
   const cgroup = await createCgroup(scope, `${prefix}-cg`);
   const pinPath = `/sys/fs/bpf/${prefix}-cni`;

@@ -12,6 +12,32 @@ export interface CniInvocation {
   podName: string;
   /** Run the plugins inside this network namespace (the bridge is created where the plugin runs). */
   runInNetns?: string;
+  /** A command the plugin runs under, e.g. `taskset -c 1` in the benchmark. */
+  wrap?: string[];
+}
+
+/** A conflist with the bridge plugin and host-local IPAM alone, as a node's primary CNI would leave it. */
+export function bridgeConflist(o: { name: string; subnet: string; ipamDir: string }): string {
+  return JSON.stringify(
+    {
+      cniVersion: "1.0.0",
+      name: o.name,
+      plugins: [{
+        type: "bridge",
+        bridge: "cni0",
+        isGateway: true,
+        ipMasq: false,
+        ipam: {
+          type: "host-local",
+          subnet: o.subnet,
+          dataDir: o.ipamDir,
+          routes: [{ dst: "0.0.0.0/0" }],
+        },
+      }],
+    },
+    null,
+    2,
+  ) + "\n";
 }
 
 export interface PluginRun {
@@ -41,9 +67,8 @@ async function exec(inv: CniInvocation, command: string, type: string, conf: unk
     }
   });
   if (!dir) throw new Error(`plugin ${type} not found in ${inv.binDirs.join(":")}`);
-  const argv = inv.runInNetns
-    ? ["nsenter", `--net=/run/netns/${inv.runInNetns}`, "--", `${dir}/${type}`]
-    : [`${dir}/${type}`];
+  const plugin = [...(inv.wrap ?? []), `${dir}/${type}`];
+  const argv = inv.runInNetns ? ["nsenter", `--net=/run/netns/${inv.runInNetns}`, "--", ...plugin] : plugin;
   const p = new Deno.Command(argv[0]!, {
     args: argv.slice(1),
     env,
