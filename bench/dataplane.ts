@@ -11,6 +11,7 @@ import type { Datapath } from "../src/datapath/datapath.ts";
 import type { NativeTools } from "./native.ts";
 import { type Pinning, type ProxyStats, proxyStats, runPinned } from "./procs.ts";
 import { BULK_PORT, ECHO_PORT, type PathEnd } from "./topology.ts";
+import { type QueuePeak, sampleQueues } from "../tests/kernel/harness/mod.ts";
 
 export interface DataplaneConfig {
   reps: number;
@@ -24,46 +25,6 @@ export interface DataplaneConfig {
 }
 
 export type TestId = `rr${number}` | "bulk_up" | "bulk_down" | "crr";
-
-/** The most receive-queue memory the pod's TCP sockets held at once during a run (ss -tm "r"). */
-export interface QueuePeak {
-  totalBytes: number;
-  socketBytes: number;
-  samples: number;
-}
-
-/**
- * Samples the receive memory of every TCP socket in a namespace until stopped. The sockmap fast path
- * delivers into the peer's queue without the receive-window backpressure of TCP, so this is where an
- * app that writes faster than its proxy reads shows up.
- */
-function sampleQueues(ns: string, everyMs: number): { stop: () => Promise<QueuePeak> } {
-  const peak: QueuePeak = { totalBytes: 0, socketBytes: 0, samples: 0 };
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const out = await new Deno.Command("nsenter", {
-        args: [`--net=/run/netns/${ns}`, "--", "ss", "-tmnH"],
-        stdout: "piped",
-        stderr: "null",
-      }).output();
-      const rs = [...new TextDecoder().decode(out.stdout).matchAll(/skmem:\(r(\d+),/g)].map((m) =>
-        Number(m[1])
-      );
-      peak.samples++;
-      peak.totalBytes = Math.max(peak.totalBytes, rs.reduce((a, b) => a + b, 0));
-      peak.socketBytes = Math.max(peak.socketBytes, ...rs, 0);
-      await new Promise((r) => setTimeout(r, everyMs));
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await loop;
-      return peak;
-    },
-  };
-}
 
 export interface Sample {
   section: "outbound" | "inbound";

@@ -116,6 +116,16 @@ struct pair_key {
 	__u32 pad;
 };
 
+/*
+ * Where a fast-path socket lives, so the sk_msg program can look at its peer's receive queue: sk_msg
+ * programs may not take (and so not release) a socket reference. The cookie tells a live socket from
+ * memory reused after it was freed.
+ */
+struct sock_ref {
+	__u64 addr;
+	__u64 cookie;
+};
+
 /* Indexes into the per-CPU counters map; src/maps/layouts.ts COUNTER_NAMES lists them in order. */
 enum counter {
 	C_CONNECT_REDIRECT = 0, /* app connect sent to the outbound port */
@@ -135,5 +145,7 @@ enum counter {
 	C_INGRESS_PASS,         /* inbound packets to a pod left alone by its policy */
 	C_EGRESS_RESTORE,       /* reply packets given their original source port back */
 	C_MAP_ERROR,            /* other map updates that failed */
+	C_MSG_BACKLOG,          /* sk_msg found the peer's queue over its receive buffer: normal path from now on */
+	C_MSG_SLOW_PATH,        /* sk_msg sends on a socket already moved to the normal path */
 	C_MAX,
 };

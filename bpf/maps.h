@@ -60,6 +60,25 @@ struct {
 	__type(value, __u32);
 } sock_pair_map SEC(".maps");
 
+/* Keyed like sock_pair_map; written when a socket joins it, removed when it closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct pair_key);
+	__type(value, struct sock_ref);
+} sock_refs SEC(".maps");
+
+/*
+ * Sockets whose writes have left the fast path for good (value: the C_MSG_* counter that says why).
+ * Freed with the socket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} sock_slow_path SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, C_MAX);

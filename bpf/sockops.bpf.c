@@ -38,10 +38,22 @@ static __always_inline void join_sockhash(struct bpf_sock_ops *skops)
 {
 	struct pair_key k;
 	local_key(skops, &k);
-	if (bpf_sock_hash_update(skops, &sock_pair_map, &k, BPF_ANY))
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return;
+	/* Before the sockhash: a peer that can redirect to us can also see our queue. */
+	struct sock_ref ref = { .addr = (__u64)(unsigned long)sk, .cookie = bpf_get_socket_cookie(skops) };
+	if (bpf_map_update_elem(&sock_refs, &k, &ref, BPF_ANY)) {
+		count(C_MAP_ERROR);
+		return;
+	}
+	if (bpf_sock_hash_update(skops, &sock_pair_map, &k, BPF_ANY)) {
+		bpf_map_delete_elem(&sock_refs, &k);
 		count(C_SOCKMAP_ERROR);
-	else
-		count(C_SOCKMAP_ADD);
+		return;
+	}
+	count(C_SOCKMAP_ADD);
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 static __always_inline void active_established(struct bpf_sock_ops *skops)
@@ -81,6 +93,8 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 	struct pair_key k;
 	own_key(skops, &k, 1);
 	bpf_map_delete_elem(&pair_orig_dst, &k);
+	local_key(skops, &k);
+	bpf_map_delete_elem(&sock_refs, &k);
 }
 
 SEC("sockops")

@@ -113,6 +113,8 @@ export const COUNTER_NAMES = [
   "ingress_pass",
   "egress_restore",
   "map_error",
+  "msg_backlog",
+  "msg_slow_path",
 ] as const;
 export type CounterName = typeof COUNTER_NAMES[number];
 

@@ -369,3 +369,43 @@ export async function sleep(ms: number) {
 
 // A run that died earlier (SIGKILL, OOM, a runner abort) could not clean up: do it before building more.
 if (Deno.uid() === 0) sweepStale();
+
+/** The most receive-queue memory the pod's TCP sockets held at once during a run (ss -tm "r"). */
+export interface QueuePeak {
+  totalBytes: number;
+  socketBytes: number;
+  samples: number;
+}
+
+/**
+ * Samples the receive memory of every TCP socket in a namespace until stopped. The sockmap fast path
+ * delivers into the peer's queue without the receive-window backpressure of TCP, so this is where an
+ * app that writes faster than its proxy reads shows up.
+ */
+export function sampleQueues(ns: string, everyMs: number): { stop: () => Promise<QueuePeak> } {
+  const peak: QueuePeak = { totalBytes: 0, socketBytes: 0, samples: 0 };
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const out = await new Deno.Command("nsenter", {
+        args: [`--net=/run/netns/${ns}`, "--", "ss", "-tmnH"],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const rs = [...new TextDecoder().decode(out.stdout).matchAll(/skmem:\(r(\d+),/g)].map((m) =>
+        Number(m[1])
+      );
+      peak.samples++;
+      peak.totalBytes = Math.max(peak.totalBytes, rs.reduce((a, b) => a + b, 0));
+      peak.socketBytes = Math.max(peak.socketBytes, ...rs, 0);
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return peak;
+    },
+  };
+}
