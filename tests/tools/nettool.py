@@ -289,6 +289,23 @@ def bulk_echo(args):
          recv_calls=calls, eagain=len(eagain_at), eagain_at=eagain_at[:10])
 
 
+def read_to_eof(s):
+    """Reads a blocking socket to EOF, counting the EAGAINs that the kernel's sockmap receive path can
+    return on a wakeup without data (README: known limitations), and waiting them out."""
+    buf = b""
+    eagain = 0
+    while True:
+        try:
+            d = s.recv(65536)
+        except BlockingIOError:
+            eagain += 1
+            select.select([s], [], [], 1)
+            continue
+        if not d:
+            return buf, eagain
+        buf += d
+
+
 def slow_sink(args):
     """Reads each client slowly (a chunk, then a pause) to EOF, then answers one JSON line with what it
     got: an upstream slower than the app, which is what makes a proxy fall behind its app."""
@@ -328,19 +345,7 @@ def upload(args):
     while off < len(data):
         off += s.send(view[off:off + args.chunk])
     s.shutdown(socket.SHUT_WR)
-    line = b""
-    eagain = 0
-    while not line.endswith(b"\n"):
-        try:
-            d = s.recv(4096)
-        except BlockingIOError:
-            # The kernel's sockmap receive path (README: known limitations); counted, then waited out.
-            eagain += 1
-            select.select([s], [], [], 1)
-            continue
-        if not d:
-            break
-        line += d
+    line, eagain = read_to_eof(s)
     s.close()
     reply = json.loads(line or b"null")
     ok = bool(reply) and reply["received"] == len(data) and \
@@ -369,18 +374,7 @@ def halfclose(args):
         t.start()
     else:
         writer()
-    rest = b""
-    eagain = 0
-    while True:
-        try:
-            d = s.recv(65536)
-        except BlockingIOError:
-            eagain += 1
-            select.select([s], [], [], 1)
-            continue
-        if not d:
-            break
-        rest += d
+    rest, eagain = read_to_eof(s)
     if args.concurrent:
         t.join()
     head, _, tail = rest.partition(b"\n")
