@@ -1,8 +1,13 @@
 // Entry point. One executable, two roles: the CNI plugin when invoked as `merbridge-cni` (argv[0]; the
 // runtime copies or links us under that name) or with CNI_COMMAND set, the `merbridge` CLI otherwise.
 import { cniPluginMain, isCniPluginInvocation } from "./cni/entry.ts";
-import { runCli } from "./src/cli/main.ts";
 
 if (import.meta.main) {
-  Deno.exit(isCniPluginInvocation() ? await cniPluginMain() : await runCli(Deno.args));
+  // The CLI (daemon, Kubernetes client, libbpf) loads only when asked for: every pod start runs the
+  // plugin, and it needs none of it.
+  Deno.exit(
+    isCniPluginInvocation()
+      ? await cniPluginMain()
+      : await (await import("./src/cli/main.ts")).runCli(Deno.args),
+  );
 }
