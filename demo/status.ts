@@ -8,7 +8,14 @@ import { readCounters } from "./traffic.ts";
 import { dim, equal, holds, type Ledger } from "./ui.ts";
 
 const GROUPS: [string, string[]][] = [
-  ["sockmap", ["sockmap_add", "msg_redirect", "msg_fallback", "sockmap_error"]],
+  ["sockmap", [
+    "sockmap_add",
+    "msg_redirect",
+    "msg_fallback",
+    "msg_backlog",
+    "msg_slow_path",
+    "sockmap_error",
+  ]],
   ["ingress", ["ingress_redirect", "ingress_pass", "egress_restore"]],
   ["connect", [
     "connect_redirect",
