@@ -159,6 +159,8 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
 
   const table = await cli(["status", `--bpf-pin-path=${s.pinPath}`, `--state-dir=${s.opts.stateDir}`]);
   assert.match(table.stdout, /HOOK\s+CGROUP-ID/);
+  assert.match(table.stdout, /sockmap fast path off/, "the daemon's default shows");
+  assert.equal(st.config.sockmap, false);
 
   const pods = JSON.parse(
     (await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--daemon-addr=127.0.0.1:${port}`, "--output=json"]))

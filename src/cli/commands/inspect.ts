@@ -84,7 +84,8 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
     if (cfg) {
       console.log(
         `mesh ports: outbound ${cfg.outboundPort}, inbound ${cfg.inboundPort}, dns ${cfg.dnsPort} ` +
-          `(capture ${cfg.dnsCapture ? "on" : "off"}); proxy uid ${cfg.proxyUid}; cni-mode ${cfg.cniMode}`,
+          `(capture ${cfg.dnsCapture ? "on" : "off"}); proxy uid ${cfg.proxyUid}; cni-mode ${cfg.cniMode}; ` +
+          `sockmap fast path ${cfg.sockmap ? "on" : "off"}`,
       );
     } else console.log("mesh config: not set (programs leave all traffic alone)");
     console.log("");
