@@ -31,7 +31,14 @@ export { decideInbound, decideOutbound } from "./src/mesh/decide.ts";
 export { closeMarkListener, type MarkListener, openMarkListener } from "./src/netns/mark_listener.ts";
 export { withNetns } from "./src/netns/netns.ts";
 export { setTxChecksum, txChecksumEnabled } from "./src/netns/interface.ts";
-export { attachIngress, detachIngress, type IngressHook, type IngressOptions } from "./src/xdp/attacher.ts";
+export {
+  attachIngress,
+  detachIngress,
+  type IngressHook,
+  type IngressOptions,
+  resolveXdpMode,
+  type XdpModeOption,
+} from "./src/xdp/attacher.ts";
 
 // Pod sources and the daemon.
 export type { Pod, PodSource, PodSourceStats } from "./src/pods/source.ts";

@@ -27,7 +27,7 @@ import {
   openMarkListener,
   randomMark,
 } from "../src/netns/mark_listener.ts";
-import { attachIngress, detachIngress, type IngressHook } from "../src/xdp/attacher.ts";
+import { attachIngress, detachIngress, type IngressHook, type XdpModeOption } from "../src/xdp/attacher.ts";
 import {
   createCgroup,
   createNetns,
@@ -52,7 +52,7 @@ export const BULK_PORT = 8081;
 
 export const OUT_PATHS = ["direct", "iptables", "ebpf", "ebpf_fast"] as const;
 export type OutPath = typeof OUT_PATHS[number];
-export const IN_PATHS = ["direct", "iptables", "xdp", "xdp_hwcsum", "tc", "tc_hwcsum"] as const;
+export const IN_PATHS = ["direct", "iptables", "xdp", "xdp_native", "xdp_hwcsum", "tc", "tc_hwcsum"] as const;
 export type InPath = typeof IN_PATHS[number];
 
 export const PATH_LABELS: Record<OutPath | InPath, string> = {
@@ -60,7 +60,8 @@ export const PATH_LABELS: Record<OutPath | InPath, string> = {
   iptables: "iptables REDIRECT + proxy",
   ebpf: "eBPF connect4 + proxy, no sockmap",
   ebpf_fast: "eBPF connect4 + proxy + sockmap",
-  xdp: "eBPF XDP ingress + proxy",
+  xdp: "eBPF XDP ingress + proxy (generic on veth, the default)",
+  xdp_native: "eBPF XDP ingress + proxy, native mode",
   xdp_hwcsum: "eBPF XDP ingress + proxy, hw checksum",
   tc: "eBPF TC ingress + proxy",
   tc_hwcsum: "eBPF TC ingress + proxy, hw checksum",
@@ -160,6 +161,7 @@ export async function buildDataplane(
     ["ih", 23],
     ["it", 24],
     ["iu", 25],
+    ["in", 26],
   ];
   for (const [name, octet] of layout) {
     const pod = await createPod(scope, node, name, octet);
@@ -182,22 +184,23 @@ export async function buildDataplane(
   for (const n of ["oi", "ii"]) await installIstioIptables(pod(n).ns, mesh);
 
   const marks = new Set<number>();
-  for (const n of ["of", "ix", "ih", "it", "iu"]) identify(scope, fast, pod(n), marks);
+  for (const n of ["of", "ix", "in", "ih", "it", "iu"]) identify(scope, fast, pod(n), marks);
   identify(scope, nofast, pod("on"), marks);
 
-  const hooks: [string, IngressHook, boolean][] = [
-    ["ix", "xdp", false],
-    ["ih", "xdp", true],
-    ["it", "tc", false],
-    ["iu", "tc", true],
+  const hooks: [string, IngressHook, boolean, XdpModeOption][] = [
+    ["ix", "xdp", false, "auto"],
+    ["in", "xdp", false, "native"],
+    ["ih", "xdp", true, "auto"],
+    ["it", "tc", false, "auto"],
+    ["iu", "tc", true, "auto"],
   ];
-  for (const [n, hook, hardwareChecksum] of hooks) {
+  for (const [n, hook, hardwareChecksum, xdpMode] of hooks) {
     const target = {
       netnsPath: `/run/netns/${pod(n).ns}`,
       ifName: "eth0",
       pinDir: `${fast.opts.pinPath}/pods/${n}`,
     };
-    const r = attachIngress(target, fast.ingressPrograms(), { hook, hardwareChecksum });
+    const r = attachIngress(target, fast.ingressPrograms(), { hook, hardwareChecksum, xdpMode });
     scope.defer(() => detachIngress(target, r.txChanged));
   }
 
@@ -206,10 +209,8 @@ export async function buildDataplane(
     ["id", cg.none],
     ["ii", cg.none],
     ["ix", cg.fast],
-    [
-      "ih",
-      cg.fast,
-    ],
+    ["in", cg.fast],
+    ["ih", cg.fast],
     ["it", cg.fast],
     ["iu", cg.fast],
   ];
@@ -240,6 +241,7 @@ export async function buildDataplane(
     ih: cg.fast,
     it: cg.fast,
     iu: cg.fast,
+    in: cg.fast,
   };
   for (const [n, cgroup] of Object.entries(proxyCgroup)) {
     const p = startPinned(scope, pin, tools.fastproxy, [
@@ -311,6 +313,14 @@ export async function buildDataplane(
         client: fromRemote,
         serverIp: pod("ix").ip,
         proxy: proxies.ix,
+        dp: fast,
+        expect: "ingress",
+      },
+      xdp_native: {
+        id: "xdp_native",
+        client: fromRemote,
+        serverIp: pod("in").ip,
+        proxy: proxies.in,
         dp: fast,
         expect: "ingress",
       },

@@ -8,7 +8,7 @@ import { libbpf } from "../ffi/library.ts";
 import { cString } from "../ffi/native.ts";
 import { type LinkInfo, linkInfoByFd } from "./info.ts";
 import { type BpfProgram, nativeProgram } from "./object.ts";
-import { ensureBpffsDir, parentDir } from "./pins.ts";
+import { ensureBpffsDir, parentDir, pinFd } from "./pins.ts";
 
 const liveLinks = new FinalizationRegistry<Deno.PointerObject>((ptr) => {
   // Same as close(): releases our reference only; a pinned link stays attached.
@@ -130,15 +130,52 @@ export function attachCgroup(prog: BpfProgram, cgroupPath: string): BpfLink {
   }
 }
 
+/** How an XDP program runs: in the driver (native), or on the skb after it (generic, "SKB mode"). */
+export type XdpLinkMode = "native" | "generic";
+
+const BPF_XDP = 37; // enum bpf_attach_type
+const XDP_FLAGS_SKB_MODE = 1 << 1;
+
 /**
- * Attaches an XDP program to interface `ifindex` of the calling thread's network namespace through
- * a link (the kernel picks native mode when the driver has it). While the link exists, netlink
- * attach/detach on that interface fail with EBUSY.
+ * Attaches an XDP program to interface `ifindex` of the calling thread's network namespace through a
+ * link pinned at `pinPath`, so that it stays attached after this process. While the link exists,
+ * netlink attach/detach on that interface fail with EBUSY. Native mode is the driver's own hook (on a
+ * veth it also makes the kernel stop offering GSO to the peer); generic mode runs on the skb.
  */
-export function attachXdp(prog: BpfProgram, ifindex: number): BpfLink {
-  const ptr = checkLibbpfPtr(
-    `bpf_program__attach_xdp(${prog.name}, ifindex ${ifindex})`,
-    libbpf().bpf_program__attach_xdp(nativeProgram(prog), ifindex),
+export function attachXdp(
+  prog: BpfProgram,
+  ifindex: number,
+  pinPath: string,
+  mode: XdpLinkMode = "native",
+): BpfLink {
+  if (mode === "native") {
+    const ptr = checkLibbpfPtr(
+      `bpf_program__attach_xdp(${prog.name}, ifindex ${ifindex})`,
+      libbpf().bpf_program__attach_xdp(nativeProgram(prog), ifindex),
+    );
+    const link = BpfLink.fromNative(ptr, `${prog.name} on XDP of ifindex ${ifindex}`);
+    try {
+      link.pin(pinPath);
+    } catch (e) {
+      link.close();
+      throw e;
+    }
+    return link;
+  }
+  // libbpf's attach helper takes no flags, so the link is made with the low-level call and handed to
+  // libbpf through its pin.
+  const opts = new Uint8Array(16); // struct bpf_link_create_opts { size_t sz; __u32 flags; ... }
+  const dv = new DataView(opts.buffer);
+  dv.setBigUint64(0, BigInt(opts.length), true);
+  dv.setUint32(8, XDP_FLAGS_SKB_MODE, true);
+  const fd = checkLibbpf(
+    `bpf_link_create(${prog.name}, ifindex ${ifindex}, BPF_XDP, generic mode)`,
+    libbpf().bpf_link_create(prog.fd, ifindex, BPF_XDP, opts),
   );
-  return BpfLink.fromNative(ptr, `${prog.name} on XDP of ifindex ${ifindex}`);
+  try {
+    pinFd(fd, pinPath);
+  } finally {
+    closeFd(fd);
+  }
+  return BpfLink.openPinned(pinPath);
 }

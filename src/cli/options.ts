@@ -88,6 +88,12 @@ export const DAEMON_FLAGS = {
     choices: ["xdp", "tc"],
     description: "inbound rewrite hook in CNI mode",
   },
+  "xdp-mode": {
+    type: "string",
+    default: "auto",
+    choices: ["auto", "native", "generic"],
+    description: "how the XDP hook runs; auto: generic on veth (keeps GSO), native elsewhere",
+  },
   "dns-capture": { type: "boolean", default: false, description: "send UDP port 53 to the proxy's DNS port" },
   sockmap: {
     type: "boolean",

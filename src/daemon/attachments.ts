@@ -16,7 +16,13 @@ import {
 } from "../netns/mark_listener.ts";
 import { interfaceIpv4 } from "../netns/interface.ts";
 import { withNetns } from "../netns/netns.ts";
-import { attachIngress, detachIngress, type IngressHook, type IngressPrograms } from "../xdp/attacher.ts";
+import {
+  attachIngress,
+  detachIngress,
+  type IngressHook,
+  type IngressPrograms,
+  type XdpModeOption,
+} from "../xdp/attacher.ts";
 import { pathExists } from "../util/fs.ts";
 
 const log = getLogger("cni");
@@ -43,6 +49,7 @@ export interface AttachmentsOptions {
   pinPath: string;
   stateFile: string;
   hook: IngressHook;
+  xdpMode: XdpModeOption;
   hardwareChecksum: boolean;
   /** The pod as the daemon knows it (cache, then a direct fetch); undefined when unknown. */
   lookupPod(namespace: string, name: string): Promise<PodEntry | undefined>;
@@ -163,7 +170,12 @@ export class Attachments {
     const res = attachIngress(
       { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },
       this.opts.programs,
-      { hook: r.hook, hardwareChecksum: this.opts.hardwareChecksum, txChangedEarlier: r.txChanged },
+      {
+        hook: r.hook,
+        xdpMode: this.opts.xdpMode,
+        hardwareChecksum: this.opts.hardwareChecksum,
+        txChangedEarlier: r.txChanged,
+      },
     );
     r.txChanged = res.txChanged;
   }

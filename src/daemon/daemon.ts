@@ -12,7 +12,7 @@ import { defaultPolicy } from "../mesh/policy.ts";
 import type { MeshMode, PodPolicy } from "../mesh/types.ts";
 import { Registry } from "../metrics/registry.ts";
 import type { PodSource } from "../pods/source.ts";
-import type { IngressHook } from "../xdp/attacher.ts";
+import type { IngressHook, XdpModeOption } from "../xdp/attacher.ts";
 import { Attachments } from "./attachments.ts";
 import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
@@ -26,6 +26,8 @@ export interface DaemonConfig {
   cniMode: boolean;
   hardwareChecksum: boolean;
   ingressHook: IngressHook;
+  /** Default "auto". */
+  xdpMode?: XdpModeOption;
   dnsCapture: boolean;
   /** The sk_msg fast path; off unless asked for (README: known limitations). */
   sockmap?: boolean;
@@ -148,6 +150,7 @@ export class Daemon {
         pinPath: cfg.pinPath,
         stateFile: attachmentsFile(cfg.stateDir),
         hook: cfg.ingressHook,
+        xdpMode: cfg.xdpMode ?? "auto",
         hardwareChecksum: cfg.hardwareChecksum,
         lookupPod: (ns, name) => this.#lookupPod(ns, name),
         onChange: () => this.reconcile(),
@@ -222,6 +225,7 @@ export class Daemon {
         pinPath: this.cfg.pinPath,
         stateFile: attachmentsFile(this.cfg.stateDir),
         hook: this.cfg.ingressHook,
+        xdpMode: this.cfg.xdpMode ?? "auto",
         hardwareChecksum: this.cfg.hardwareChecksum,
         lookupPod: () => Promise.resolve(undefined),
         onChange: () => {},

@@ -105,6 +105,15 @@ export const LIBBPF_SYMBOLS = {
     ],
     result: "pointer", // struct bpf_link *, NULL + errno on failure
   },
+  bpf_link_create: {
+    parameters: [
+      "i32", // int prog_fd
+      "i32", // int target_fd (an ifindex for BPF_XDP)
+      "u32", // enum bpf_attach_type attach_type
+      "buffer", // const struct bpf_link_create_opts *opts
+    ],
+    result: "i32", // link fd, or -errno
+  },
 
   // ---- maps ----------------------------------------------------------------------------------
   bpf_map__name: {

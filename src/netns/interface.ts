@@ -1,7 +1,5 @@
-// Interface settings read and written with ioctls, so the image needs no ethtool or ip binary: the
-// transmit checksum offload (SIOCETHTOOL) and the interface's IPv4 address (SIOCGIFADDR). Offload must
-// be off on a pod's veth when an XDP program rewrites ports incrementally: with offload the checksum
-// field holds only a partial sum until a later hop completes it.
+// Interface settings read and written with ioctls, so the image needs no ethtool or ip binary: transmit
+// checksum offload and the driver name (SIOCETHTOOL), and the interface's IPv4 address (SIOCGIFADDR).
 import { AF_INET, closeFd, ioctlPtr, SOCK_DGRAM, socketFd } from "../ffi/libc.ts";
 
 const SIOCETHTOOL = 0x8946;
@@ -10,18 +8,15 @@ const ETHTOOL_STXCSUM = 0x17;
 const IFNAMSIZ = 16;
 const IFREQ_SIZE = 40;
 
-function ethtoolValue(ifname: string, cmd: number, data: number): number {
+/** Runs one SIOCETHTOOL command whose argument struct (starting with the u32 cmd) is `arg`. */
+function ethtool(ifname: string, arg: Uint8Array): void {
   if (ifname.length === 0 || ifname.length >= IFNAMSIZ) {
     throw new RangeError(`invalid interface name ${ifname}`);
   }
-  const value = new Uint8Array(8);
-  const dv = new DataView(value.buffer);
-  dv.setUint32(0, cmd, true);
-  dv.setUint32(4, data, true);
   const ifr = new Uint8Array(IFREQ_SIZE);
   ifr.set(new TextEncoder().encode(ifname));
-  // ifr_data is a pointer to the ethtool_value struct.
-  const ptr = Deno.UnsafePointer.value(Deno.UnsafePointer.of(value));
+  // ifr_data points at the command's struct.
+  const ptr = Deno.UnsafePointer.value(Deno.UnsafePointer.of(arg));
   new DataView(ifr.buffer).setBigUint64(IFNAMSIZ, BigInt(ptr), true);
   const fd = socketFd(AF_INET, SOCK_DGRAM);
   try {
@@ -29,7 +24,29 @@ function ethtoolValue(ifname: string, cmd: number, data: number): number {
   } finally {
     closeFd(fd);
   }
+}
+
+function ethtoolValue(ifname: string, cmd: number, data: number): number {
+  const value = new Uint8Array(8); // struct ethtool_value { u32 cmd; u32 data; }
+  const dv = new DataView(value.buffer);
+  dv.setUint32(0, cmd, true);
+  dv.setUint32(4, data, true);
+  ethtool(ifname, value);
   return dv.getUint32(4, true);
+}
+
+const ETHTOOL_GDRVINFO = 0x03;
+const DRVINFO_SIZE = 196; // struct ethtool_drvinfo
+const DRVINFO_DRIVER = 4; // char driver[32], after u32 cmd
+
+/** The interface's driver name ("veth", "mlx5_core", ...), in the calling thread's namespace. */
+export function interfaceDriver(ifname: string): string {
+  const info = new Uint8Array(DRVINFO_SIZE);
+  new DataView(info.buffer).setUint32(0, ETHTOOL_GDRVINFO, true);
+  ethtool(ifname, info);
+  const name = info.subarray(DRVINFO_DRIVER, DRVINFO_DRIVER + 32);
+  const end = name.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? name : name.subarray(0, end));
 }
 
 /** Whether tx checksum offload is on, in the calling thread's network namespace. */

@@ -2,12 +2,13 @@
 // namespace: XDP (a pinned link, so it survives the daemon and is detached by removing the pin) or TC
 // ingress, plus TC egress for the replies. Also owns the interface's tx checksum offload setting, which
 // it turns off (unless told otherwise) and puts back on detach.
-import { attachXdp, BpfLink } from "../bpf/link.ts";
+import { attachXdp, BpfLink, type XdpLinkMode } from "../bpf/link.ts";
+import { xdpQuery } from "../bpf/xdp.ts";
 import type { BpfProgram } from "../bpf/object.ts";
 import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
 import { tcAttach, tcDetach, tcEnsureHook } from "../bpf/tc.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
-import { setTxChecksum, txChecksumEnabled } from "../netns/interface.ts";
+import { interfaceDriver, setTxChecksum, txChecksumEnabled } from "../netns/interface.ts";
 import { withNetns } from "../netns/netns.ts";
 import { pathExists } from "../util/fs.ts";
 
@@ -36,9 +37,19 @@ export interface IngressResult {
   txChanged: boolean;
 }
 
+/** "auto": generic on a veth (native XDP there costs the peer its GSO), native on anything else. */
+export type XdpModeOption = XdpLinkMode | "auto";
+
+export function resolveXdpMode(option: XdpModeOption, driver: string): XdpLinkMode {
+  if (option !== "auto") return option;
+  return driver === "veth" ? "generic" : "native";
+}
+
 export interface IngressOptions {
   hook: IngressHook;
   hardwareChecksum: boolean;
+  /** How the XDP program runs (hook "xdp"); default "auto". */
+  xdpMode?: XdpModeOption;
   /**
    * An earlier attach (another daemon, before a restart with --hardware-checksum=true) switched tx
    * offload off: switch it back on now instead of leaving the pod on the slower setting.
@@ -74,12 +85,15 @@ export function attachIngress(
     });
     if (opts.hook === "xdp") {
       tcDetach({ ifindex, direction: "ingress", handle: TC_HANDLE, priority: TC_PRIORITY });
-      if (isPinned(xdpPin)) {
+      const mode = resolveXdpMode(opts.xdpMode ?? "auto", interfaceDriver(t.ifName));
+      const current = isPinned(xdpPin) ? xdpQuery(ifindex).attachMode : undefined;
+      if (current === (mode === "native" ? "drv" : "skb")) {
         using link = BpfLink.openPinned(xdpPin);
         link.update(progs.xdp);
       } else {
-        using link = attachXdp(progs.xdp, ifindex);
-        link.pin(xdpPin);
+        // Another mode (a restart with another --xdp-mode) needs another link.
+        if (isPinned(xdpPin)) Deno.removeSync(xdpPin);
+        using _link = attachXdp(progs.xdp, ifindex, xdpPin, mode);
       }
     } else {
       if (isPinned(xdpPin)) Deno.removeSync(xdpPin);

@@ -242,11 +242,19 @@ async function inboundCase(flags: string[]) {
   const tx = await inNs(p1.ns, "ethtool", ["-k", "eth0"]);
   const hw = flags.includes("--hardware-checksum=true");
   assert.match(tx.stdout, new RegExp(`tx-checksumming: ${hw ? "on" : "off"}`));
+  const link = (await inNs(p1.ns, "ip", ["-d", "link", "show", "eth0"])).stdout;
+  if (flags.includes("--ingress-hook=tc")) assert.doesNotMatch(link, /prog\/xdp/);
+  else if (flags.includes("--xdp-mode=native")) assert.match(link, / xdp qdisc/, `native XDP: ${link}`);
+  else assert.match(link, / xdpgeneric qdisc/, `on a veth, auto means generic XDP: ${link}`);
   return { w, m };
 }
 
 Deno.test("kernel: inbound from another node via XDP, tx offload off: SO_ORIGINAL_DST and 4 MiB intact", async () => {
   await inboundCase([]);
+});
+
+Deno.test("kernel: inbound via native XDP (--xdp-mode=native): SO_ORIGINAL_DST and 4 MiB intact", async () => {
+  await inboundCase(["--xdp-mode=native"]);
 });
 
 Deno.test("kernel: inbound via XDP with --hardware-checksum=true: checksums still right", async () => {
@@ -374,6 +382,31 @@ Deno.test("kernel: a restart with --ingress-hook=tc --hardware-checksum=true mov
     [["tc", false]],
     "the state file records the new settings, so uninstall leaves offload as it is",
   );
+});
+
+Deno.test("kernel: a restart with another --xdp-mode re-attaches running pods in that mode", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope, { flags: ["--xdp-mode=native"] });
+  const p1 = await w.addPod("p1");
+  const sc = await sidecar(scope, w, p1.ns);
+  const srv = startNettool(scope, { netns: p1.ns, cgroup: w.cgroup, uid: 2000 }, [
+    "server",
+    "--name",
+    "app",
+    "--port",
+    "8080",
+  ]);
+  await srv.waitFor((l) => l.event === "listening");
+  const link = async () => (await inNs(p1.ns, "ip", ["-d", "link", "show", "eth0"])).stdout;
+  assert.match(await link(), / xdp qdisc/);
+  await stopDaemon(w.daemon);
+  await w.restartDaemonAfterStop(["--xdp-mode=generic"]);
+  assert.match(await link(), / xdpgeneric qdisc/);
+  const res = await nettool({ netns: w.client }, ["client", `${p1.ip}:8080`]);
+  assert.equal(res.ok, true, JSON.stringify(res));
+  assert.equal(sc.lines.filter((l) => l.event === "accepted").length, 1, "inbound still reaches the sidecar");
+  const pins = [...Deno.readDirSync(`${w.pinPath}/pods`)];
+  assert.equal(pins.length, 1, "one attachment, not two");
 });
 
 Deno.test("kernel: a lost state file: the restarted daemon finds the running pod by its IP and attaches it", async () => {

@@ -437,19 +437,32 @@ Deno.test("kernel: XDP and TC on a veth inside a test network namespace", async 
       assert.ok(inNetns(ns, () => ifNameToIndex("mbt0")) > 0);
     });
 
-    await t.step("XDP link: attach, query, update to another program, detach", () => {
-      inNetns(ns, () => {
-        const ifindex = ifNameToIndex("mbt0");
-        using link = attachXdp(xdp, ifindex);
-        assert.equal(xdpQueryId(ifindex), ids.xdp);
-        const busy = thrown(() => xdpAttach(ifindex, alt));
-        assert.ok(busy instanceof BpfError, "netlink cannot replace a link's program");
-        link.update(alt);
-        assert.equal(xdpQueryId(ifindex), ids.alt);
-        link.detach();
-        assert.equal(xdpQueryId(ifindex), undefined);
-      });
-    });
+    await t.step(
+      "XDP link, native and generic: attach pinned, query, update to another program, detach",
+      () => {
+        try {
+          inNetns(ns, () => {
+            const ifindex = ifNameToIndex("mbt0");
+            for (const mode of ["native", "generic"] as const) {
+              const pin = `${PIN_ROOT}/xdp/${mode}`;
+              using link = attachXdp(xdp, ifindex, pin, mode);
+              assert.equal(link.pinPath, pin);
+              assert.equal(xdpQuery(ifindex).attachMode, mode === "native" ? "drv" : "skb", mode);
+              assert.equal(xdpQueryId(ifindex), ids.xdp);
+              const busy = thrown(() => xdpAttach(ifindex, alt));
+              assert.ok(busy instanceof BpfError, "netlink cannot replace a link's program");
+              link.update(alt);
+              assert.equal(xdpQueryId(ifindex), ids.alt);
+              link.unpin();
+              link.detach();
+              assert.equal(xdpQueryId(ifindex), undefined);
+            }
+          });
+        } finally {
+          removePinTree(PIN_ROOT);
+        }
+      },
+    );
 
     await t.step("XDP over netlink: attach in driver mode, guarded replace, guarded detach", () => {
       inNetns(ns, () => {

@@ -4,7 +4,7 @@ import { openPodSource } from "../../pods/open_source.ts";
 import { DAEMON_FLAGS } from "../options.ts";
 import type { Command } from "../command.ts";
 import type { MeshMode } from "../../mesh/types.ts";
-import type { IngressHook } from "../../xdp/attacher.ts";
+import type { IngressHook, XdpModeOption } from "../../xdp/attacher.ts";
 
 const log = getLogger("daemon");
 
@@ -30,6 +30,7 @@ export function daemonConfig(f: Flags): DaemonConfig {
     cniMode: f["cni-mode"] as boolean,
     hardwareChecksum: f["hardware-checksum"] as boolean,
     ingressHook: f["ingress-hook"] as IngressHook,
+    xdpMode: f["xdp-mode"] as XdpModeOption,
     dnsCapture: f["dns-capture"] as boolean,
     sockmap: f.sockmap as boolean,
     cgroupPath: f["cgroup-path"] as string | undefined,
