@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { helpText, parseFlags, UsageError } from "../../src/cli/args.ts";
 import { DAEMON_FLAGS, DEFAULTS } from "../../src/cli/options.ts";
 import { runCli } from "../../src/cli/main.ts";
+import { resolveXdpMode } from "../../src/xdp/attacher.ts";
 
 Deno.test("daemon flags: defaults, booleans with and without =value, choices, env", async (t) => {
   await t.step("defaults", () => {
@@ -11,6 +12,14 @@ Deno.test("daemon flags: defaults, booleans with and without =value, choices, en
     assert.equal(f["bpf-pin-path"], DEFAULTS.pinPath);
     assert.equal(f["metrics-addr"], DEFAULTS.metricsAddr);
     assert.equal(f["cgroup-path"], undefined);
+    assert.equal(f.sockmap, false, "the fast path is opt-in (README: known limitations)");
+    assert.equal(f["xdp-mode"], "auto");
+  });
+  await t.step("--xdp-mode=auto resolves by driver: generic on veth, native elsewhere", () => {
+    assert.equal(resolveXdpMode("auto", "veth"), "generic");
+    assert.equal(resolveXdpMode("auto", "mlx5_core"), "native");
+    assert.equal(resolveXdpMode("native", "veth"), "native");
+    assert.equal(resolveXdpMode("generic", "ixgbe"), "generic");
   });
   await t.step("--cni-mode=false / --cni-mode=true / bare --cni-mode", () => {
     assert.equal(parseFlags(DAEMON_FLAGS, ["--cni-mode=false"])["cni-mode"], false);
@@ -21,6 +30,7 @@ Deno.test("daemon flags: defaults, booleans with and without =value, choices, en
     assert.throws(() => parseFlags(DAEMON_FLAGS, ["--cni-mode=maybe"]), /--cni-mode: expected true or false/);
     assert.throws(() => parseFlags(DAEMON_FLAGS, ["--mode=envoy"]), /--mode: "envoy" is not one of istio/);
     assert.throws(() => parseFlags(DAEMON_FLAGS, ["--ingress-hook=ebpf"]), /--ingress-hook/);
+    assert.throws(() => parseFlags(DAEMON_FLAGS, ["--xdp-mode=offload"]), /--xdp-mode/);
     assert.throws(() => parseFlags(DAEMON_FLAGS, ["--no-such-flag"]), UsageError);
     assert.throws(() => parseFlags(DAEMON_FLAGS, ["stray"]), UsageError);
   });
