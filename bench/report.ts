@@ -324,7 +324,7 @@ export function markdown(
     "  1.10 connects to the pod's own IP from source 127.0.0.6 instead, which istio-iptables exempts;",
     "  `deno task bench --inbound-upstream pod` measures that variant.",
     "- The daemon and the CNI plugin run from source through `deno run` (no `deno compile` here), so",
-    "  their start-up time includes loading the TypeScript modules; a compiled binary starts faster.",
+    "  their start-up time includes loading the TypeScript modules, which a compiled binary does not (not measured here).",
     `- Conntrack entries at the end of the data-plane runs: ${
       Object.entries(info.conntrack).map(([k, v]) => `${k}: ${v ?? "n/a"}`).join(", ")
     }. Without netfilter rules a namespace does not track connections at all.`,
