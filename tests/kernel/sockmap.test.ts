@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import type { CounterName } from "../../src/maps/layouts.ts";
 import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
 import { nettool, sampleQueues, startNettool } from "./harness/mod.ts";
+import { uninstallDatapath } from "../../src/datapath/datapath.ts";
 
 const KERNEL = Deno.osRelease();
 const MIB = 1 << 20;
@@ -200,6 +201,36 @@ Deno.test("kernel: sockmap fast path keeps data and socket semantics intact", as
     assert.equal(run.d.connect_pod_known, 1n);
     assertFastPath(w, run, 400n);
   });
+});
+
+// Removing the pins frees nothing a live fast-path socket uses: each socket in the sockhash holds the
+// sk_msg program, which holds the sockhash, so those connections keep their fast path (and the bytes
+// queued on it) until they close, and the kernel frees both with the last of them.
+Deno.test("kernel: uninstalling while fast-path data waits unread: the data still arrives", async () => {
+  await using scope = new Scope();
+  const w = await createWorld(scope, {
+    meshed: ["a"],
+    outside: { r: [] },
+    sidecarArgs: ["--pause-ms", "1500"],
+  });
+  const r = w.pods.r!;
+  const slow = startNettool(scope, { netns: r.ns }, ["slow-sink", "--port", "7071", "--delay-ms", "0"]);
+  await slow.waitFor((l) => l.event === "listening", 5000, "sink");
+  const before = w.dp.maps.counters();
+  const upload = nettool({ netns: w.pods.a!.ns, cgroup: w.cgroup, uid: APP_UID }, [
+    "upload",
+    `${r.ip}:7071`,
+    "--bytes",
+    String(MIB),
+  ]);
+  // The app's megabyte now sits in the paused sidecar's fast-path queue.
+  await new Promise((res) => setTimeout(res, 400));
+  const d = delta(before, w.dp.maps.counters());
+  assert.ok(d.msg_redirect > 0n, `the upload went through the fast path: ${d.msg_redirect}`);
+  w.dp.close();
+  await uninstallDatapath(w.pinPath);
+  const res = await upload;
+  assert.equal(res.ok, true, `every byte reached the upstream after the uninstall: ${JSON.stringify(res)}`);
 });
 
 // A known kernel limitation, kept apart from the checks above: tcp_bpf_recvmsg turns a wakeup without

@@ -33,8 +33,10 @@ def original_dst(sock):
     return "%s:%d" % (socket.inet_ntoa(packed), port), None
 
 
-def pump(a, b):
-    """Copies both directions until both sides closed; half-close is passed on."""
+def pump(a, b, pause=0):
+    """Copies both directions until both sides closed; half-close is passed on. A pause first stands
+    for a busy proxy: whatever the app sends meanwhile waits in the kernel."""
+    time.sleep(pause)
     socks = {a: b, b: a}
     open_dirs = 2
     while open_dirs:
@@ -88,7 +90,7 @@ def proxy(args):
                 c.close()
                 continue
             up.settimeout(None)
-            threading.Thread(target=pump, args=(c, up), daemon=True).start()
+            threading.Thread(target=pump, args=(c, up, args.pause_ms / 1000), daemon=True).start()
 
     for spec in args.listen:
         kind, port = spec.split("=")
@@ -499,6 +501,7 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("proxy")
     a.add_argument("--listen", action="append", default=[], help="kind=port, kind is outbound|inbound")
+    a.add_argument("--pause-ms", type=float, default=0, help="wait this long before forwarding each connection")
     a = sub.add_parser("server")
     a.add_argument("--name", default="server")
     a.add_argument("--bind", default="0.0.0.0")

@@ -56,6 +56,8 @@ export interface WorldOptions {
   /** The sockmap fast path: on unless false here, so every kernel test exercises it (the daemon defaults to off). */
   sockmap?: boolean;
   attach?: boolean;
+  /** More arguments for every test sidecar (nettool proxy). */
+  sidecarArgs?: string[];
 }
 
 export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promise<World> {
@@ -87,6 +89,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
       `outbound=${mesh.outboundPort}`,
       "--listen",
       `inbound=${mesh.inboundPort}`,
+      ...(opts.sidecarArgs ?? []),
     ]);
     sidecars[name] = sc;
   }
