@@ -57,6 +57,12 @@ export interface IngressOptions {
   txChangedEarlier?: boolean;
 }
 
+function detachPinnedXdp(pin: string): void {
+  using link = BpfLink.openPinned(pin);
+  link.detach();
+  link.unpin();
+}
+
 export function attachIngress(
   t: IngressTarget,
   progs: IngressPrograms,
@@ -91,12 +97,13 @@ export function attachIngress(
         using link = BpfLink.openPinned(xdpPin);
         link.update(progs.xdp);
       } else {
-        // Another mode (a restart with another --xdp-mode) needs another link.
-        if (isPinned(xdpPin)) Deno.removeSync(xdpPin);
+        // Another mode (a restart with another --xdp-mode) needs another link. Detach explicitly:
+        // the kernel frees an unpinned link later, and the interface takes one XDP mode at a time.
+        if (isPinned(xdpPin)) detachPinnedXdp(xdpPin);
         using _link = attachXdp(progs.xdp, ifindex, xdpPin, mode);
       }
     } else {
-      if (isPinned(xdpPin)) Deno.removeSync(xdpPin);
+      if (isPinned(xdpPin)) detachPinnedXdp(xdpPin);
       tcAttach({
         ifindex,
         direction: "ingress",

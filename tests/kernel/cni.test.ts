@@ -345,9 +345,8 @@ Deno.test("kernel: CNI-mode restart: pods stay identified while no daemon runs; 
   assert.ok(await excludedStillDirect());
 });
 
-Deno.test("kernel: a restart with --ingress-hook=tc --hardware-checksum=true moves running pods to them", async () => {
-  await using scope = new Scope();
-  const w = await cniWorld(scope);
+/** A CNI-added pod with its sidecar and an app on :8080; `inbound()` checks a connection from the other node. */
+async function podWithApp(scope: Scope, w: Awaited<ReturnType<typeof cniWorld>>) {
   const p1 = await w.addPod("p1");
   const sc = await sidecar(scope, w, p1.ns);
   const srv = startNettool(scope, { netns: p1.ns, cgroup: w.cgroup, uid: 2000 }, [
@@ -358,7 +357,25 @@ Deno.test("kernel: a restart with --ingress-hook=tc --hardware-checksum=true mov
     "8080",
   ]);
   await srv.waitFor((l) => l.event === "listening");
-  const link = async () => (await inNs(p1.ns, "ip", ["-d", "link", "show", "eth0"])).stdout;
+  return {
+    p1,
+    sc,
+    link: async () => (await inNs(p1.ns, "ip", ["-d", "link", "show", "eth0"])).stdout,
+    async inbound() {
+      const from = sc.lines.length;
+      const res = await nettool({ netns: w.client }, ["client", `${p1.ip}:8080`]);
+      assert.equal(res.ok, true, JSON.stringify(res));
+      const acc = sc.lines.slice(from).filter((l) => l.event === "accepted");
+      assert.equal(acc.length, 1, "inbound reaches the sidecar");
+      assert.equal(acc[0]!.orig, `${p1.ip}:8080`);
+    },
+  };
+}
+
+Deno.test("kernel: a restart with --ingress-hook=tc --hardware-checksum=true moves running pods to them", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const { p1, link, inbound } = await podWithApp(scope, w);
   const tcIngress = async () =>
     (await inNs(p1.ns, "tc", ["filter", "show", "dev", "eth0", "ingress"])).stdout;
   const tx = async () => (await inNs(p1.ns, "ethtool", ["-k", "eth0"])).stdout;
@@ -371,11 +388,7 @@ Deno.test("kernel: a restart with --ingress-hook=tc --hardware-checksum=true mov
   assert.doesNotMatch(await link(), /prog\/xdp/, "the XDP program is gone");
   assert.match(await tcIngress(), /direct-action/, "TC ingress took over");
   assert.match(await tx(), /tx-checksumming: on/, "offload is back on");
-  const res = await nettool({ netns: w.client }, ["client", `${p1.ip}:8080`]);
-  assert.equal(res.ok, true, JSON.stringify(res));
-  const acc = sc.lines.filter((l) => l.event === "accepted");
-  assert.equal(acc.length, 1, "inbound still reaches the sidecar");
-  assert.equal(acc[0]!.orig, `${p1.ip}:8080`);
+  await inbound();
   const state = JSON.parse(await Deno.readTextFile(`${w.daemonOpts.stateDir}/attachments.json`));
   assert.deepEqual(
     state.map((r: { hook: string; txChanged: boolean }) => [r.hook, r.txChanged]),
@@ -387,24 +400,12 @@ Deno.test("kernel: a restart with --ingress-hook=tc --hardware-checksum=true mov
 Deno.test("kernel: a restart with another --xdp-mode re-attaches running pods in that mode", async () => {
   await using scope = new Scope();
   const w = await cniWorld(scope, { flags: ["--xdp-mode=native"] });
-  const p1 = await w.addPod("p1");
-  const sc = await sidecar(scope, w, p1.ns);
-  const srv = startNettool(scope, { netns: p1.ns, cgroup: w.cgroup, uid: 2000 }, [
-    "server",
-    "--name",
-    "app",
-    "--port",
-    "8080",
-  ]);
-  await srv.waitFor((l) => l.event === "listening");
-  const link = async () => (await inNs(p1.ns, "ip", ["-d", "link", "show", "eth0"])).stdout;
+  const { link, inbound } = await podWithApp(scope, w);
   assert.match(await link(), / xdp qdisc/);
   await stopDaemon(w.daemon);
   await w.restartDaemonAfterStop(["--xdp-mode=generic"]);
   assert.match(await link(), / xdpgeneric qdisc/);
-  const res = await nettool({ netns: w.client }, ["client", `${p1.ip}:8080`]);
-  assert.equal(res.ok, true, JSON.stringify(res));
-  assert.equal(sc.lines.filter((l) => l.event === "accepted").length, 1, "inbound still reaches the sidecar");
+  await inbound();
   const pins = [...Deno.readDirSync(`${w.pinPath}/pods`)];
   assert.equal(pins.length, 1, "one attachment, not two");
 });
