@@ -116,6 +116,22 @@ async function cniPlugin(
   return { ...r, ms };
 }
 
+/** A cgroup, a pin directory and a pods file for one daemon, all owned by `scope`. */
+async function daemonHome(
+  scope: Scope,
+  name: string,
+  base: string,
+  pods: string,
+  extra: string[] = [],
+): Promise<DaemonProcOptions> {
+  const cgroup = await createCgroup(scope, name);
+  const pinPath = `/sys/fs/bpf/${name}`;
+  scope.defer(() => removePinTree(pinPath));
+  const podsFile = `${base}/pods.yaml`;
+  await Deno.writeTextFile(podsFile, pods);
+  return { cgroup, pinPath, podsFile, stateDir: `${base}/state`, runDir: `${base}/run`, extra };
+}
+
 /** Starts the daemon pinned and returns it with the time from spawn to its "ready" line. */
 async function timedDaemon(
   scope: Scope,
@@ -161,20 +177,13 @@ async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: C
     conflist,
     bridgeConflist({ name: "benchnet", subnet: `10.250.${k}.0/24`, ipamDir: `${base}/ipam` }),
   );
-  const cgroup = await createCgroup(scope, `${prefix}-cni`);
-  const pinPath = `/sys/fs/bpf/${prefix}-cni`;
-  scope.defer(() => removePinTree(pinPath));
   const names = Array.from({ length: cfg.cniPods }, (_, i) => `bp${i}`);
-  const podsFile = `${base}/pods.yaml`;
-  await Deno.writeTextFile(podsFile, names.map((n) => podYaml(n)).join(""));
-  const opts: DaemonProcOptions = {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${base}/state`,
-    runDir: `${base}/run`,
-    extra: ["--cni-mode=true", `--cni-bin-dir=${base}/bin`, `--cni-config-dir=${base}/net.d`],
-  };
+  const opts = await daemonHome(scope, `${prefix}-cni`, base, names.map((n) => podYaml(n)).join(""), [
+    "--cni-mode=true",
+    `--cni-bin-dir=${base}/bin`,
+    `--cni-config-dir=${base}/net.d`,
+  ]);
+  const { pinPath } = opts;
   // A daemon whose scope ends first: its SIGKILL must come before the namespaces and pins go.
   let daemon = await timedDaemon(scope, pin, opts);
   const firstReadyMs = daemon.ms;
@@ -305,18 +314,9 @@ async function daemonSection(
   const prefix = uniq();
   const base = `${dir}/side`;
   await Deno.mkdir(base, { recursive: true });
-  const cgroup = await createCgroup(scope, `${prefix}-side`);
-  const pinPath = `/sys/fs/bpf/${prefix}-side`;
-  scope.defer(() => removePinTree(pinPath));
-  const podsFile = `${base}/pods.yaml`;
-  await Deno.writeTextFile(podsFile, "");
-  const opts: DaemonProcOptions = {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${base}/state`,
-    runDir: `${base}/run`,
-  };
+  const opts = await daemonHome(scope, `${prefix}-side`, base, "");
+  const { pinPath } = opts;
+  const podsFile = opts.podsFile!;
   const d = await timedDaemon(scope, pin, opts);
   await sleep(cfg.settleMs);
   const idle = memoryKiB(d.p.pid);
