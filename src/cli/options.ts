@@ -99,7 +99,7 @@ export const DAEMON_FLAGS = {
     type: "boolean",
     default: false,
     description:
-      "sockmap fast path between an app and its proxy: lower latency, no backpressure (see README)",
+      "sockmap fast path between an app and its proxy: lower latency; blocking readers may see EAGAIN (README)",
   },
   "cgroup-path": {
     type: "string",

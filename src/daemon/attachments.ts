@@ -164,8 +164,8 @@ export class Attachments {
     const cookie = listenerNetnsCookie(live.listener);
     r.netnsCookie = cookie.toString();
     this.opts.maps.putNetnsPod(cookie, r.podIp);
-    // The daemon's current flags win over the record's: a restart with another --ingress-hook or
-    // --hardware-checksum moves pods that were attached before it.
+    // The daemon's current flags win over the record's: a restart with another --ingress-hook,
+    // --xdp-mode or --hardware-checksum moves pods that were attached before it.
     r.hook = this.opts.hook;
     const res = attachIngress(
       { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },

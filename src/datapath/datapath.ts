@@ -86,14 +86,15 @@ export class Datapath implements Disposable {
   readonly replacedPins: string[] = [];
 
   #load(obj: BpfObject): void {
-    // Each replacement removes one pin, so the loop ends after at most one pass per map.
-    for (let attempt = 0;; attempt++) {
+    // Each map's pin is replaced at most once, so the loop ends.
+    for (;;) {
       try {
         obj.load();
         return;
       } catch (e) {
         if (
-          !this.opts.replaceIncompatiblePins || !(e instanceof PinMismatchError) || attempt > MAP_NAMES.length
+          !this.opts.replaceIncompatiblePins || !(e instanceof PinMismatchError) ||
+          this.replacedPins.includes(e.mapName)
         ) {
           throw e;
         }

@@ -121,8 +121,8 @@ export type CounterName = typeof COUNTER_NAMES[number];
 export interface MeshConfigOptions {
   dnsCapture: boolean;
   cniMode: boolean;
-  /** The sk_msg fast path for loopback pairs; on unless switched off. */
-  sockmap?: boolean;
+  /** The sk_msg fast path for loopback pairs (the daemon's --sockmap). */
+  sockmap: boolean;
 }
 
 export function encodeMeshConfig(m: MeshParams, opts: MeshConfigOptions): Uint8Array {
@@ -134,7 +134,7 @@ export function encodeMeshConfig(m: MeshParams, opts: MeshConfigOptions): Uint8A
     inbound_port: m.inboundPort,
     dns_port: m.dnsPort,
     flags: (opts.dnsCapture ? CFG_F_DNS_CAPTURE : 0) | (opts.cniMode ? CFG_F_CNI_MODE : 0) |
-      (opts.sockmap ?? true ? CFG_F_SOCKMAP : 0),
+      (opts.sockmap ? CFG_F_SOCKMAP : 0),
     proxy_uid: m.proxyUid,
     proxy_gid: m.proxyGid,
     always_excluded_inbound: m.alwaysExcludedInboundPorts,

@@ -73,7 +73,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   dp.maps.setMeshConfig(mesh, {
     dnsCapture: opts.dnsCapture ?? false,
     cniMode: false,
-    sockmap: opts.sockmap,
+    sockmap: opts.sockmap ?? true,
   });
 
   const pods: Record<string, TestPod> = {};
