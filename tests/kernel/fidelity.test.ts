@@ -7,7 +7,7 @@ import { withNetns } from "../../src/netns/netns.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
 import { ISTIO_ANNOTATIONS as I } from "../../src/mesh/policy.ts";
 import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { nettool, startNettool } from "./harness/mod.ts";
+import { inNs, nettool, startNettool } from "./harness/mod.ts";
 
 const PROXY = 1337;
 
@@ -243,4 +243,36 @@ Deno.test("kernel: nothing is captured in the node's own network namespace, what
   // Pods are still captured.
   const s = await probe(w, `${r.ip}:8080`);
   assert.deepEqual(s.sidecar.map((x) => x.kind), ["outbound"]);
+});
+
+Deno.test("kernel: native IPv6 connections pass untouched (no half-handling)", async () => {
+  await using scope = new Scope();
+  const w = await podWorld(scope);
+  const { a, r } = w.pods as Record<string, { ns: string; ip: string }>;
+  const v6 = (ip: string) => `fd00:${w.node.subnet.split(".")[2]}::${ip.split(".")[3]}`;
+  for (const p of [a!, r!]) {
+    await inNs(p.ns, "ip", ["-6", "addr", "add", `${v6(p.ip)}/64`, "dev", "eth0", "nodad"]);
+  }
+  const srv = startNettool(scope, { netns: r!.ns }, [
+    "server",
+    "--name",
+    "r6",
+    "--bind",
+    "::",
+    "--port",
+    "8086",
+  ]);
+  await srv.waitFor((l) => l.event === "listening", 5000, "r IPv6 server");
+  w.identify("a");
+  const before = w.dp.maps.counters();
+  const s = await probe(w, `[${v6(r!.ip)}]:8086`, { args: ["--family", "inet6", "--ask-origdst"] });
+  assert.equal(s.ok, true, JSON.stringify(s.res));
+  assert.equal(s.server, "r6");
+  assert.deepEqual(s.sidecar, []);
+  assert.equal(s.serverPeer.replace(/:\d+$/, ""), `[${v6(a!.ip)}]`);
+  assert.equal(s.res.peer, `[${v6(r!.ip)}]:8086`, "getpeername shows the real peer");
+  assert.equal(s.res.origdst_ip6, null, "no original destination is invented for it");
+  const after = w.dp.maps.counters();
+  assert.equal(after.connect_redirect - before.connect_redirect, 0n);
+  assert.equal(after.origdst_hit - before.origdst_hit, 0n);
 });

@@ -100,16 +100,17 @@ def proxy(args):
 
 
 def server(args):
-    """Answers every connection with a JSON greeting naming who it saw, then echoes."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Answers every connection with a JSON greeting naming who it saw, then echoes. An IPv6 --bind
+    address makes it an AF_INET6 listener."""
+    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((args.bind, args.port))
     ls.listen(512)
     emit(event="listening", port=args.port)
 
     def handle(c, peer):
-        hello = json.dumps({"server": args.name, "peer": "%s:%d" % peer,
-                            "local": "%s:%d" % c.getsockname()}) + "\n"
+        hello = json.dumps({"server": args.name, "peer": fmt_addr(peer),
+                            "local": fmt_addr(c.getsockname())}) + "\n"
         c.sendall(hello.encode())
         while True:
             d = c.recv(65536)
