@@ -524,6 +524,92 @@ def udp_client(args):
         emit(ok=False, error=str(e), peer=peer)
 
 
+def connect_loop(args):
+    """Opens and closes `count` connections one after another, each reading the server's greeting:
+    the short connections that churn a node's connection tables."""
+    host, port = args.target.rsplit(":", 1)
+    ok = 0
+    errors = {}
+    for _ in range(args.count):
+        try:
+            s = socket.create_connection((host, int(port)), timeout=args.timeout)
+            if read_line(s):
+                ok += 1
+            else:
+                errors["no greeting"] = errors.get("no greeting", 0) + 1
+            s.close()
+        except OSError as e:
+            errors[str(e)] = errors.get(str(e), 0) + 1
+    emit(ok=ok == args.count, connected=ok, errors=errors)
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff
+
+
+def syn_flood(args):
+    """Sends `count` bare SYNs from --src (an address nobody answers for, so no handshake ever
+    completes and no RST comes back) to the target, from varying source ports."""
+    host, port = args.target.rsplit(":", 1)
+    src, dst = socket.inet_aton(args.src), socket.inet_aton(host)
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    sent = 0
+    for i in range(args.count):
+        sport = 1024 + (i * 7919) % 64000
+        tcp = struct.pack("!HHIIBBHHH", sport, int(port), i, 0, 5 << 4, 0x02, 64240, 0, 0)
+        pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i & 0xffff, 0, 64, socket.IPPROTO_TCP, 0,
+                         src, dst)
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        s.sendto(ip + tcp, (host, 0))
+        sent += 1
+    emit(ok=True, sent=sent)
+
+
+def hold(args):
+    """Opens connections and keeps them open until killed: up to `count`, stopping at the first that
+    fails (whose error is the point when a table is full)."""
+    host, port = args.target.rsplit(":", 1)
+    held = []
+    error = None
+    for _ in range(args.count):
+        try:
+            s = socket.create_connection((host, int(port)), timeout=args.timeout)
+            read_line(s)
+            held.append(s)
+        except OSError as e:
+            error = "%s (errno %s)" % (e, e.errno)
+            break
+    emit(event="held", n=len(held), error=error)
+    while True:
+        time.sleep(3600)
+
+
+def idle_echo(args):
+    """Opens a connection, then idles until the file --go exists, then checks one echo on it: a long
+    pooled connection that must survive whatever happened to the node meanwhile."""
+    host, port = args.target.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=args.timeout)
+    hello = read_line(s)
+    emit(event="open", hello=json.loads(hello) if hello else None, local="%s:%d" % s.getsockname())
+    while not os.path.exists(args.go):
+        time.sleep(0.05)
+    payload = os.urandom(args.bytes)
+    try:
+        s.sendall(payload)
+        got = recv_exact(s, len(payload))
+        emit(ok=got == payload, received=len(got))
+    except OSError as e:
+        emit(ok=False, error=str(e))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -599,11 +685,29 @@ def main():
     a.add_argument("--connect", action="store_true")
     a.add_argument("--count", type=int, default=2)
     a.add_argument("--timeout", type=float, default=2)
+    a = sub.add_parser("connect-loop")
+    a.add_argument("target")
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--timeout", type=float, default=5)
+    a = sub.add_parser("syn-flood")
+    a.add_argument("target")
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--src", required=True)
+    a = sub.add_parser("hold")
+    a.add_argument("target")
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--timeout", type=float, default=5)
+    a = sub.add_parser("idle-echo")
+    a.add_argument("target")
+    a.add_argument("--go", required=True, help="file whose existence ends the idle time")
+    a.add_argument("--bytes", type=int, default=1000)
+    a.add_argument("--timeout", type=float, default=10)
     args = p.parse_args()
     {"proxy": proxy, "server": server, "client": client, "bulk-server": bulk_server,
      "bulk-client": bulk_client, "origdst-probe": origdst_probe, "pingpong": pingpong,
      "bulk-echo": bulk_echo, "slow-sink": slow_sink, "upload": upload, "halfclose": halfclose, "halfclose-server": halfclose_server,
-     "readiness": readiness, "udp-server": udp_server, "udp-client": udp_client}[args.cmd](args)
+     "readiness": readiness, "udp-server": udp_server, "udp-client": udp_client,
+     "connect-loop": connect_loop, "syn-flood": syn_flood, "hold": hold, "idle-echo": idle_echo}[args.cmd](args)
 
 
 if __name__ == "__main__":

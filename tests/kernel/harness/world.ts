@@ -59,6 +59,8 @@ export interface WorldOptions {
   attach?: boolean;
   /** Capacity of the connection tables (default DEFAULT_TABLE_SIZE). */
   connTableSize?: number;
+  /** Capacity of the inbound handshake table (default DEFAULT_TABLE_SIZE). */
+  synTableSize?: number;
   /** More arguments for every test sidecar (nettool proxy). */
   sidecarArgs?: string[];
 }
@@ -75,6 +77,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     cgroupPath: cgroup,
     dnsCapture: opts.dnsCapture ?? false,
     connTableSize: opts.connTableSize,
+    synTableSize: opts.synTableSize,
   });
   scope.defer(() => dp.close());
   if (opts.attach ?? true) dp.attach();
