@@ -38,6 +38,8 @@ export interface World {
   ): Promise<Record<string, unknown>>;
   /** Lines a pod's sidecar logged for accepted connections since `from`. */
   accepted(pod: string, from?: number): Record<string, unknown>[];
+  /** Connections a pod's sidecar refused as capture loops since `from` (its own hop came back). */
+  loops(pod: string, from?: number): Record<string, unknown>[];
   /**
    * Makes a pod known to the datapath as the CNI does: a mark listener in its namespace, the mark's
    * entry, and the policy its annotations give in this world's mesh (written again on each call; the
@@ -124,6 +126,9 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     },
     accepted(pod, from = 0) {
       return sidecars[pod]!.lines.slice(from).filter((l) => l.event === "accepted");
+    },
+    loops(pod, from = 0) {
+      return sidecars[pod]!.lines.slice(from).filter((l) => l.event === "loop");
     },
     identify(pod, annotations = {}) {
       const p = pods[pod]!;
