@@ -351,9 +351,15 @@ def client(args):
     """Connects, reads the greeting, sends a payload and checks the echo."""
     host, port = args.target.rsplit(":", 1)
     try:
-        s = socket.create_connection((host, int(port)), timeout=args.timeout)
+        if args.v4mapped:
+            # As the JDK does by default: an AF_INET6 socket, the IPv4 peer as ::ffff:a.b.c.d.
+            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            s.settimeout(args.timeout)
+            s.connect(("::ffff:" + host, int(port)))
+        else:
+            s = socket.create_connection((host, int(port)), timeout=args.timeout)
         # Asked at once: after the peer's FIN and ours the kernel answers ENOTCONN.
-        peer = "%s:%d" % s.getpeername()
+        peer = addr_text(s.getpeername())
         hello = read_line(s)
         payload = os.urandom(args.bytes)
         got = b""
@@ -365,9 +371,111 @@ def client(args):
                 break
             got += d
         emit(ok=got == payload, hello=json.loads(hello) if hello else None, sent=len(payload),
-             received=len(got), local="%s:%d" % s.getsockname(), peer=peer)
+             received=len(got), local=addr_text(s.getsockname()), peer=peer, family=s.family.name)
     except OSError as e:
         emit(ok=False, error=str(e))
+
+
+def http_server(args):
+    """HTTP/1.1 with keep-alive: GET /bytes/N answers N bytes (their sha256 in X-Sha256), POST
+    answers the length and sha256 of the body it got. One JSON line per request, with the peer."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_):
+            pass
+
+        def reply(self, code, body, ctype, extra=()):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in extra:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            parts = self.path.split("/")
+            if len(parts) != 3 or parts[1] != "bytes" or not parts[2].isdigit():
+                self.reply(404, b"not found\n", "text/plain")
+                return
+            data = hashlib.shake_256(b"http-server").digest(int(parts[2]))
+            sha = hashlib.sha256(data).hexdigest()
+            self.reply(200, data, "application/octet-stream", [("X-Sha256", sha)])
+            emit(event="request", method="GET", path=self.path, peer=addr_text(self.client_address),
+                 sent=len(data), sha256=sha)
+
+        def body_chunks(self):
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return
+                    left = size
+                    while left:
+                        d = self.rfile.read(min(left, 65536))
+                        if not d:
+                            return
+                        left -= len(d)
+                        yield d
+                    self.rfile.readline()
+            else:
+                left = int(self.headers.get("Content-Length", "0"))
+                while left:
+                    d = self.rfile.read(min(left, 65536))
+                    if not d:
+                        return
+                    left -= len(d)
+                    yield d
+
+        def do_POST(self):
+            h = hashlib.sha256()
+            n = 0
+            for d in self.body_chunks():
+                h.update(d)
+                n += len(d)
+            peer = addr_text(self.client_address)
+            body = json.dumps({"received": n, "sha256": h.hexdigest(), "peer": peer}).encode()
+            self.reply(200, body, "application/json")
+            emit(event="request", method="POST", path=self.path, peer=peer, received=n, sha256=h.hexdigest())
+
+    ThreadingHTTPServer.daemon_threads = True
+    srv = ThreadingHTTPServer((args.bind, args.port), Handler)
+    emit(event="listening", port=args.port)
+    srv.serve_forever()
+
+
+def http_client(args):
+    """Python's urllib, blocking (no timeout: the socket blocks in recv), as a plain script uses it:
+    GET /bytes/N, then POST N random bytes."""
+    import urllib.request
+    watchdog(args.timeout)
+    out = {"client": "urllib"}
+    try:
+        with urllib.request.urlopen("%s/bytes/%d" % (args.base, args.bytes)) as r:
+            h = hashlib.sha256()
+            got = 0
+            while True:
+                d = r.read(65536)
+                if not d:
+                    break
+                h.update(d)
+                got += len(d)
+            out["get"] = {"status": r.status, "received": got, "sha256": h.hexdigest(),
+                          "expected": r.headers.get("X-Sha256")}
+        body = os.urandom(args.bytes)
+        req = urllib.request.Request(args.base + "/sha256", data=body, method="POST",
+                                     headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req) as r:
+            out["post"] = {"status": r.status, "sent": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                           "reply": json.loads(r.read())}
+    except Exception as e:  # the test reports whatever went wrong, with its type
+        out["error"] = "%s: %s" % (type(e).__name__, e)
+    emit(**out)
 
 
 def bulk_server(args):
@@ -727,6 +835,14 @@ def main():
     a.add_argument("target")
     a.add_argument("--bytes", type=int, default=64)
     a.add_argument("--timeout", type=float, default=5)
+    a.add_argument("--v4mapped", action="store_true", help="AF_INET6 socket to ::ffff:<ipv4>, as the JDK does")
+    a = sub.add_parser("http-server")
+    a.add_argument("--bind", default="0.0.0.0")
+    a.add_argument("--port", type=int, required=True)
+    a = sub.add_parser("http-client")
+    a.add_argument("base", help="http://ip:port")
+    a.add_argument("--bytes", type=int, required=True)
+    a.add_argument("--timeout", type=float, default=30)
     a = sub.add_parser("bulk-server")
     a.add_argument("--bind", default="0.0.0.0")
     a.add_argument("--port", type=int, required=True)
@@ -786,7 +902,7 @@ def main():
     a.add_argument("--timeout", type=float, default=2)
     args = p.parse_args()
     {"proxy": proxy, "server": server, "client": client, "bulk-server": bulk_server,
-     "bulk-client": bulk_client, "origdst-probe": origdst_probe, "pingpong": pingpong,
+     "bulk-client": bulk_client, "http-server": http_server, "http-client": http_client, "origdst-probe": origdst_probe, "pingpong": pingpong,
      "bulk-echo": bulk_echo, "slow-sink": slow_sink, "upload": upload, "halfclose": halfclose, "halfclose-server": halfclose_server,
      "readiness": readiness, "udp-server": udp_server, "udp-client": udp_client}[args.cmd](args)
 

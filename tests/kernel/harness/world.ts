@@ -5,7 +5,12 @@ import { removePinTree } from "../../../src/bpf/pins.ts";
 import { meshParams } from "../../../src/mesh/modes.ts";
 import { podPolicy, type PolicyResult } from "../../../src/mesh/policy.ts";
 import type { MeshMode, MeshParams } from "../../../src/mesh/types.ts";
-import { closeMarkListener, openMarkListener, randomMark } from "../../../src/netns/mark_listener.ts";
+import {
+  closeMarkListener,
+  listenerNetnsCookie,
+  openMarkListener,
+  randomMark,
+} from "../../../src/netns/mark_listener.ts";
 import {
   createCgroup,
   createNode,
@@ -46,6 +51,11 @@ export interface World {
    * listener is opened once and closed with the scope).
    */
   identify(pod: string, annotations?: Record<string, string>): PolicyResult;
+  /**
+   * Makes a pod known by its network namespace cookie alone (no mark listener), as the daemon records
+   * a pod it found without CNI mode; the policy as in identify().
+   */
+  identifyByNetns(pod: string, annotations?: Record<string, string>): PolicyResult;
 }
 
 export interface WorldOptions {
@@ -139,6 +149,17 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
         marks.set(pod, mark);
         dp.maps.putMark(mark, p.ip);
       }
+      const result = podPolicy(annotations, mesh.mode);
+      dp.maps.putPod(p.ip, result.policy);
+      return result;
+    },
+    identifyByNetns(pod, annotations = {}) {
+      const p = pods[pod]!;
+      // A socket in the namespace tells its cookie; it is closed at once, so only the cookie remains.
+      const l = openMarkListener(`/run/netns/${p.ns}`, randomMark(() => false));
+      const cookie = listenerNetnsCookie(l);
+      closeMarkListener(l);
+      dp.maps.putNetnsPod(cookie, p.ip);
       const result = podPolicy(annotations, mesh.mode);
       dp.maps.putPod(p.ip, result.policy);
       return result;
