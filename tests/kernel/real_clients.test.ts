@@ -129,12 +129,14 @@ async function settle(pred: () => boolean, ms = 2000) {
 
 const ipOf = (addr: unknown) => String(addr ?? "").replace(/:\d+$/, "");
 
-async function httpCase(w: World, server: Proc, name: string) {
+async function httpCase(w: World, server: Proc, name: string, sockmap: boolean) {
   const a = w.pods.a!, r = w.pods.r!;
   const sc = w.sidecars.a!;
   const from = sc.lines.length, srvFrom = server.lines.length;
   const opts = { netns: a.ns, cgroup: w.cgroup, uid: APP_UID };
+  const before = w.dp.maps.counters();
   const res = await CLIENTS[name]!(`http://${r.ip}:${HTTP_PORT}`, opts);
+  const after = w.dp.maps.counters();
   const requests = () => server.lines.slice(srvFrom).filter((l) => l.event === "request");
   await settle(() => requests().length >= 2);
   const serverPeers = [...new Set(requests().map((l) => String(l.peer)))].sort();
@@ -175,6 +177,20 @@ async function httpCase(w: World, server: Proc, name: string) {
     assert.equal(ipOf(l.peer), a.ip, "the app's redirected socket was bound to the pod IP");
   }
   assert.deepEqual(serverPeers.map(ipOf), serverPeers.map(() => a.ip), "the server saw the pod IP");
+  assertFastPath(sockmap, before, after, name);
+}
+
+/** The bytes between the app and its sidecar took the fast path exactly when it is on. */
+function assertFastPath(
+  on: boolean,
+  before: Record<string, bigint>,
+  after: Record<string, bigint>,
+  name: string,
+) {
+  const d = (k: string) => after[k]! - before[k]!;
+  const got = `sockmap_add +${d("sockmap_add")}, msg_redirect +${d("msg_redirect")}`;
+  if (on) assert.ok(d("sockmap_add") > 0n && d("msg_redirect") > 0n, `${name}: fast path used: ${got}`);
+  else assert.ok(d("sockmap_add") === 0n && d("msg_redirect") === 0n, `${name}: fast path unused: ${got}`);
 }
 
 for (const sockmap of [true, false]) {
@@ -195,12 +211,13 @@ for (const sockmap of [true, false]) {
       await server.waitFor((l) => l.event === "listening", 5000, "http server");
 
       for (const name of Object.keys(CLIENTS)) {
-        await t.step(name, () => httpCase(w, server, name));
+        await t.step(name, () => httpCase(w, server, name, sockmap));
       }
 
       await t.step("Python AF_INET6 socket to ::ffff:<ip>", async () => {
         const a = w.pods.a!, r = w.pods.r!;
         const from = w.sidecars.a!.lines.length;
+        const before = w.dp.maps.counters();
         const res: Line = await nettool({ netns: a.ns, cgroup: w.cgroup, uid: APP_UID }, [
           "client",
           "--family",
@@ -225,6 +242,7 @@ for (const sockmap of [true, false]) {
         assert.equal(acc[0]!.orig, `${r.ip}:${ECHO_PORT}`);
         const up = w.sidecars.a!.lines.slice(from).filter((l) => l.event === "upstream");
         assert.equal((res.hello as Line).peer, up[0]?.source, "the server saw the sidecar's connection");
+        assertFastPath(sockmap, before, w.dp.maps.counters(), "AF_INET6 socket");
       });
     });
   }
