@@ -155,3 +155,23 @@ Deno.test("kernel: --pause-ms delays each connection without holding up the othe
   // Three pauses in a row would take 2.1 s: the event loop kept accepting while each one waited.
   assert.ok(ms < 2000, `the pauses overlapped (${ms.toFixed(0)} ms)`);
 });
+
+Deno.test("kernel: a dual-stack test sidecar ([::] listeners) reads the original destination of v4-mapped connections", async () => {
+  await using scope = new Scope();
+  const { p, c, sc, started } = await setup(scope, ["--dual-stack"]);
+  await started(p, ["server", "--name", "app", "--port", "8080"], 2000);
+  await started(c, ["server", "--name", "remote", "--port", "9000"]);
+  const inbound = await nettool({ netns: c.ns }, ["client", `${p.ip}:8080`]);
+  const outbound = await nettool({ netns: p.ns, uid: 1000 }, ["client", `${c.ip}:9000`]);
+  const seen = JSON.stringify(sc.lines);
+  assert.equal(inbound.ok, true, `${JSON.stringify(inbound)}; sidecar: ${seen}`);
+  assert.equal(outbound.ok, true, `${JSON.stringify(outbound)}; sidecar: ${seen}`);
+  const acc = events(sc, "accepted");
+  assert.deepEqual(
+    acc.map((l) => [l.kind, l.family, l.orig, l.orig_level]),
+    // Conntrack answers a v4-mapped connection at SOL_IP only (SOL_IPV6 fails): the sidecar falls back.
+    [["inbound", "AF_INET6", `${p.ip}:8080`, "ip"], ["outbound", "AF_INET6", `${c.ip}:9000`, "ip"]],
+    seen,
+  );
+  assert.match(String((inbound.hello as Record<string, string>).peer), /^127\.0\.0\.6:/);
+});
