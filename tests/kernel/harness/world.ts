@@ -1,6 +1,6 @@
 // A node for datapath tests: a bridge namespace, meshed pods with a test sidecar, an outside server,
 // a child cgroup holding the pods' processes, and our datapath loaded with a test-only pin directory.
-import { Datapath } from "../../../src/datapath/datapath.ts";
+import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE } from "../../../src/datapath/datapath.ts";
 import { removePinTree } from "../../../src/bpf/pins.ts";
 import { meshParams } from "../../../src/mesh/modes.ts";
 import { podPolicy, type PolicyResult } from "../../../src/mesh/policy.ts";
@@ -69,6 +69,8 @@ export interface WorldOptions {
   /** The sockmap fast path: on unless false here, so every kernel test exercises it (the daemon defaults to off). */
   sockmap?: boolean;
   attach?: boolean;
+  /** Capacity of the connection tables (default DEFAULT_TABLE_SIZE). */
+  connTableSize?: number;
   /** More arguments for every test sidecar (nettool proxy). */
   sidecarArgs?: string[];
 }
@@ -80,7 +82,12 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   const cgroup = await createCgroup(scope, `${prefix}-cg`);
   const pinPath = `/sys/fs/bpf/${prefix}-test`;
   scope.defer(() => removePinTree(pinPath));
-  const dp = Datapath.load({ pinPath, cgroupPath: cgroup, dnsCapture: opts.dnsCapture ?? false });
+  const dp = Datapath.load({
+    pinPath,
+    cgroupPath: cgroup,
+    dnsCapture: opts.dnsCapture ?? false,
+    connTableSize: opts.connTableSize,
+  });
   scope.defer(() => dp.close());
   if (opts.attach ?? true) dp.attach();
   dp.maps.setMeshConfig(mesh, {
@@ -88,6 +95,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     cniMode: false,
     sockmap: opts.sockmap ?? true,
     hostNetns: currentNetnsCookie(),
+    connAdmit: connAdmitLimit(opts.connTableSize ?? DEFAULT_TABLE_SIZE),
   });
 
   const pods: Record<string, TestPod> = {};
