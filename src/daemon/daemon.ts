@@ -16,7 +16,7 @@ import type { IngressHook, XdpModeOption } from "../xdp/attacher.ts";
 import { Attachments } from "./attachments.ts";
 import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
-import { reconcileLocalPods } from "./reconcile.ts";
+import { reconcileLocalPods, reconcilePodCounters } from "./reconcile.ts";
 import { pathExists } from "../util/fs.ts";
 import { currentNetnsCookie } from "../netns/cookie.ts";
 
@@ -98,6 +98,10 @@ export class Daemon {
       cniInstall: r.counter("merbridge_cni_config_events_total", "CNI config installs, repairs and errors"),
       ready: r.gauge("merbridge_ready", "1 once programs are attached and the first pod sync is done"),
       attachments: r.gauge("merbridge_cni_attachments", "Pods with a mark listener and ingress programs"),
+      podConnections: r.counter(
+        "merbridge_pod_connections_total",
+        "Per meshed pod of this node: connections redirected, passed by its rules, inbound rewrites, original-destination misses",
+      ),
     };
   }
 
@@ -285,6 +289,7 @@ export class Daemon {
     }
     try {
       const r = reconcileLocalPods(this.#dp.maps, desired);
+      reconcilePodCounters(this.#dp.maps, desired.keys());
       this.#m.reconciles.inc({ result: "ok" });
       this.#syncError = undefined;
       if (r.added.length + r.updated.length + r.removed.length) {
@@ -315,6 +320,17 @@ export class Daemon {
       if (!dp) return;
       const c = dp.maps.counters();
       for (const name of COUNTER_NAMES) this.#m.bpf.set({ event: name }, c[name]);
+      // Only this node's meshed pods have entries (reconcilePodCounters), so the series are bounded
+      // and a pod's go with it.
+      this.#m.podConnections.reset();
+      for (const e of this.table.entries()) {
+        if (!e.inMesh || !e.ip) continue;
+        const pc = dp.maps.podCounters(e.ip);
+        if (!pc) continue;
+        for (const [event, v] of Object.entries(pc)) {
+          this.#m.podConnections.set({ pod: `${e.namespace}/${e.name}`, event }, v);
+        }
+      }
       const counts = this.table.counts();
       this.#m.pods.set({ state: "meshed" }, counts.meshed);
       this.#m.pods.set({ state: "not_meshed" }, counts.notMeshed);

@@ -74,7 +74,7 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
       const m = pm.map(n);
       let entries: number | string = "-";
       if (n in fill) entries = fill[n as keyof typeof fill];
-      else if (m && n !== "sock_pair_map" && n !== "counters") entries = [...m.keys()].length;
+      else if (m && !["sock_pair_map", "counters", "events"].includes(n)) entries = [...m.keys()].length;
       return { map: n, entries, capacity: m?.maxEntries ?? 0 };
     });
     const counters = pm.maps.counters();
