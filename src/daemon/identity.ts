@@ -182,19 +182,25 @@ export class IdentityReconciler {
 export interface IdentityTriggerOptions {
   /** Directories to watch (those that exist when started). */
   netnsDirs: string[];
-  /** Runs the reconciler; returns whether a quick rescan could find more (see NetnsDiscovery.settling). */
-  run(): boolean;
+  /**
+   * Runs the reconciler; returns the age in ms of the youngest namespace a rescan soon could find
+   * more in, or undefined (see NetnsDiscovery.settling).
+   */
+  run(): number | undefined;
   /** The periodic rescan; /proc has no events. */
   intervalMs?: number;
-  /** The rescan while a namespace is settling (a runtime mounting a netns file, adding its address). */
-  settleMs?: number;
+  /**
+   * The rescans while a namespace is settling (a runtime mounting a netns file, adding its address):
+   * every `settleMs[0]` ms in its first half second, then every `settleMs[1]` ms.
+   */
+  settleMs?: [number, number];
   signal: AbortSignal;
 }
 
 /** Runs on changes in the netns dirs, periodically, and sooner while namespaces are settling. */
 export function startIdentityTriggers(o: IdentityTriggerOptions): { kick(): void; done: Promise<void> } {
   const interval = o.intervalMs ?? 1000;
-  const settle = o.settleMs ?? 50;
+  const [fast, slow] = o.settleMs ?? [10, 100];
   let timer: ReturnType<typeof setTimeout> | undefined;
   const schedule = (ms: number) => {
     if (o.signal.aborted) return;
@@ -202,13 +208,13 @@ export function startIdentityTriggers(o: IdentityTriggerOptions): { kick(): void
     timer = setTimeout(tick, ms);
   };
   const tick = () => {
-    let again = false;
+    let age: number | undefined;
     try {
-      again = o.run();
+      age = o.run();
     } catch (e) {
       log.error("pod identity scan failed: {error}", { error: (e as Error).message });
     }
-    schedule(again ? settle : interval);
+    schedule(age === undefined ? interval : age < 500 ? fast : slow);
   };
   o.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
   const dirs = o.netnsDirs.filter((d) => {

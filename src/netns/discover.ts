@@ -371,15 +371,20 @@ export class NetnsDiscovery {
 
   /**
    * Whether a scan soon could find what this one could not: a netns file not mounted yet, or a
-   * namespace that appeared lately and has no wanted address yet (the runtime adds it after).
+   * namespace that appeared lately and has no wanted address yet (the runtime adds it after). The
+   * age in ms of the youngest such thing, or undefined.
    */
-  settling(wanted: ReadonlySet<string>, windowMs = 3000): boolean {
+  settling(wanted: ReadonlySet<string>, windowMs = 3000): number | undefined {
     const now = this.#now();
-    for (const t of this.#pendingSince.values()) if (now - t < windowMs) return true;
-    if (!this.#missing(wanted)) return false;
-    for (const e of this.#cache.values()) {
-      if (now - e.firstSeen < windowMs && !e.ips.some((ip) => wanted.has(ip))) return true;
+    let youngest: number | undefined;
+    const see = (t: number) => {
+      const age = now - t;
+      if (age < windowMs && (youngest === undefined || age < youngest)) youngest = age;
+    };
+    for (const t of this.#pendingSince.values()) see(t);
+    if (this.#missing(wanted)) {
+      for (const e of this.#cache.values()) if (!e.ips.some((ip) => wanted.has(ip))) see(e.firstSeen);
     }
-    return false;
+    return youngest;
   }
 }
