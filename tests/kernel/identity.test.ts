@@ -98,9 +98,7 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
 
   await t.step("the pod's namespace cookie maps to its IP", async () => {
     await waitMaps(pinPath, (m) => m.maps.netnsPods().get(cookieA) === a.ip, 5000);
-    assert.ok(
-      daemon.stderr.some((l) => l.includes("identified default/a") && l.includes(cookieA.toString())),
-    );
+    await logged(daemon, "identified default/a", cookieA.toString());
   });
 
   await t.step("an excluded port goes direct, another reaches the sidecar from the pod IP", async () => {
@@ -209,9 +207,7 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
     holder.kill();
     await holder.done;
     await waitMaps(pinPath, (m) => !m.maps.netnsPods().has(cookieD), 5000);
-    assert.ok(
-      daemon.stderr.some((l) => l.includes("unidentified default/d") && l.includes("namespace is gone")),
-    );
+    await logged(daemon, "unidentified default/d", "namespace is gone");
   });
 
   await stopDaemon(daemon);
