@@ -20,6 +20,7 @@ import { reconcileLocalPods } from "./reconcile.ts";
 import { IdentityReconciler, startIdentityTriggers } from "./identity.ts";
 import { NetnsDiscovery } from "../netns/discover.ts";
 import { pathExists } from "../util/fs.ts";
+import { currentNetnsCookie } from "../netns/cookie.ts";
 
 const log = getLogger("daemon");
 
@@ -153,6 +154,8 @@ export class Daemon {
       dnsCapture: cfg.dnsCapture,
       cniMode: cfg.cniMode,
       sockmap: cfg.sockmap ?? false,
+      // The daemon runs in the node's own namespace (hostNetwork): nothing there is ever captured.
+      hostNetns: currentNetnsCookie(),
     });
     dp.attach();
     this.#identity = new IdentityReconciler(dp.maps, new NetnsDiscovery({ netnsDirs: cfg.netnsDirs }));
