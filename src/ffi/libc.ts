@@ -70,22 +70,6 @@ export function getsockoptInt(fd: number, level: number, optname: number): numbe
   return new DataView(buf.buffer).getInt32(0, true);
 }
 
-/** getsockopt(2) for an option whose value is `size` raw bytes (e.g. SO_NETNS_COOKIE's u64). */
-export function getsockoptBytes(
-  fd: number,
-  level: number,
-  optname: number,
-  size: number,
-): Uint8Array<ArrayBuffer> {
-  const buf = new Uint8Array(size);
-  const len = new Uint32Array([size]);
-  check(
-    `getsockopt(${fd}, ${level}, ${optname})`,
-    libc().getsockopt(fd, level, optname, buf, new Uint8Array(len.buffer)),
-  );
-  return buf;
-}
-
 /** struct sockaddr_in for a dotted-quad address and a host-order port. */
 export function sockaddrIn4(address: string, port: number): Uint8Array<ArrayBuffer> {
   const octets = address.split(".").map((p) => (/^\d{1,3}$/.test(p) ? Number(p) : NaN));

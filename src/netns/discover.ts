@@ -4,19 +4,11 @@
 // see (bpf_get_netns_cookie). Reading a namespace means entering it, so results are cached by nsfs
 // inode and only namespaces that are new, or that hold no wanted address yet, are read again.
 import { LibcError } from "../ffi/errors.ts";
-import {
-  AF_INET,
-  closeFd,
-  getsockoptBytes,
-  ioctlPtr,
-  SOCK_DGRAM,
-  socketFd,
-  SOL_SOCKET,
-} from "../ffi/libc.ts";
+import { AF_INET, closeFd, ioctlPtr, SOCK_DGRAM, socketFd } from "../ffi/libc.ts";
+import { socketNetnsCookie } from "./cookie.ts";
 import { NetnsError, withNetns } from "./netns.ts";
 
 const SIOCGIFCONF = 0x8912;
-const SO_NETNS_COOKIE = 71;
 const IFNAMSIZ = 16;
 /** struct ifreq on 64-bit Linux. */
 const IFREQ_SIZE = 40;
@@ -65,8 +57,7 @@ export function readCurrentNetns(): NetnsRead {
         const ip = Array.from(buf.subarray(off + IFNAMSIZ + 4, off + IFNAMSIZ + 8)).join(".");
         addresses.push({ ifName, ip });
       }
-      const cookie = getsockoptBytes(fd, SOL_SOCKET, SO_NETNS_COOKIE, 8);
-      return { cookie: new DataView(cookie.buffer).getBigUint64(0, true), addresses };
+      return { cookie: socketNetnsCookie(fd), addresses };
     }
   } finally {
     closeFd(fd);

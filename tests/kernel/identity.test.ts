@@ -92,7 +92,8 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
   };
   let daemon = await startDaemon(scope, opts);
   const cookieA = cookieOf(a.ns);
-  const app = (target: string) => nettool({ netns: a.ns, cgroup, uid: 1000 }, ["client", target]);
+  const app = (target: string, args: string[] = []) =>
+    nettool({ netns: a.ns, cgroup, uid: 1000 }, ["client", target, ...args]);
   const accepted = (from: number) => sc.lines.slice(from).filter((l) => l.event === "accepted");
   const ipRe = (ip: string) => new RegExp(`^${ip.replaceAll(".", "\\.")}:\\d+$`);
 
@@ -115,6 +116,24 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
     assert.equal(acc.length, 1, JSON.stringify(acc));
     assert.equal(acc[0]!.orig, `${r.ip}:8080`);
     assert.match(String(acc[0]!.peer), ipRe(a.ip), "bpf_bind gave the redirected socket the pod IP");
+  });
+
+  await t.step("the same from AF_INET6 sockets to ::ffff:a.b.c.d", async () => {
+    const v6 = ["--family", "inet6"];
+    let from = sc.lines.length;
+    const direct = await app(`[::ffff:${r.ip}]:9090`, v6);
+    assert.equal(direct.ok, true, JSON.stringify(direct));
+    assert.equal(accepted(from).length, 0);
+    from = sc.lines.length;
+    const via = await app(`[::ffff:${r.ip}]:8080`, v6);
+    assert.equal(via.ok, true, JSON.stringify(via));
+    const acc = accepted(from);
+    assert.equal(acc.length, 1, JSON.stringify(acc));
+    assert.match(String(acc[0]!.peer), new RegExp(`^(::ffff:)?${a.ip.replaceAll(".", "\\.")}:`));
+    from = sc.lines.length;
+    const own = await app(`[::ffff:${a.ip}]:8088`, v6);
+    assert.equal((own.hello as Record<string, string>).server, "a-self", JSON.stringify(own));
+    assert.equal(accepted(from).length, 0);
   });
 
   await t.step("the app calling its own pod IP goes direct", async () => {
