@@ -188,7 +188,11 @@ export class Daemon {
       n: this.table.entries().length,
     });
 
-    if (!cfg.cniMode) await this.#leaveCniMode();
+    if (!cfg.cniMode) {
+      await this.#leaveCniMode();
+      // Removed attachments took their namespace cookies with them; the scan puts them back now.
+      this.#runIdentity();
+    }
     if (cfg.cniMode) {
       const attachments = this.#attachments!;
       const found = attachments.rediscover(this.table.entries(), cfg.netnsDirs);

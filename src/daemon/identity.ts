@@ -104,6 +104,7 @@ export class IdentityReconciler {
   #current = new Map<bigint, Identity>();
   #byPod = new Map<string, Identity[]>();
   #pods: IdentityPod[] = [];
+  #runs = 0;
 
   constructor(readonly map: NetnsPodMap, readonly discovery: NetnsDiscovery) {}
 
@@ -113,7 +114,22 @@ export class IdentityReconciler {
     const namespaces = this.discovery.scan(this.wanted());
     const desired = desiredIdentities(pods, namespaces, pinned);
     const writes = reconcileNetnsPods(this.map, new Map([...desired].map(([c, i]) => [c, i.ip])));
-    this.#logChanges(desired, new Set(pods.map(podKey)), new Set(namespaces.map((n) => n.cookie)));
+    if (this.#runs++ === 0) {
+      // A restarted daemon finds most entries already right: one line for those, not one per pod.
+      const written = new Set([...writes.added, ...writes.updated]);
+      this.#logChanges(
+        new Map([...desired].filter(([c]) => written.has(c))),
+        new Set(pods.map(podKey)),
+        new Set(namespaces.map((n) => n.cookie)),
+      );
+      log.info("pod identity: {n} namespace entries, {kept} kept from before, {removed} stale removed", {
+        n: desired.size,
+        kept: desired.size - written.size,
+        removed: writes.removed.length,
+      });
+    } else {
+      this.#logChanges(desired, new Set(pods.map(podKey)), new Set(namespaces.map((n) => n.cookie)));
+    }
     this.#current = desired;
     this.#byPod = new Map();
     for (const i of desired.values()) {
