@@ -134,7 +134,7 @@ interface PodIdentity {
 type DaemonPod = PodEntry & { identity?: PodIdentity[] | null };
 
 /** The daemon's pod table (names, warnings, identity), or undefined when no daemon answers. */
-async function daemonPods(addr: string): Promise<DaemonPod[] | undefined> {
+export async function daemonPods(addr: string): Promise<DaemonPod[] | undefined> {
   try {
     const res = await fetch(`http://${addr}/pods`, { signal: AbortSignal.timeout(1000) });
     if (!res.ok) {
