@@ -24,6 +24,7 @@
 /* The source Envoy binds when it forwards an inbound connection to the app (or a rewritten probe):
  * such a connection must never be captured again, whoever makes it. */
 #define INBOUND_PASSTHROUGH_SRC 0x7f000006 /* 127.0.0.6, host order */
+/* Their IPv6 counterparts, ::1 and ::6, are written out where used (last word, network order). */
 
 /* The per-pod identity listener: its SO_MARK is the key into mark_pod_ips. */
 #define MARK_PORT 39807
@@ -71,10 +72,25 @@ struct mesh_config {
 #define POD_F_INCLUDE_OUT_CIDRS_ALL (1 << 4)
 #define POD_F_EXCLUDE_OUT_CIDRS_ALL (1 << 5)
 
+/*
+ * An address of either family as every map holds it: 16 bytes, network order, an IPv4 address written
+ * ::ffff:a.b.c.d. One key type for both families, so a pod is found by any of its IPs, and an
+ * AF_INET6 socket talking to an IPv4 peer meets the same records as an AF_INET one.
+ */
+struct addr16 {
+	__u32 w[4];
+};
+
 /* An IPv4 network; both fields in network byte order, addr already masked. */
 struct cidr4 {
 	__u32 addr;
 	__u32 mask;
+};
+
+/* An IPv6 network; network byte order, addr already masked. */
+struct cidr6 {
+	struct addr16 addr;
+	struct addr16 mask;
 };
 
 /*
@@ -87,8 +103,10 @@ struct port_range {
 };
 
 /*
- * Per-pod interception policy, keyed by pod IPv4 (network order) in local_pods. The n_*_ports
- * counts are numbers of ranges; the agent writes each list sorted, merged and without overlaps.
+ * Per-pod interception policy, keyed in local_pods by each of the pod's IPs (struct addr16). The
+ * n_*_ports counts are numbers of ranges; the agent writes each list sorted, merged and without
+ * overlaps. Address ranges are kept per family: an IPv4 destination is matched against the cidr4
+ * lists, an IPv6 one against the cidr6 lists ("*" covers both).
  */
 struct pod_config {
 	__u32 flags;
@@ -99,12 +117,23 @@ struct pod_config {
 	__u8 n_exclude_in_ports;
 	__u8 n_include_out_cidrs;
 	__u8 n_exclude_out_cidrs;
+	__u8 n_include_out_cidrs6;
+	__u8 n_exclude_out_cidrs6;
 	struct port_range include_out_ports[MAX_PORT_RANGES];
 	struct port_range exclude_out_ports[MAX_PORT_RANGES];
 	struct port_range include_in_ports[MAX_PORT_RANGES];
 	struct port_range exclude_in_ports[MAX_PORT_RANGES];
 	struct cidr4 include_out_cidrs[MAX_CIDRS];
 	struct cidr4 exclude_out_cidrs[MAX_CIDRS];
+	struct cidr6 include_out_cidrs6[MAX_CIDRS];
+	struct cidr6 exclude_out_cidrs6[MAX_CIDRS];
+};
+
+/* Who a pod is (mark_pod_ips, netns_pod_ips): its IPv4 (network order, 0 if none) and its IPv6 (all
+ * zero if none). */
+struct pod_ips {
+	__u32 ip4;
+	struct addr16 ip6;
 };
 
 /* struct orig_dst.flags: who recorded it */
@@ -115,7 +144,7 @@ struct pod_config {
 
 /* An original destination: ip network order, port host order. */
 struct orig_dst {
-	__u32 ip;
+	struct addr16 ip;
 	__u16 port;
 	__u16 flags;
 };
@@ -128,8 +157,8 @@ struct orig_dst {
  */
 struct pair_key {
 	__u64 netns;
-	__u32 sip;
-	__u32 dip;
+	struct addr16 sip;
+	struct addr16 dip;
 	__u16 sport;
 	__u16 dport;
 	__u32 pad;
@@ -219,10 +248,10 @@ enum event_reason {
 struct event {
 	__u64 ts_ns;   /* bpf_ktime_get_ns */
 	__u64 netns;   /* the socket's network namespace cookie (0 on a pod interface) */
-	__u32 pod_ip;  /* the pod the event is about, when known; network order */
-	__u32 sip;     /* addresses network order, ports host order */
-	__u32 dip;
-	__u32 orig_ip; /* the original destination, where one is involved */
+	struct addr16 pod_ip;  /* the pod the event is about, when known (all zero: not known) */
+	struct addr16 sip;     /* addresses network order, ports host order */
+	struct addr16 dip;
+	struct addr16 orig_ip; /* the original destination, where one is involved */
 	__u16 sport;
 	__u16 dport;
 	__u16 orig_port;
@@ -243,6 +272,57 @@ enum table {
 static __always_inline int is_v4mapped(__u32 w0, __u32 w1, __u32 w2)
 {
 	return w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff);
+}
+
+/* A context field read at its own constant offset: volatile keeps the compiler from deriving a pointer into
+ * the context (or a socket) and loading through it, which the verifier refuses. */
+#define CTX_U32(p, f) (*(volatile __u32 *)&(p)->f)
+
+/* An IPv4 address (network order) as the maps hold it. */
+static __always_inline struct addr16 addr4(__u32 ip)
+{
+	struct addr16 a = {.w = {0, 0, bpf_htonl(0xffff), ip}};
+	return a;
+}
+
+static __always_inline int addr_is4(const struct addr16 *a)
+{
+	return is_v4mapped(a->w[0], a->w[1], a->w[2]);
+}
+
+static __always_inline int addr_eq(const struct addr16 *a, const struct addr16 *b)
+{
+	return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] && a->w[3] == b->w[3];
+}
+
+static __always_inline int addr_zero(const struct addr16 *a)
+{
+	return !(a->w[0] | a->w[1] | a->w[2] | a->w[3]);
+}
+
+/* ::n, the IPv6 counterparts of 127.0.0.n Istio uses (::1, ::6). */
+static __always_inline struct addr16 addr6_low(__u32 n)
+{
+	struct addr16 a = {.w = {0, 0, 0, bpf_htonl(n)}};
+	return a;
+}
+
+/*
+ * Writes an address and port (host order) into a sock_addr context. `v6` (an AF_INET6 socket) must be
+ * a constant at the call site: after inlining only one branch is left, which the verifier needs (*4
+ * programs may not touch user_ip6, nor *6 ones user_ip4). An AF_INET socket only ever gets IPv4.
+ */
+static __always_inline void set_sock_addr16(struct bpf_sock_addr *ctx, int v6, const struct addr16 *a, __u16 port)
+{
+	if (v6) {
+		ctx->user_ip6[0] = a->w[0];
+		ctx->user_ip6[1] = a->w[1];
+		ctx->user_ip6[2] = a->w[2];
+		ctx->user_ip6[3] = a->w[3];
+	} else {
+		ctx->user_ip4 = a->w[3];
+	}
+	ctx->user_port = bpf_htons(port);
 }
 
 /*

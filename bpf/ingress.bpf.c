@@ -81,7 +81,7 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 	struct mesh_config *cfg = get_config();
 	if (!cfg)
 		return V_PASS;
-	__u32 dip = p->ip->daddr;
+	struct addr16 dip = addr4(p->ip->daddr), sip = addr4(p->ip->saddr);
 	struct pod_config *pod = bpf_map_lookup_elem(&local_pods, &dip);
 	if (!pod)
 		return V_PASS;
@@ -91,7 +91,7 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 	struct event ev = {
 		.kind = EV_INGRESS,
 		.pod_ip = dip,
-		.sip = p->ip->saddr,
+		.sip = sip,
 		.dip = dip,
 		.sport = bpf_ntohs(p->tcp->source),
 		.dport = dport,
@@ -107,7 +107,7 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 	}
 	struct pair_key k = {
 		.netns = 0,
-		.sip = p->ip->saddr,
+		.sip = sip,
 		.sport = bpf_ntohs(p->tcp->source),
 		.dip = dip,
 		.dport = cfg->inbound_port,
@@ -127,7 +127,7 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 		ev.orig_ip = dip;
 		ev.orig_port = dport;
 		emit(&ev);
-		pod_count(dip, PS_INBOUND);
+		pod_count(&dip, PS_INBOUND);
 	} else {
 		/* A connection that was open before we attached keeps its port: rewriting it midway would
 		 * break it. Only flows whose SYN we saw are ours. */
@@ -194,9 +194,9 @@ int mb_tc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	struct pair_key k = {
 		.netns = 0,
-		.sip = p.ip->daddr,
+		.sip = addr4(p.ip->daddr),
 		.sport = bpf_ntohs(p.tcp->dest),
-		.dip = p.ip->saddr,
+		.dip = addr4(p.ip->saddr),
 		.dport = cfg->inbound_port,
 	};
 	struct orig_dst *od = flow_record(&k);

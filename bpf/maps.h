@@ -16,7 +16,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
-	__type(key, __u32);
+	__type(key, struct addr16);
 	__type(value, struct pod_config);
 } local_pods SEC(".maps");
 
@@ -24,11 +24,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct pod_ips);
 } mark_pod_ips SEC(".maps");
 
 /*
- * Network namespace cookie -> pod IP, written next to the mark entry. The mark listener lives only as
+ * Network namespace cookie -> pod IPs, written next to the mark entry. The mark listener lives only as
  * long as the daemon that opened it; this entry is pinned, so a pod stays identified while a
  * restarting daemon rebuilds its listeners.
  */
@@ -36,7 +36,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct pod_ips);
 } netns_pod_ips SEC(".maps");
 
 /*
@@ -141,7 +141,7 @@ struct {
 } monitor_lease SEC(".maps");
 
 /*
- * Per-pod counters, keyed by pod IP (network order). The agent creates an entry for each meshed pod
+ * Per-pod counters, keyed by a pod IP (struct addr16: the pod's IPv4 when it has one, else its IPv6). The agent creates an entry for each meshed pod
  * of the node and removes it with the pod; the programs only count into entries that exist, so the
  * series are bounded by the node's pods.
  */
@@ -155,7 +155,7 @@ struct pod_stats {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, __u32);
+	__type(key, struct addr16);
 	__type(value, struct pod_stats);
 } pod_counters SEC(".maps");
 
@@ -236,11 +236,11 @@ static __always_inline void emit(struct event *e)
 
 enum pod_stat { PS_REDIRECTED, PS_PASSED, PS_INBOUND, PS_ORIGDST_MISS };
 
-static __always_inline void pod_count(__u32 pod_ip, enum pod_stat what)
+static __always_inline void pod_count(const struct addr16 *pod_ip, enum pod_stat what)
 {
-	if (!pod_ip)
+	if (addr_zero(pod_ip))
 		return;
-	struct pod_stats *s = bpf_map_lookup_elem(&pod_counters, &pod_ip);
+	struct pod_stats *s = bpf_map_lookup_elem(&pod_counters, pod_ip);
 	if (!s)
 		return;
 	switch (what) {
@@ -274,7 +274,15 @@ static __always_inline int is_loopback(__u32 ip_be)
 	return (bpf_ntohl(ip_be) & 0xff000000) == LOOPBACK_NET;
 }
 
-static __always_inline __u64 pair_netns(__u32 sip, __u32 dip, __u64 cookie)
+/* 127.0.0.0/8 written ::ffff:127.x.y.z, or ::1. */
+static __always_inline int addr_loopback(const struct addr16 *a)
 {
-	return is_loopback(sip) && is_loopback(dip) ? cookie : 0;
+	if (addr_is4(a))
+		return is_loopback(a->w[3]);
+	return !a->w[0] && !a->w[1] && !a->w[2] && a->w[3] == bpf_htonl(1);
+}
+
+static __always_inline __u64 pair_netns(const struct addr16 *sip, const struct addr16 *dip, __u64 cookie)
+{
+	return addr_loopback(sip) && addr_loopback(dip) ? cookie : 0;
 }

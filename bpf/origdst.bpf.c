@@ -8,12 +8,23 @@
 #include "common.h"
 #include "maps.h"
 
-/* An IPv4 connection: an AF_INET socket, or an AF_INET6 one whose peer is ::ffff:a.b.c.d. */
-static __always_inline int carries_ipv4(struct bpf_sock *sk)
+/* A socket's local and remote addresses as the maps hold them. Every field is read unconditionally and
+ * only the values are chosen: reads in branches let the compiler pick between field addresses, pointer
+ * arithmetic on a socket the verifier refuses. */
+static __always_inline void sock_addrs(struct bpf_sock *sk, struct addr16 *local, struct addr16 *remote)
 {
-	if (sk->family == AF_INET)
-		return 1;
-	return sk->family == AF_INET6 && is_v4mapped(sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2]);
+	__u32 fam = CTX_U32(sk, family), s4 = CTX_U32(sk, src_ip4), d4 = CTX_U32(sk, dst_ip4);
+	__u32 s0 = CTX_U32(sk, src_ip6[0]), s1 = CTX_U32(sk, src_ip6[1]), s2 = CTX_U32(sk, src_ip6[2]), s3 = CTX_U32(sk, src_ip6[3]);
+	__u32 d0 = CTX_U32(sk, dst_ip6[0]), d1 = CTX_U32(sk, dst_ip6[1]), d2 = CTX_U32(sk, dst_ip6[2]), d3 = CTX_U32(sk, dst_ip6[3]);
+	asm volatile("" ::: "memory");
+	if (fam == AF_INET) {
+		*local = addr4(s4);
+		*remote = addr4(d4);
+		return;
+	}
+	struct addr16 l = {.w = {s0, s1, s2, s3}}, r = {.w = {d0, d1, d2, d3}};
+	*local = l;
+	*remote = r;
 }
 
 SEC("cgroup/getsockopt")
@@ -27,36 +38,41 @@ int mb_getsockopt(struct bpf_sockopt *ctx)
 	else
 		return 1;
 	struct bpf_sock *sk = ctx->sk;
-	if (!sk || sk->protocol != IPPROTO_TCP || !carries_ipv4(sk))
+	if (!sk || sk->protocol != IPPROTO_TCP)
 		return 1;
-	__u32 lip = sk->src_ip4, rip = sk->dst_ip4;
+	struct addr16 lip, rip;
+	sock_addrs(sk, &lip, &rip);
+	/* An IPv4 connection: an AF_INET socket, or an AF_INET6 one whose peer is ::ffff:a.b.c.d. */
+	if (!addr_is4(&rip))
+		return 1;
 	__u16 lport = (__u16)sk->src_port, rport = bpf_ntohs((__u16)sk->dst_port);
 	__u64 ns = bpf_get_netns_cookie(ctx);
 
 	/* Asked on the accepting end (the proxy): the initiator is the remote end. */
 	struct pair_key k = {.sip = rip, .sport = rport, .dip = lip, .dport = lport};
-	k.netns = pair_netns(rip, lip, ns);
+	k.netns = pair_netns(&rip, &lip, ns);
 	struct orig_dst *od = bpf_map_lookup_elem(&pair_orig_dst, &k);
 	if (!od) {
 		/* Asked on the initiating end. */
 		k.sip = lip, k.sport = lport, k.dip = rip, k.dport = rport;
-		k.netns = pair_netns(lip, rip, ns);
+		k.netns = pair_netns(&lip, &rip, ns);
 		od = bpf_map_lookup_elem(&pair_orig_dst, &k);
 	}
-	__u32 *pod = bpf_map_lookup_elem(&netns_pod_ips, &ns);
+	struct pod_ips *pod = bpf_map_lookup_elem(&netns_pod_ips, &ns);
 	struct event ev = {
 		.kind = EV_ORIGDST,
 		.netns = ns,
-		.pod_ip = pod ? *pod : 0,
 		.sip = rip,
 		.dip = lip,
 		.sport = rport,
 		.dport = lport,
 		.uid = (__u32)bpf_get_current_uid_gid(),
 	};
+	if (pod)
+		ev.pod_ip = pod->ip4 ? addr4(pod->ip4) : pod->ip6;
 	if (!od) {
 		count(C_ORIGDST_MISS);
-		pod_count(ev.pod_ip, PS_ORIGDST_MISS);
+		pod_count(&ev.pod_ip, PS_ORIGDST_MISS);
 		ev.reason = R_ORIGDST_MISS;
 		emit(&ev);
 		return 1;
@@ -71,8 +87,10 @@ int mb_getsockopt(struct bpf_sockopt *ctx)
 		__builtin_memset(sa6, 0, sizeof(*sa6));
 		sa6->sin6_family = AF_INET6;
 		sa6->sin6_port = bpf_htons(od->port);
-		sa6->sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0xffff);
-		sa6->sin6_addr.in6_u.u6_addr32[3] = od->ip;
+		sa6->sin6_addr.in6_u.u6_addr32[0] = od->ip.w[0];
+		sa6->sin6_addr.in6_u.u6_addr32[1] = od->ip.w[1];
+		sa6->sin6_addr.in6_u.u6_addr32[2] = od->ip.w[2];
+		sa6->sin6_addr.in6_u.u6_addr32[3] = od->ip.w[3];
 		ctx->optlen = sizeof(*sa6);
 	} else {
 		struct sockaddr_in *sa = ctx->optval;
@@ -81,7 +99,7 @@ int mb_getsockopt(struct bpf_sockopt *ctx)
 		__builtin_memset(sa, 0, sizeof(*sa));
 		sa->sin_family = AF_INET;
 		sa->sin_port = bpf_htons(od->port);
-		sa->sin_addr.s_addr = od->ip;
+		sa->sin_addr.s_addr = od->ip.w[3];
 		ctx->optlen = sizeof(*sa);
 	}
 	ctx->retval = 0;
@@ -102,7 +120,7 @@ static __always_inline int restore_peer(struct bpf_sock_addr *ctx, int v6, struc
 		return 1;
 	if (!(od->flags & wanted))
 		return 1;
-	set_sock_addr(ctx, v6, od->ip, od->port);
+	set_sock_addr16(ctx, v6, &od->ip, od->port);
 	return 1;
 }
 
@@ -111,7 +129,9 @@ static __always_inline int getpeername_any(struct bpf_sock_addr *ctx, int v6)
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
 		return 1;
-	if (v6 && !carries_ipv4(sk))
+	struct addr16 lip, rip;
+	sock_addrs(sk, &lip, &rip);
+	if (v6 && !addr_is4(&rip))
 		return 1;
 	if (sk->protocol != IPPROTO_UDP && sk->protocol != IPPROTO_TCP)
 		return 1;

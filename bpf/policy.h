@@ -27,17 +27,43 @@ static __always_inline int ip_in(const struct cidr4 *list, __u8 n, __u32 ip)
 	return 0;
 }
 
+static __always_inline int ip6_in(const struct cidr6 *list, __u8 n, const struct addr16 *ip)
+{
+	for (int i = 0; i < MAX_CIDRS; i++) {
+		if (i >= n)
+			break;
+		const struct cidr6 *c = &list[i];
+		if ((ip->w[0] & c->mask.w[0]) == c->addr.w[0] && (ip->w[1] & c->mask.w[1]) == c->addr.w[1] &&
+		    (ip->w[2] & c->mask.w[2]) == c->addr.w[2] && (ip->w[3] & c->mask.w[3]) == c->addr.w[3])
+			return 1;
+	}
+	return 0;
+}
+
+/* Whether `dip` is in one of the two lists of its own family: IPv4 ranges never match IPv6 traffic nor
+ * the reverse, as iptables and ip6tables each see only their own family. */
+static __always_inline int addr_in(const struct cidr4 *l4, __u8 n4, const struct cidr6 *l6, __u8 n6,
+				   const struct addr16 *dip)
+{
+	if (addr_is4(dip))
+		return ip_in(l4, n4, dip->w[3]);
+	return ip6_in(l6, n6, dip);
+}
+
 /* Outbound, for a pod whose policy is known: the rule that decides. Order: excluded ports, excluded
  * ranges, included ports, included ranges; anything else is left alone. */
-static __always_inline enum event_reason outbound_rule(const struct pod_config *p, __u32 dip, __u16 dport)
+static __always_inline enum event_reason outbound_rule(const struct pod_config *p, const struct addr16 *dip,
+							__u16 dport)
 {
 	if ((p->flags & POD_F_EXCLUDE_OUT_PORTS_ALL) || port_in(p->exclude_out_ports, p->n_exclude_out_ports, dport))
 		return R_PASS_EXCLUDED_PORT;
-	if ((p->flags & POD_F_EXCLUDE_OUT_CIDRS_ALL) || ip_in(p->exclude_out_cidrs, p->n_exclude_out_cidrs, dip))
+	if ((p->flags & POD_F_EXCLUDE_OUT_CIDRS_ALL) ||
+	    addr_in(p->exclude_out_cidrs, p->n_exclude_out_cidrs, p->exclude_out_cidrs6, p->n_exclude_out_cidrs6, dip))
 		return R_PASS_EXCLUDED_CIDR;
 	if ((p->flags & POD_F_INCLUDE_OUT_PORTS_ALL) || port_in(p->include_out_ports, p->n_include_out_ports, dport))
 		return R_REDIRECT;
-	if ((p->flags & POD_F_INCLUDE_OUT_CIDRS_ALL) || ip_in(p->include_out_cidrs, p->n_include_out_cidrs, dip))
+	if ((p->flags & POD_F_INCLUDE_OUT_CIDRS_ALL) ||
+	    addr_in(p->include_out_cidrs, p->n_include_out_cidrs, p->include_out_cidrs6, p->n_include_out_cidrs6, dip))
 		return R_REDIRECT;
 	return R_PASS_NOT_INCLUDED;
 }

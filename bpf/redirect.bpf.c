@@ -70,11 +70,22 @@ int mb_sk_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 	struct pair_key peer = {};
-	peer.sip = msg->remote_ip4;
+	/* Read unconditionally, values chosen after: the verifier refuses a computed context offset. */
+	__u32 fam = CTX_U32(msg, family), l4 = CTX_U32(msg, local_ip4), r4 = CTX_U32(msg, remote_ip4);
+	__u32 l0 = CTX_U32(msg, local_ip6[0]), l1 = CTX_U32(msg, local_ip6[1]), l2 = CTX_U32(msg, local_ip6[2]), l3 = CTX_U32(msg, local_ip6[3]);
+	__u32 r0 = CTX_U32(msg, remote_ip6[0]), r1 = CTX_U32(msg, remote_ip6[1]), r2 = CTX_U32(msg, remote_ip6[2]), r3 = CTX_U32(msg, remote_ip6[3]);
+	asm volatile("" ::: "memory");
+	if (fam == AF_INET) {
+		peer.sip = addr4(r4);
+		peer.dip = addr4(l4);
+	} else {
+		struct addr16 l = {.w = {l0, l1, l2, l3}}, r = {.w = {r0, r1, r2, r3}};
+		peer.sip = r;
+		peer.dip = l;
+	}
 	peer.sport = (__u16)bpf_ntohl(msg->remote_port);
-	peer.dip = msg->local_ip4;
 	peer.dport = (__u16)msg->local_port;
-	peer.netns = pair_netns(peer.sip, peer.dip, bpf_get_netns_cookie(msg));
+	peer.netns = pair_netns(&peer.sip, &peer.dip, bpf_get_netns_cookie(msg));
 	if (peer_backlogged(&peer)) {
 		leave_fast_path(sk, &peer, C_MSG_BACKLOG);
 		return SK_PASS;

@@ -10,9 +10,30 @@
 #include "common.h"
 #include "maps.h"
 
+/* The socket's addresses as the maps hold them; an AF_INET6 socket talking to ::ffff:a.b.c.d already
+ * has them written so. Every field is read unconditionally and only the values are chosen: reads in
+ * branches let the compiler pick between context offsets, which the verifier refuses. */
+static __always_inline void sock_addrs(struct bpf_sock_ops *skops, struct addr16 *lip, struct addr16 *rip)
+{
+	__u32 fam = CTX_U32(skops, family), l4 = CTX_U32(skops, local_ip4), r4 = CTX_U32(skops, remote_ip4);
+	__u32 l0 = CTX_U32(skops, local_ip6[0]), l1 = CTX_U32(skops, local_ip6[1]), l2 = CTX_U32(skops, local_ip6[2]), l3 = CTX_U32(skops, local_ip6[3]);
+	__u32 r0 = CTX_U32(skops, remote_ip6[0]), r1 = CTX_U32(skops, remote_ip6[1]), r2 = CTX_U32(skops, remote_ip6[2]),
+	      r3 = CTX_U32(skops, remote_ip6[3]);
+	asm volatile("" ::: "memory");
+	if (fam == AF_INET) {
+		*lip = addr4(l4);
+		*rip = addr4(r4);
+		return;
+	}
+	struct addr16 l = {.w = {l0, l1, l2, l3}}, r = {.w = {r0, r1, r2, r3}};
+	*lip = l;
+	*rip = r;
+}
+
 static __always_inline void own_key(struct bpf_sock_ops *skops, struct pair_key *k, int initiator)
 {
-	__u32 lip = skops->local_ip4, rip = skops->remote_ip4;
+	struct addr16 lip, rip;
+	sock_addrs(skops, &lip, &rip);
 	__u16 lport = (__u16)skops->local_port, rport = (__u16)bpf_ntohl(skops->remote_port);
 	k->pad = 0;
 	if (initiator) {
@@ -20,7 +41,7 @@ static __always_inline void own_key(struct bpf_sock_ops *skops, struct pair_key 
 	} else {
 		k->sip = rip, k->sport = rport, k->dip = lip, k->dport = lport;
 	}
-	k->netns = pair_netns(k->sip, k->dip, bpf_get_netns_cookie(skops));
+	k->netns = pair_netns(&k->sip, &k->dip, bpf_get_netns_cookie(skops));
 }
 
 /* The sockhash is keyed by each socket's own view: s = local end, d = remote end. */
@@ -109,7 +130,7 @@ static __always_inline void active_established(struct bpf_sock_ops *skops)
 		return;
 	/* Only same-namespace pairs take the fast path: their handshake completes before connect()
 	 * returns, so no byte can still be in flight on the normal path when redirection starts. */
-	if (is_loopback(skops->remote_ip4) && sockmap_enabled())
+	if (addr_loopback(&k.dip) && sockmap_enabled())
 		join_sockhash(skops);
 }
 
@@ -128,7 +149,7 @@ static __always_inline void passive_established(struct bpf_sock_ops *skops)
 		}
 		return;
 	}
-	if (!is_loopback(skops->local_ip4) || !sockmap_enabled())
+	if (!addr_loopback(&k.dip) || !sockmap_enabled())
 		return;
 	if (!bpf_map_lookup_elem(&pair_orig_dst, &k))
 		return;
@@ -152,14 +173,12 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 		fill_add(T_SOCK_REFS, -1);
 }
 
-/* AF_INET6 sockets talking to ::ffff:a.b.c.d are IPv4 connections: the kernel keeps their IPv4
- * addresses where AF_INET ones have them, so the same keys work for both. */
+/* AF_INET sockets, and AF_INET6 ones talking to ::ffff:a.b.c.d: IPv4 connections. */
 static __always_inline int carries_ipv4(struct bpf_sock_ops *skops)
 {
-	if (skops->family == AF_INET)
-		return 1;
-	return skops->family == AF_INET6 &&
-	       is_v4mapped(skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2]);
+	struct addr16 l, r;
+	sock_addrs(skops, &l, &r);
+	return addr_is4(&r);
 }
 
 SEC("sockops")

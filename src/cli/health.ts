@@ -160,7 +160,9 @@ function attachments(i: HealthInputs): SubsystemHealth {
 }
 
 function identity(i: HealthInputs): SubsystemHealth {
-  const known = new Set([...i.pm.maps.marks().values(), ...i.pm.maps.netnsPods().values()]);
+  const known = new Set(
+    [...i.pm.maps.markIps().values(), ...i.pm.maps.netnsPodIps().values()].flatMap((x) => [x.ip4, x.ip6]),
+  );
   const pods = [...i.pm.maps.pods().keys()];
   const missing = pods.filter((ip) => !known.has(ip));
   return missing.length

@@ -1,9 +1,14 @@
 // A small C-layout engine: a struct is described once as a field list, and its size, field offsets,
 // encoder and decoder follow C's natural alignment rules (what clang does for the BPF target on x86-64).
 // Integers are host order (little endian, as the kernel stores map values on x86-64); "ip4" is an IPv4
-// address kept in network order, as the programs compare it against packet headers.
+// address kept in network order, as the programs compare it against packet headers. "ip6" is the
+// datapath's 16-byte address of either family (struct addr16): network order, IPv4 written
+// ::ffff:a.b.c.d. It encodes dotted IPv4 or IPv6 text and decodes an IPv4-mapped address back to
+// dotted IPv4, so IPv4 reads the same whatever the field's width; all zero decodes as "::".
 
-export type Scalar = "u8" | "u16" | "u32" | "u64" | "ip4";
+import { formatIp16, parseIp16 } from "../mesh/ipv6.ts";
+
+export type Scalar = "u8" | "u16" | "u32" | "u64" | "ip4" | "ip6";
 export interface ArrayType {
   array: FieldType;
   length: number;
@@ -36,6 +41,7 @@ const SCALAR: Record<Scalar, { size: number; align: number }> = {
   u32: { size: 4, align: 4 },
   u64: { size: 8, align: 8 },
   ip4: { size: 4, align: 4 },
+  ip6: { size: 16, align: 4 },
 };
 
 const cache = new Map<StructDef, StructLayout>();
@@ -94,6 +100,14 @@ function writeField(dv: DataView, off: number, t: FieldType, v: Value | undefine
         for (let i = 0; i < 4; i++) dv.setUint8(off + i, b[i]!);
         return;
       }
+      case "ip6": {
+        const s = v ?? "::";
+        if (typeof s !== "string") throw new CodecError(...where, "expected an IP address string");
+        const b = parseIp16(s);
+        if (!b) throw new CodecError(...where, `invalid IP address ${JSON.stringify(s)}`);
+        for (let i = 0; i < 16; i++) dv.setUint8(off + i, b[i]!);
+        return;
+      }
       case "u64": {
         const n = v ?? 0n;
         dv.setBigUint64(off, typeof n === "bigint" ? n : BigInt(n as number), true);
@@ -146,6 +160,8 @@ function readField(dv: DataView, off: number, t: FieldType): Value {
         return dv.getBigUint64(off, true);
       case "ip4":
         return [0, 1, 2, 3].map((i) => dv.getUint8(off + i)).join(".");
+      case "ip6":
+        return formatIp16(new Uint8Array(dv.buffer, dv.byteOffset + off, 16).slice());
     }
   }
   if (isArray(t)) {
@@ -188,6 +204,13 @@ export function parseIp4(s: string): Uint8Array | undefined {
 export function ip4Key(ip: string): Uint8Array {
   const b = parseIp4(ip);
   if (!b) throw new Error(`invalid IPv4 address ${JSON.stringify(ip)}`);
+  return b;
+}
+
+/** An address of either family as the 16 bytes of a map key (struct addr16). */
+export function ip16Key(ip: string): Uint8Array {
+  const b = parseIp16(ip);
+  if (!b) throw new Error(`invalid IP address ${JSON.stringify(ip)}`);
   return b;
 }
 

@@ -1,8 +1,9 @@
 // The TypeScript side of bpf/common.h: one definition per C struct, in the same field order.
 // tests/kernel/layouts.test.ts checks every size and offset here against the compiled objects' BTF.
 import { MAX_ALWAYS_EXCLUDED, MAX_CIDRS, MAX_PORT_RANGES } from "../mesh/types.ts";
-import type { Cidr4, CidrList, MeshParams, PodPolicy, PortList, PortRange } from "../mesh/types.ts";
+import type { Cidr, CidrList, MeshParams, PodPolicy, PortList, PortRange } from "../mesh/types.ts";
 import { decode, encode, parseIp4, type StructDef, type Value } from "./codec.ts";
+import { formatIpv6, parseIpv6, prefixMask6, prefixOf6 } from "../mesh/ipv6.ts";
 
 export const MARK_PORT = 39807;
 
@@ -48,6 +49,11 @@ export const CIDR4: StructDef = {
   fields: [["addr", "ip4"], ["mask", "ip4"]],
 };
 
+export const CIDR6: StructDef = {
+  name: "cidr6",
+  fields: [["addr", "ip6"], ["mask", "ip6"]],
+};
+
 export const PORT_RANGE: StructDef = {
   name: "port_range",
   fields: [["lo", "u16"], ["hi", "u16"]],
@@ -64,26 +70,36 @@ export const POD_CONFIG: StructDef = {
     ["n_exclude_in_ports", "u8"],
     ["n_include_out_cidrs", "u8"],
     ["n_exclude_out_cidrs", "u8"],
+    ["n_include_out_cidrs6", "u8"],
+    ["n_exclude_out_cidrs6", "u8"],
     ["include_out_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
     ["exclude_out_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
     ["include_in_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
     ["exclude_in_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
     ["include_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
     ["exclude_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
+    ["include_out_cidrs6", { array: CIDR6, length: MAX_CIDRS }],
+    ["exclude_out_cidrs6", { array: CIDR6, length: MAX_CIDRS }],
   ],
+};
+
+/** Who a pod is (the values of mark_pod_ips and netns_pod_ips). */
+export const POD_IPS: StructDef = {
+  name: "pod_ips",
+  fields: [["ip4", "ip4"], ["ip6", "ip6"]],
 };
 
 export const ORIG_DST: StructDef = {
   name: "orig_dst",
-  fields: [["ip", "ip4"], ["port", "u16"], ["flags", "u16"]],
+  fields: [["ip", "ip6"], ["port", "u16"], ["flags", "u16"]],
 };
 
 export const PAIR_KEY: StructDef = {
   name: "pair_key",
   fields: [
     ["netns", "u64"],
-    ["sip", "ip4"],
-    ["dip", "ip4"],
+    ["sip", "ip6"],
+    ["dip", "ip6"],
     ["sport", "u16"],
     ["dport", "u16"],
     ["pad", "u32"],
@@ -94,8 +110,10 @@ export const PAIR_KEY: StructDef = {
 export const ALL_STRUCTS: readonly StructDef[] = [
   MESH_CONFIG,
   CIDR4,
+  CIDR6,
   PORT_RANGE,
   POD_CONFIG,
+  POD_IPS,
   ORIG_DST,
   PAIR_KEY,
 ];
@@ -228,10 +246,28 @@ function ranges(l: PortList, what: string): Value[] {
   return l.ranges.map((r) => ({ lo: r.from, hi: r.to }));
 }
 
+const isV6 = (c: Cidr) => c.addr.includes(":");
+
 function cidrs(l: CidrList, what: string): Value[] {
-  if (l.cidrs.length > MAX_CIDRS) throw new Error(`${what}: ${l.cidrs.length} ranges exceed ${MAX_CIDRS}`);
-  return l.cidrs.map((c) => ({ addr: c.addr, mask: maskOf(c.prefix) }));
+  const v4 = l.cidrs.filter((c) => !isV6(c));
+  if (v4.length > MAX_CIDRS) throw new Error(`${what}: ${v4.length} IPv4 ranges exceed ${MAX_CIDRS}`);
+  return v4.map((c) => ({ addr: c.addr, mask: maskOf(c.prefix) }));
 }
+
+function cidrs6(l: CidrList, what: string): Value[] {
+  const v6 = l.cidrs.filter(isV6);
+  if (v6.length > MAX_CIDRS) throw new Error(`${what}: ${v6.length} IPv6 ranges exceed ${MAX_CIDRS}`);
+  return v6.map((c) => {
+    const addr = parseIpv6(c.addr);
+    if (!addr) throw new Error(`${what}: invalid IPv6 network ${c.addr}`);
+    // ip6_in() compares (ip & mask) == addr: the address must be stored masked.
+    const mask = prefixMask6(c.prefix);
+    return { addr: formatIpv6(addr.map((x, i) => x & mask[i]!)), mask: formatIpv6(mask) };
+  });
+}
+
+const count4 = (l: CidrList) => l.cidrs.filter((c) => !isV6(c)).length;
+const count6 = (l: CidrList) => l.cidrs.filter(isV6).length;
 
 export function encodePodConfig(p: PodPolicy): Uint8Array {
   const flags = (p.includeOutboundPorts.all ? POD_F_INCLUDE_OUT_PORTS_ALL : 0) |
@@ -247,14 +283,18 @@ export function encodePodConfig(p: PodPolicy): Uint8Array {
     n_exclude_out_ports: p.excludeOutboundPorts.ranges.length,
     n_include_in_ports: p.includeInboundPorts.ranges.length,
     n_exclude_in_ports: p.excludeInboundPorts.ranges.length,
-    n_include_out_cidrs: p.includeOutboundCidrs.cidrs.length,
-    n_exclude_out_cidrs: p.excludeOutboundCidrs.cidrs.length,
+    n_include_out_cidrs: count4(p.includeOutboundCidrs),
+    n_exclude_out_cidrs: count4(p.excludeOutboundCidrs),
+    n_include_out_cidrs6: count6(p.includeOutboundCidrs),
+    n_exclude_out_cidrs6: count6(p.excludeOutboundCidrs),
     include_out_ports: ranges(p.includeOutboundPorts, "includeOutboundPorts"),
     exclude_out_ports: ranges(p.excludeOutboundPorts, "excludeOutboundPorts"),
     include_in_ports: ranges(p.includeInboundPorts, "includeInboundPorts"),
     exclude_in_ports: ranges(p.excludeInboundPorts, "excludeInboundPorts"),
     include_out_cidrs: cidrs(p.includeOutboundCidrs, "includeOutboundCidrs"),
     exclude_out_cidrs: cidrs(p.excludeOutboundCidrs, "excludeOutboundCidrs"),
+    include_out_cidrs6: cidrs6(p.includeOutboundCidrs, "includeOutboundCidrs"),
+    exclude_out_cidrs6: cidrs6(p.excludeOutboundCidrs, "excludeOutboundCidrs"),
   });
 }
 
@@ -270,10 +310,16 @@ export function decodePodConfig(b: Uint8Array): PodPolicy {
   });
   const cl = (all: number, arr: string, n: string): CidrList => ({
     all: (flags & all) !== 0,
-    cidrs: (v[arr] as { addr: string; mask: string }[]).slice(0, v[n] as number).map((c): Cidr4 => ({
-      addr: c.addr,
-      prefix: prefixOf(c.mask),
-    })),
+    cidrs: [
+      ...(v[arr] as { addr: string; mask: string }[]).slice(0, v[n] as number).map((c): Cidr => ({
+        addr: c.addr,
+        prefix: prefixOf(c.mask),
+      })),
+      ...(v[`${arr}6`] as { addr: string; mask: string }[]).slice(0, v[`${n}6`] as number).map((c): Cidr => ({
+        addr: c.addr,
+        prefix: prefixOf6(parseIpv6(c.mask) ?? new Uint8Array(16)),
+      })),
+    ],
   });
   return {
     statusPort: v.status_port as number,
@@ -295,6 +341,22 @@ export interface OrigDst {
 export function decodeOrigDst(b: Uint8Array): OrigDst {
   const v = decode(ORIG_DST, b);
   return { ip: v.ip as string, port: v.port as number, flags: v.flags as number };
+}
+
+/** A pod's identity in mark_pod_ips / netns_pod_ips: "" for a family it has no address in. */
+export interface PodIps {
+  ip4: string;
+  ip6: string;
+}
+
+export function encodePodIps(ips: PodIps): Uint8Array {
+  return encode(POD_IPS, { ip4: ips.ip4 || "0.0.0.0", ip6: ips.ip6 || "::" });
+}
+
+export function decodePodIps(b: Uint8Array): PodIps {
+  const v = decode(POD_IPS, b);
+  const ip4 = v.ip4 as string, ip6 = v.ip6 as string;
+  return { ip4: ip4 === "0.0.0.0" ? "" : ip4, ip6: ip6 === "::" ? "" : ip6 };
 }
 
 export interface PairKey {

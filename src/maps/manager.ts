@@ -1,7 +1,8 @@
 // Typed access to the datapath's maps. Works on any RawMap (a loaded object's map or a pinned map
 // opened by `merbridge status`), so the CLI can read and the daemon can write the same way.
 import type { MeshParams, PodPolicy } from "../mesh/types.ts";
-import { ip4Key, layout, u32Key, u64Key } from "./codec.ts";
+import { ip16Key, layout, u32Key, u64Key } from "./codec.ts";
+import { formatIp16 } from "../mesh/ipv6.ts";
 import { numPossibleCpus } from "../bpf/map_fd.ts";
 
 /** struct pod_stats in bpf/maps.h, in field order. */
@@ -15,12 +16,15 @@ import {
   decodeOrigDst,
   decodePairKey,
   decodePodConfig,
+  decodePodIps,
   encodeMeshConfig,
   encodePodConfig,
+  encodePodIps,
   MESH_CONFIG,
   type MeshConfigOptions,
   type OrigDst,
   type PairKey,
+  type PodIps,
   TABLE_NAMES,
   type TableName,
 } from "./layouts.ts";
@@ -65,8 +69,19 @@ export const MAP_NAMES = [
 ] as const;
 export type MapName = typeof MAP_NAMES[number];
 
+/** The text of a 16-byte address key (dotted for IPv4). */
 function ipOf(b: Uint8Array): string {
-  return Array.from(b.subarray(0, 4)).join(".");
+  return formatIp16(b.subarray(0, 16));
+}
+
+/** A pod identity's primary address: its IPv4, else its IPv6. */
+const primary = (ips: PodIps) => ips.ip4 || ips.ip6;
+
+function podIps(ip4: string, ip6: string): PodIps {
+  // The identity value holds one address per family: say which slot each goes in.
+  if (ip4.includes(":")) throw new Error(`pod IPv4 ${JSON.stringify(ip4)} is not IPv4`);
+  if (ip6 !== "" && !ip6.includes(":")) throw new Error(`pod IPv6 ${JSON.stringify(ip6)} is not IPv6`);
+  return { ip4, ip6 };
 }
 
 function u32Of(b: Uint8Array): number {
@@ -104,17 +119,18 @@ export class DatapathMaps {
     this.maps.mesh_config.update(u32Key(0), new Uint8Array(layout(MESH_CONFIG).size));
   }
 
+  /** Writes a pod's policy under one of its IPs (either family); a dual-stack pod is written under each. */
   putPod(ip: string, policy: PodPolicy): void {
-    this.maps.local_pods.update(ip4Key(ip), encodePodConfig(policy));
+    this.maps.local_pods.update(ip16Key(ip), encodePodConfig(policy));
   }
 
   /** The raw encoding currently stored for a pod, to skip writes that would change nothing. */
   podBytes(ip: string): Uint8Array | undefined {
-    return this.maps.local_pods.lookup(ip4Key(ip));
+    return this.maps.local_pods.lookup(ip16Key(ip));
   }
 
   deletePod(ip: string): boolean {
-    return this.maps.local_pods.delete(ip4Key(ip));
+    return this.maps.local_pods.delete(ip16Key(ip));
   }
 
   pods(): Map<string, PodPolicy> {
@@ -126,36 +142,50 @@ export class DatapathMaps {
     return out;
   }
 
-  putMark(mark: number, podIp: string): void {
-    this.maps.mark_pod_ips.update(u32Key(mark), ip4Key(podIp));
+  /** `podIp` is the pod's IPv4 ("" when it has none), `podIp6` its IPv6. */
+  putMark(mark: number, podIp: string, podIp6 = ""): void {
+    this.maps.mark_pod_ips.update(u32Key(mark), encodePodIps(podIps(podIp, podIp6)));
   }
 
   deleteMark(mark: number): boolean {
     return this.maps.mark_pod_ips.delete(u32Key(mark));
   }
 
+  /** Mark -> the pod's primary IP (its IPv4, else its IPv6). */
   marks(): Map<number, string> {
-    const out = new Map<number, string>();
+    return new Map([...this.markIps()].map(([m, ips]) => [m, primary(ips)]));
+  }
+
+  /** Mark -> both of the pod's addresses. */
+  markIps(): Map<number, PodIps> {
+    const out = new Map<number, PodIps>();
     for (const k of this.maps.mark_pod_ips.keys()) {
       const v = this.maps.mark_pod_ips.lookup(k);
-      if (v) out.set(u32Of(k), ipOf(v));
+      if (v) out.set(u32Of(k), decodePodIps(v));
     }
     return out;
   }
 
-  putNetnsPod(cookie: bigint, podIp: string): void {
-    this.maps.netns_pod_ips.update(u64Key(cookie), ip4Key(podIp));
+  /** `podIp` is the pod's IPv4 ("" when it has none), `podIp6` its IPv6. */
+  putNetnsPod(cookie: bigint, podIp: string, podIp6 = ""): void {
+    this.maps.netns_pod_ips.update(u64Key(cookie), encodePodIps(podIps(podIp, podIp6)));
   }
 
   deleteNetnsPod(cookie: bigint): boolean {
     return this.maps.netns_pod_ips.delete(u64Key(cookie));
   }
 
+  /** Namespace cookie -> the pod's primary IP (its IPv4, else its IPv6). */
   netnsPods(): Map<bigint, string> {
-    const out = new Map<bigint, string>();
+    return new Map([...this.netnsPodIps()].map(([c, ips]) => [c, primary(ips)]));
+  }
+
+  /** Namespace cookie -> both of the pod's addresses. */
+  netnsPodIps(): Map<bigint, PodIps> {
+    const out = new Map<bigint, PodIps>();
     for (const k of this.maps.netns_pod_ips.keys()) {
       const v = this.maps.netns_pod_ips.lookup(k);
-      if (v) out.set(new DataView(k.buffer, k.byteOffset, 8).getBigUint64(0, true), ipOf(v));
+      if (v) out.set(new DataView(k.buffer, k.byteOffset, 8).getBigUint64(0, true), decodePodIps(v));
     }
     return out;
   }
@@ -201,16 +231,16 @@ export class DatapathMaps {
   /** Starts counting for a pod (zeroes on every CPU); the programs only count into existing entries. */
   addPodCounters(ip: string): void {
     const m = this.#podCounters();
-    m.updatePerCpu(ip4Key(ip), Array.from({ length: numPossibleCpus() }, () => new Uint8Array(m.valueSize)));
+    m.updatePerCpu(ip16Key(ip), Array.from({ length: numPossibleCpus() }, () => new Uint8Array(m.valueSize)));
   }
 
   deletePodCounters(ip: string): boolean {
-    return this.#podCounters().delete(ip4Key(ip));
+    return this.#podCounters().delete(ip16Key(ip));
   }
 
   /** A pod's counters summed over CPUs; undefined when it has no entry. */
   podCounters(ip: string): Record<PodStatName, bigint> | undefined {
-    const per = this.#podCounters().lookupPerCpu(ip4Key(ip));
+    const per = this.#podCounters().lookupPerCpu(ip16Key(ip));
     if (!per) return undefined;
     const out = Object.fromEntries(POD_STAT_NAMES.map((n) => [n, 0n])) as Record<PodStatName, bigint>;
     for (const b of per) {

@@ -14,11 +14,15 @@
 //   warning names the first item that was dropped.
 // - CIDR items: "a.b.c.d/n", or a bare address meaning /32. A network written with host bits set
 //   ("10.1.2.3/8") is applied as its network (10.0.0.0/8), the same networks iptables would match,
-//   and a warning says so since the author probably meant something narrower. IPv6 items are ignored
-//   with a warning: the datapath is IPv4 only.
+//   and a warning says so since the author probably meant something narrower. IPv6 items
+//   ("fd00::/8", a bare address meaning /128) are kept the same way; each family has its own capacity,
+//   and a list holds its IPv4 networks first, then its IPv6 ones, in the order given. An IPv4-mapped
+//   IPv6 range (::ffff:0:0/96 and inside) is refused: IPv4 traffic is matched by IPv4 ranges only,
+//   as iptables and ip6tables each see only their own family.
 import { MAX_CIDRS, MAX_PORT_RANGES } from "./types.ts";
-import type { Cidr4, CidrList, PolicyWarning, PortList, PortRange } from "./types.ts";
+import type { Cidr, CidrList, PolicyWarning, PortList, PortRange } from "./types.ts";
 import { formatIpv4, parseIpv4, prefixMask } from "./ipv4.ts";
+import { formatIpv6, isV4Mapped, maskIpv6, parseIpv6 } from "./ipv6.ts";
 
 export const WILDCARD = "*";
 
@@ -157,10 +161,10 @@ export function parsePortList(
 }
 
 /** Parses one CIDR item; a string result is the reason it was refused. */
-function parseCidrItem(item: string): { cidr: Cidr4; hostBits: boolean } | string {
-  if (item.includes(":")) return "IPv6 is not supported by the IPv4 datapath; ignored";
+function parseCidrItem(item: string): { cidr: Cidr; hostBits: boolean } | string {
   const slash = item.indexOf("/");
   const addrText = slash < 0 ? item : item.slice(0, slash);
+  if (addrText.includes(":")) return parseCidr6Item(addrText, slash < 0 ? "128" : item.slice(slash + 1));
   const prefixText = slash < 0 ? "32" : item.slice(slash + 1);
   const addr = parseIpv4(addrText);
   if (addr === null) return "not an IPv4 address or CIDR; ignored";
@@ -172,7 +176,21 @@ function parseCidrItem(item: string): { cidr: Cidr4; hostBits: boolean } | strin
   return { cidr: { addr: formatIpv4(net), prefix }, hostBits: net !== addr };
 }
 
-/** Parses an IPv4 CIDR list annotation value. */
+function parseCidr6Item(addrText: string, prefixText: string): { cidr: Cidr; hostBits: boolean } | string {
+  const addr = parseIpv6(addrText);
+  if (!addr) return "not an IPv6 address or CIDR; ignored";
+  if (!/^[0-9]{1,3}$/.test(prefixText) || Number(prefixText) > 128) {
+    return "prefix length must be 0..128; ignored";
+  }
+  const prefix = Number(prefixText);
+  const net = maskIpv6(addr, prefix);
+  if (prefix >= 96 && isV4Mapped(net)) {
+    return "an IPv4-mapped IPv6 range never matches: IPv4 traffic is matched by IPv4 ranges; ignored";
+  }
+  return { cidr: { addr: formatIpv6(net), prefix }, hostBits: net.some((x, i) => x !== addr[i]) };
+}
+
+/** Parses a CIDR list annotation value (either family; `capacity` applies to each). */
 export function parseCidrList(
   annotation: string,
   value: string,
@@ -184,9 +202,11 @@ export function parseCidrList(
   }
 
   const warnings: PolicyWarning[] = [];
-  const cidrs: Cidr4[] = [];
+  const byFamily: { cidrs: Cidr[]; overflow: PolicyWarning | null }[] = [
+    { cidrs: [], overflow: null },
+    { cidrs: [], overflow: null },
+  ];
   const seen = new Set<string>();
-  let overflow: PolicyWarning | null = null;
 
   for (const item of items) {
     const parsed = parseCidrItem(item);
@@ -198,20 +218,22 @@ export function parseCidrList(
     if (parsed.hostBits) {
       warnings.push(warn(annotation, item, `host bits are set; applied as ${key}`));
     }
-    if (seen.has(key) || overflow) continue;
-    if (cidrs.length >= capacity) {
-      overflow = warn(
+    const fam = byFamily[parsed.cidr.addr.includes(":") ? 1 : 0]!;
+    if (seen.has(key) || fam.overflow) continue;
+    if (fam.cidrs.length >= capacity) {
+      const what = fam === byFamily[0] ? "IPv4" : "IPv6";
+      fam.overflow = warn(
         annotation,
         item,
-        `too many ranges: at most ${capacity} are applied; "${item}" and every item after it were dropped`,
+        `too many ${what} ranges: at most ${capacity} are applied; "${item}" and every ${what} item after it were dropped`,
       );
       continue;
     }
     seen.add(key);
-    cidrs.push(parsed.cidr);
+    fam.cidrs.push(parsed.cidr);
   }
-  if (overflow) warnings.push(overflow);
-  return { value: { all: false, cidrs }, warnings };
+  for (const f of byFamily) if (f.overflow) warnings.push(f.overflow);
+  return { value: { all: false, cidrs: [...byFamily[0]!.cidrs, ...byFamily[1]!.cidrs] }, warnings };
 }
 
 /**

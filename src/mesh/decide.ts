@@ -29,7 +29,9 @@ function portOrThrow(what: string, port: number): number {
 
 // A port matches a range when lo <= port <= hi, as port_in() in bpf/policy.h.
 const inPorts = portListHas;
-const inCidrs = (list: CidrList, ip: number) => list.all || list.cidrs.some((c) => cidrContains(c, ip));
+// An IPv4 destination is matched by the IPv4 networks only (the datapath keeps one list per family).
+const inCidrs = (list: CidrList, ip: number) =>
+  list.all || list.cidrs.some((c) => !c.addr.includes(":") && cidrContains(c, ip));
 
 /**
  * Outbound connection from a pod's application to dstIp:dstPort. `policy` null means the datapath does

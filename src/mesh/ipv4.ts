@@ -1,7 +1,7 @@
 // IPv4 address arithmetic shared by the annotation parser and the decision model. Addresses are
 // unsigned 32-bit numbers in host order, so `(ip & mask) === net` compares the way the BPF side does
 // once both sides have agreed on the byte order.
-import type { Cidr4 } from "./types.ts";
+import type { Cidr } from "./types.ts";
 
 const OCTET = /^(0|[1-9][0-9]{0,2})$/;
 
@@ -38,13 +38,13 @@ export function prefixMask(prefix: number): number {
 }
 
 /** True when `ip` (unsigned 32-bit) lies inside `cidr`. */
-export function cidrContains(cidr: Cidr4, ip: number): boolean {
+export function cidrContains(cidr: Cidr, ip: number): boolean {
   const net = parseIpv4(cidr.addr);
   if (net === null) throw new TypeError(`CIDR network address is not IPv4: "${cidr.addr}"`);
   const mask = prefixMask(cidr.prefix);
   return ((ip & mask) >>> 0) === ((net & mask) >>> 0);
 }
 
-export function formatCidr(cidr: Cidr4): string {
+export function formatCidr(cidr: Cidr): string {
   return `${cidr.addr}/${cidr.prefix}`;
 }

@@ -6,7 +6,7 @@ export type MeshMode = typeof MESH_MODES[number];
 
 /** Capacity of each port list in struct pod_config, in ranges (bpf/common.h MAX_PORT_RANGES). */
 export const MAX_PORT_RANGES = 32;
-/** Capacity of each CIDR list in struct pod_config (bpf/common.h MAX_CIDRS). */
+/** Capacity of each CIDR list in struct pod_config, per family (bpf/common.h MAX_CIDRS). */
 export const MAX_CIDRS = 16;
 /** Capacity of the always-excluded inbound port list in struct mesh_config. */
 export const MAX_ALWAYS_EXCLUDED = 8;
@@ -50,15 +50,19 @@ export interface PortList {
   ranges: PortRange[];
 }
 
-/** An IPv4 network: `addr` is the dotted network address (host bits cleared), `prefix` 0..32. */
-export interface Cidr4 {
+/**
+ * A network of either family: `addr` is the network address (host bits cleared), dotted IPv4 with
+ * `prefix` 0..32 or IPv6 text with `prefix` 0..128.
+ */
+export interface Cidr {
   addr: string;
   prefix: number;
 }
 
+/** `cidrs` lists the IPv4 networks first, then the IPv6 ones (the order the maps store them in). */
 export interface CidrList {
   all: boolean;
-  cidrs: Cidr4[];
+  cidrs: Cidr[];
 }
 
 /** The per-pod settings the BPF programs apply, decoded from the pod's annotations. */
@@ -85,8 +89,10 @@ export interface PodEntry {
   namespace: string;
   name: string;
   uid: string;
-  /** Primary IPv4 of the pod ("" when not assigned yet). */
+  /** Primary IPv4 of the pod ("" when not assigned yet, or when the pod has none). */
   ip: string;
+  /** The pod's IPv6 address from status.podIPs ("" or absent when it has none). */
+  ip6?: string;
   inMesh: boolean;
   policy: PodPolicy;
   warnings: PolicyWarning[];

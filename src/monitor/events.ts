@@ -8,10 +8,10 @@ export const EVENT: StructDef = {
   fields: [
     ["ts_ns", "u64"],
     ["netns", "u64"],
-    ["pod_ip", "ip4"],
-    ["sip", "ip4"],
-    ["dip", "ip4"],
-    ["orig_ip", "ip4"],
+    ["pod_ip", "ip6"],
+    ["sip", "ip6"],
+    ["dip", "ip6"],
+    ["orig_ip", "ip6"],
     ["sport", "u16"],
     ["dport", "u16"],
     ["orig_port", "u16"],
@@ -77,14 +77,15 @@ export interface MonitorEvent {
   uid: number;
 }
 
-const hostPort = (ip: string, port: number) => `${ip}:${port}`;
+const hostPort = (ip: string, port: number) => ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
 
 export function decodeEvent(bytes: Uint8Array): MonitorEvent {
   const v = decode(EVENT, bytes);
   const n = (k: string) => v[k] as number;
   const ip = (k: string) => v[k] as string;
   const r = EVENT_REASONS[n("reason") - 1];
-  const none = (s: string) => s === "0.0.0.0";
+  // All zero, or an IPv4 zero (an unbound IPv4 socket's source).
+  const none = (s: string) => s === "::" || s === "0.0.0.0";
   return {
     tsNs: v.ts_ns as bigint,
     netns: v.netns as bigint,

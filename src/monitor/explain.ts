@@ -68,7 +68,8 @@ export function explainLive(maps: DatapathMaps, q: ExplainQuery): Explanation {
   const mesh = liveMesh(cfg);
   const pods = maps.pods();
   const policy = pods.get(q.podIp) ?? null;
-  const identified = [...maps.marks().values(), ...maps.netnsPods().values()].includes(q.podIp);
+  const identified = [...maps.markIps().values(), ...maps.netnsPodIps().values()]
+    .some((x) => x.ip4 === q.podIp || x.ip6 === q.podIp);
   const d = splitDest(q.dest);
   const query = {
     podIp: q.podIp,

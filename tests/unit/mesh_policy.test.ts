@@ -284,15 +284,32 @@ Deno.test("parseCidrList", async (t) => {
     assert.match(w.reason, /host bits.*10\.0\.0\.0\/8/);
   });
 
-  await t.step("IPv6 items are ignored with the IPv4-datapath warning; IPv4 items still apply", () => {
-    const r = parseCidrList(A, "fd00::/8, 10.0.0.0/8, ::1, ::ffff:10.0.0.1");
-    assert.deepEqual(r.value, cidrs("10.0.0.0/8"));
-    assert.equal(r.warnings.length, 3);
-    for (const w of r.warnings) {
-      assert.equal(w.annotation, A);
-      assert.equal(w.reason, "IPv6 is not supported by the IPv4 datapath; ignored");
+  await t.step("IPv6 items are kept after the IPv4 ones; v4-mapped ranges are refused", () => {
+    const r = parseCidrList(A, "fd00::/8, 10.0.0.0/8, ::1, ::ffff:10.0.0.1, 2001:DB8:0:0:1::5/64");
+    assert.deepEqual(r.value, cidrs("10.0.0.0/8", "fd00::/8", "::1/128", "2001:db8::/64"));
+    assert.deepEqual(r.warnings.map((w) => w.item), ["::ffff:10.0.0.1", "2001:DB8:0:0:1::5/64"]);
+    assert.match(r.warnings[0]!.reason, /IPv4-mapped/);
+    assert.match(r.warnings[1]!.reason, /host bits.*2001:db8::\/64/);
+  });
+
+  await t.step("IPv6 items that are not addresses or have bad prefixes are named", () => {
+    for (const bad of ["fd00::/129", "fd00:::1", "fd00::g", "1:2:3:4:5:6:7:8:9", "fd00::/x", "1.2.3.4::"]) {
+      const r = parseCidrList(A, `${bad}, fd01::/16`);
+      assert.deepEqual(r.value, cidrs("fd01::/16"), bad);
+      assert.equal(only(r.warnings).item, bad);
     }
-    assert.deepEqual(r.warnings.map((w) => w.item), ["fd00::/8", "::1", "::ffff:10.0.0.1"]);
+  });
+
+  await t.step("each family has its own capacity", () => {
+    const v6 = Array.from({ length: MAX_CIDRS + 1 }, (_, i) => `fd00:${i.toString(16)}::/32`);
+    const v4 = Array.from({ length: MAX_CIDRS }, (_, i) => `10.${i}.0.0/16`);
+    const r = parseCidrList(A, [...v6, ...v4].join(","));
+    assert.equal(r.value.cidrs.length, 2 * MAX_CIDRS);
+    assert.deepEqual(r.value.cidrs[0], { addr: "10.0.0.0", prefix: 16 });
+    assert.deepEqual(r.value.cidrs.at(-1), { addr: `fd00:${(MAX_CIDRS - 1).toString(16)}::`, prefix: 32 });
+    const w = only(r.warnings);
+    assert.equal(w.item, v6.at(-1));
+    assert.match(w.reason, /IPv6/);
   });
 
   await t.step("invalid items are named; the rest applies", () => {
@@ -471,18 +488,18 @@ Deno.test("podPolicy istio", async (t) => {
   await t.step("warnings name the pod annotation and the item; the rest applies", () => {
     const r = podPolicy({
       [I.excludeOutboundPorts]: "5432, 99999",
-      [I.excludeOutboundIPRanges]: "fd00::/8,10.96.0.0/12",
+      [I.excludeOutboundIPRanges]: "fd00::/8,10.96.0.0/12,fd00::/200",
       [I.includeInboundPorts]: "8080,http",
     }, "istio");
     assert.deepEqual(r.policy.excludeOutboundPorts, ports(5432));
-    assert.deepEqual(r.policy.excludeOutboundCidrs, cidrs("10.96.0.0/12"));
+    assert.deepEqual(r.policy.excludeOutboundCidrs, cidrs("10.96.0.0/12", "fd00::/8"));
     assert.deepEqual(r.policy.includeInboundPorts, ports(8080));
     const got = r.warnings.map((w) => [w.annotation, w.item]).sort();
     assert.deepEqual(
       got,
       [
         [I.excludeOutboundPorts, "99999"],
-        [I.excludeOutboundIPRanges, "fd00::/8"],
+        [I.excludeOutboundIPRanges, "fd00::/200"],
         [I.includeInboundPorts, "http"],
       ].sort(),
     );
@@ -592,14 +609,14 @@ Deno.test("podPolicy kuma", async (t) => {
     const r = podPolicy({
       [K.excludeInboundPorts]: "1234, 5678",
       [K.excludeOutboundPorts]: "5432",
-      [K.excludeOutboundIps]: "10.0.0.1, 192.168.0.0/16, fd10::/16",
+      [K.excludeOutboundIps]: "10.0.0.1, 192.168.0.0/16, fd10::/16, fd10::zz",
     }, "kuma");
     assert.deepEqual(r.policy.excludeInboundPorts, ports(1234, 5678));
     assert.deepEqual(r.policy.excludeOutboundPorts, ports(5432));
-    assert.deepEqual(r.policy.excludeOutboundCidrs, cidrs("10.0.0.1/32", "192.168.0.0/16"));
+    assert.deepEqual(r.policy.excludeOutboundCidrs, cidrs("10.0.0.1/32", "192.168.0.0/16", "fd10::/16"));
     const w = only(r.warnings);
     assert.equal(w.annotation, K.excludeOutboundIps);
-    assert.equal(w.item, "fd10::/16");
+    assert.equal(w.item, "fd10::zz");
   });
 
   await t.step("application probe proxy port is the status port", () => {
@@ -634,7 +651,7 @@ Deno.test("podPolicy osm", async (t) => {
       podPolicy({ [O.outboundIpRangeInclusionList]: "" }, "osm").policy.includeOutboundCidrs,
       ALL_CIDRS,
     );
-    const r = podPolicy({ [O.outboundIpRangeInclusionList]: "fd00::/8" }, "osm");
+    const r = podPolicy({ [O.outboundIpRangeInclusionList]: "fd00::/300" }, "osm");
     assert.deepEqual(r.policy.includeOutboundCidrs, ALL_CIDRS);
     assert.equal(only(r.warnings).annotation, O.outboundIpRangeInclusionList);
   });

@@ -188,16 +188,18 @@ export const podsCommand: Command<typeof PODS_FLAGS> = {
     using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
     const attachments = readAttachments(f["state-dir"] as string);
     const known = await daemonPods(f["daemon-addr"] as string) ?? [];
-    const marks = pm.maps.marks();
-    const cookies = pm.maps.netnsPods();
+    // A dual-stack pod has a local_pods entry under each of its IPs; its identity names both.
+    const has = (ips: { ip4: string; ip6: string }, ip: string) => ips.ip4 === ip || ips.ip6 === ip;
+    const marks = pm.maps.markIps();
+    const cookies = pm.maps.netnsPodIps();
     const rows = [...pm.maps.pods()].map(([ip, policy]) => {
       const a = attachments.find((x) => x.podIp === ip);
       const e = known.find((x) => x.ip === ip);
-      const mark = [...marks].find(([, mip]) => mip === ip)?.[0];
+      const mark = [...marks].find(([, mips]) => has(mips, ip))?.[0];
       const pod = e ? `${e.namespace}/${e.name}` : a ? `${a.podNamespace}/${a.podName}` : "";
       // Without a daemon the maps still tell whether connect4 can know the pod, not how it was found.
       const identity: PodIdentity[] = e?.identity ??
-        [...cookies].filter(([, cip]) => cip === ip).map(([c]) => ({
+        [...cookies].filter(([, cips]) => has(cips, ip)).map(([c]) => ({
           via: a?.netnsCookie === c.toString() ? "cni" : "netns",
           cookie: c.toString(),
           netns: null,
@@ -235,6 +237,11 @@ export const podsCommand: Command<typeof PODS_FLAGS> = {
   },
 };
 
+/** `ip` is the pod's primary address (its IPv4, else its IPv6); `ip6` is there when it has both. */
+function ipsRow(ips: { ip4: string; ip6: string }): { ip: string; ip6?: string } {
+  return ips.ip4 && ips.ip6 ? { ip: ips.ip4, ip6: ips.ip6 } : { ip: ips.ip4 || ips.ip6 };
+}
+
 const DUMP_FLAGS = { ...PIN_FLAGS, ...OUTPUT_FLAGS, ...LOG_FLAGS } as const;
 
 export const mapsDumpCommand: Command<typeof DUMP_FLAGS> = {
@@ -260,7 +267,7 @@ export const mapsDumpCommand: Command<typeof DUMP_FLAGS> = {
         rows = [...pm.maps.pods()].map(([ip, policy]) => ({ ip, policy }));
         break;
       case "mark_pod_ips":
-        rows = [...pm.maps.marks()].map(([mark, ip]) => ({ mark, ip }));
+        rows = [...pm.maps.markIps()].map(([mark, ips]) => ({ mark, ...ipsRow(ips) }));
         break;
       case "pair_orig_dst":
         rows = pm.maps.pairs();
@@ -269,7 +276,7 @@ export const mapsDumpCommand: Command<typeof DUMP_FLAGS> = {
         rows = pm.maps.handshakes();
         break;
       case "netns_pod_ips":
-        rows = [...pm.maps.netnsPods()].map(([cookie, ip]) => ({ cookie, ip }));
+        rows = [...pm.maps.netnsPodIps()].map(([cookie, ips]) => ({ cookie, ...ipsRow(ips) }));
         break;
       case "table_fill":
         rows = Object.entries(pm.maps.tableFill()).map(([table, entries]) => ({ table, entries }));
