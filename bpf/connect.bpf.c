@@ -10,7 +10,10 @@
  * The checks follow the order of the mesh's own iptables rules, so each decision is the one those
  * rules would make. connect6 handles IPv4 destinations written as ::ffff:a.b.c.d (dual-stack sockets,
  * the JDK's default) exactly like connect4: on the wire they are IPv4, and iptables sees them as such.
- * Native IPv6 destinations are left to the kernel untouched.
+ * Native IPv6 destinations follow the ip6tables rules Istio writes for dual stack: ::1 and ::6 stand
+ * where IPv4 has 127.0.0.1 and 127.0.0.6 (IPv6 has no other loopback addresses), the pod's own IPv6
+ * is its own IP, IPv6 ranges decide, and the proxy is reached at [::1] on its ports, only once it
+ * listens there (a proxy listening on IPv4 only leaves IPv6 connections alone rather than break them).
  */
 #include "common.h"
 #include "maps.h"
@@ -376,8 +379,6 @@ SEC("cgroup/connect6")
 int mb_connect6(struct bpf_sock_addr *ctx)
 {
 	struct addr16 dip = {.w = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]}};
-	if (!addr_is4(&dip))
-		return 1;
 	return connect_any(ctx, 1, &dip, bpf_ntohs((__u16)ctx->user_port));
 }
 

@@ -2,8 +2,9 @@
 /*
  * DNS capture for unconnected UDP sockets: queries to port 53 go to the proxy's DNS port on loopback,
  * and replies read back from there carry the resolver's address again, so the application cannot tell.
- * The *6 programs do the same for AF_INET6 sockets sending to an IPv4 resolver as ::ffff:a.b.c.d;
- * native IPv6 resolvers are left alone.
+ * The *6 programs do the same for AF_INET6 sockets: an IPv4 resolver written ::ffff:a.b.c.d goes to
+ * 127.0.0.1 as from an AF_INET socket, an IPv6 resolver to [::1] (when the proxy's DNS listener takes
+ * IPv6 there).
  */
 #include "common.h"
 #include "maps.h"
@@ -103,8 +104,6 @@ SEC("cgroup/sendmsg6")
 int mb_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct addr16 a = user_addr6(ctx);
-	if (!addr_is4(&a))
-		return 1;
 	return sendmsg_any(ctx, 1, &a);
 }
 
@@ -119,8 +118,6 @@ SEC("cgroup/recvmsg6")
 int mb_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	struct addr16 a = user_addr6(ctx);
-	if (!addr_is4(&a))
-		return 1;
 	return recvmsg_any(ctx, 1, &a);
 }
 

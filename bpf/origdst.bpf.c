@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * cgroup/getsockopt: answers SO_ORIGINAL_DST for connections we redirected, on either end: at SOL_IP
- * with a sockaddr_in, and at SOL_IPV6 (IP6T_SO_ORIGINAL_DST) with the address written ::ffff:a.b.c.d,
- * for AF_INET sockets and for AF_INET6 ones carrying IPv4. Every other call is returned exactly as the
+ * with a sockaddr_in for IPv4 connections, and at SOL_IPV6 (IP6T_SO_ORIGINAL_DST) with a sockaddr_in6
+ * for IPv6 ones and for IPv4 ones too (written ::ffff:a.b.c.d). Every other call is returned exactly as the
  * kernel answered it: optlen and retval are only written for the options we own.
  */
 #include "common.h"
@@ -42,8 +42,9 @@ int mb_getsockopt(struct bpf_sockopt *ctx)
 		return 1;
 	struct addr16 lip, rip;
 	sock_addrs(sk, &lip, &rip);
-	/* An IPv4 connection: an AF_INET socket, or an AF_INET6 one whose peer is ::ffff:a.b.c.d. */
-	if (!addr_is4(&rip))
+	/* An IPv6 connection has no answer at SOL_IP, as conntrack gives none; an IPv4 one (an AF_INET
+	 * socket, or an AF_INET6 one whose peer is ::ffff:a.b.c.d) answers at both levels. */
+	if (!v6 && !addr_is4(&rip))
 		return 1;
 	__u16 lport = (__u16)sk->src_port, rport = bpf_ntohs((__u16)sk->dst_port);
 	__u64 ns = bpf_get_netns_cookie(ctx);
@@ -128,10 +129,6 @@ static __always_inline int getpeername_any(struct bpf_sock_addr *ctx, int v6)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
-		return 1;
-	struct addr16 lip, rip;
-	sock_addrs(sk, &lip, &rip);
-	if (v6 && !addr_is4(&rip))
 		return 1;
 	if (sk->protocol != IPPROTO_UDP && sk->protocol != IPPROTO_TCP)
 		return 1;

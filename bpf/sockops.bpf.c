@@ -173,19 +173,10 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 		fill_add(T_SOCK_REFS, -1);
 }
 
-/* AF_INET sockets, and AF_INET6 ones talking to ::ffff:a.b.c.d: IPv4 connections. */
-static __always_inline int carries_ipv4(struct bpf_sock_ops *skops)
-{
-	struct addr16 l, r;
-	sock_addrs(skops, &l, &r);
-	return addr_is4(&r);
-}
 
 SEC("sockops")
 int mb_sockops(struct bpf_sock_ops *skops)
 {
-	if (!carries_ipv4(skops))
-		return 1;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		active_established(skops);

@@ -5,6 +5,7 @@
 import type { CidrList, MeshParams, PodPolicy } from "./types.ts";
 import { portListHas } from "./annotations.ts";
 import { cidrContains, parseIpv4 } from "./ipv4.ts";
+import { cidr6Contains, formatIpv6, isV4Mapped, parseIpv6 } from "./ipv6.ts";
 
 export type Verdict = "redirect" | "pass";
 
@@ -32,6 +33,15 @@ const inPorts = portListHas;
 // An IPv4 destination is matched by the IPv4 networks only (the datapath keeps one list per family).
 const inCidrs = (list: CidrList, ip: number) =>
   list.all || list.cidrs.some((c) => !c.addr.includes(":") && cidrContains(c, ip));
+// And an IPv6 one by the IPv6 networks only, as ip6tables sees only IPv6.
+const inCidrs6 = (list: CidrList, ip: Uint8Array) =>
+  list.all || list.cidrs.some((c) => c.addr.includes(":") && cidr6Contains(parseIpv6(c.addr)!, c.prefix, ip));
+
+/** A native IPv6 address (not ::ffff:a.b.c.d), or null. */
+function nativeIpv6(text: string): Uint8Array | null {
+  const b = parseIpv6(text);
+  return b && !isV4Mapped(b) ? b : null;
+}
 
 /**
  * Outbound connection from a pod's application to dstIp:dstPort. `policy` null means the datapath does
@@ -42,7 +52,10 @@ export function explainOutbound(
   podIp: string | null,
   dstIp: string,
   dstPort: number,
+  podIp6: string | null = null,
 ): Decision {
+  const dst6 = nativeIpv6(dstIp);
+  if (dst6) return explainOutbound6(policy, podIp6, dst6, dstIp, dstPort);
   const dst = ipOrThrow("destination", dstIp);
   portOrThrow("destination port", dstPort);
   if (dst >>> 24 === 127) return { verdict: "pass", reason: "destination is loopback (127.0.0.0/8)" };
@@ -60,6 +73,35 @@ export function explainOutbound(
     return { verdict: "redirect", reason: `port ${dstPort} is in the included outbound ports` };
   }
   if (inCidrs(policy.includeOutboundCidrs, dst)) {
+    return { verdict: "redirect", reason: `${dstIp} is in the included outbound ranges` };
+  }
+  return { verdict: "pass", reason: "neither the port nor the address is included for capture" };
+}
+
+/** explainOutbound for a native IPv6 destination: ::1 is its only loopback address, IPv6 ranges decide. */
+function explainOutbound6(
+  policy: PodPolicy | null,
+  podIp6: string | null,
+  dst: Uint8Array,
+  dstIp: string,
+  dstPort: number,
+): Decision {
+  portOrThrow("destination port", dstPort);
+  const text = formatIpv6(dst);
+  if (text === "::1") return { verdict: "pass", reason: "destination is loopback (::1)" };
+  const own = podIp6 ? nativeIpv6(podIp6) : null;
+  if (own && formatIpv6(own) === text) return { verdict: "pass", reason: "destination is the pod's own IP" };
+  if (policy === null) return { verdict: "redirect", reason: "pod policy unknown: redirected by default" };
+  if (inPorts(policy.excludeOutboundPorts, dstPort)) {
+    return { verdict: "pass", reason: `port ${dstPort} is in the excluded outbound ports` };
+  }
+  if (inCidrs6(policy.excludeOutboundCidrs, dst)) {
+    return { verdict: "pass", reason: `${dstIp} is in the excluded outbound ranges` };
+  }
+  if (inPorts(policy.includeOutboundPorts, dstPort)) {
+    return { verdict: "redirect", reason: `port ${dstPort} is in the included outbound ports` };
+  }
+  if (inCidrs6(policy.includeOutboundCidrs, dst)) {
     return { verdict: "redirect", reason: `${dstIp} is in the included outbound ranges` };
   }
   return { verdict: "pass", reason: "neither the port nor the address is included for capture" };
@@ -100,6 +142,8 @@ export interface ConnectProbe {
 /** The calling pod as the datapath knows it: null IP when it is not identified. */
 export interface CallerPod {
   ip: string | null;
+  /** The pod's IPv6 address, for a dual-stack or IPv6 pod. */
+  ip6?: string | null;
   policy: PodPolicy | null;
 }
 
@@ -126,9 +170,7 @@ export function explainConnect(
 ): ConnectDecision {
   const family = probe.family ?? "inet";
   const dstText = ipv4Of(family, probe.dstIp);
-  if (dstText === null) {
-    return { verdict: "pass", reason: `${probe.dstIp} is a native IPv6 destination, not intercepted` };
-  }
+  if (dstText === null) return explainConnect6(mesh, pod, probe, localPod);
   const dst = ipOrThrow("destination", dstText);
   const port = portOrThrow("destination port", probe.dstPort);
   if (
@@ -161,6 +203,54 @@ export function explainConnect(
       : { verdict: "pass", reason: `to a meshed pod of this node: ${d.reason}` };
   }
   return explainOutbound(pod.ip ? pod.policy : null, pod.ip, dstText, port);
+}
+
+/**
+ * A connect() to a native IPv6 destination: Istio's ip6tables rules, the IPv4 ones with ::6 for
+ * 127.0.0.6 and ::1 for 127.0.0.1 (IPv6 has no other loopback address, so the proxy's calls to its
+ * own pod go inbound only by the pod's own IPv6).
+ */
+function explainConnect6(
+  mesh: MeshParams,
+  pod: CallerPod,
+  probe: ConnectProbe,
+  localPod: (ip: string) => PodPolicy | undefined,
+): ConnectDecision {
+  const dst = nativeIpv6(probe.dstIp);
+  if (!dst) throw new TypeError(`destination is not an IPv6 address: "${probe.dstIp}"`);
+  const port = portOrThrow("destination port", probe.dstPort);
+  const text = formatIpv6(dst);
+  const src = probe.source ? parseIpv6(probe.source) : null;
+  if (src && formatIpv6(src) === "::6") {
+    return { verdict: "pass", reason: "the socket is bound to ::6, the proxy's inbound passthrough" };
+  }
+  const own = pod.ip6 ? nativeIpv6(pod.ip6) : null;
+  const self = own !== null && formatIpv6(own) === text;
+  if (text === "::1" || self) {
+    const what = self ? "the pod's own IP" : "loopback ::1";
+    if (!mesh.selfInbound || probe.caller !== "proxy" || text === "::1") {
+      return { verdict: "pass", reason: `destination is ${what}, reached directly` };
+    }
+    if (mesh.tunnelPort !== 0 && port === mesh.tunnelPort) {
+      return { verdict: "pass", reason: `the proxy calling ${what} on the tunnel port ${port}` };
+    }
+    if (pod.policy && inPorts(pod.policy.excludeOutboundPorts, port)) {
+      return { verdict: "pass", reason: `port ${port} is in the excluded outbound ports` };
+    }
+    return { verdict: "inbound", reason: `the proxy calling ${what} goes to its own inbound port` };
+  }
+  if (probe.caller !== "app") {
+    const target = localPod(text);
+    if (!target) {
+      return { verdict: "pass", reason: "the proxy's own connection to a pod not meshed on this node" };
+    }
+    const d = explainInbound(target, mesh, port);
+    return d.verdict === "redirect"
+      ? { verdict: "inbound", reason: `to a meshed pod of this node: ${d.reason}` }
+      : { verdict: "pass", reason: `to a meshed pod of this node: ${d.reason}` };
+  }
+  const known = pod.ip || pod.ip6;
+  return explainOutbound(known ? pod.policy : null, pod.ip, probe.dstIp, port, pod.ip6 ?? null);
 }
 
 export function decideConnect(

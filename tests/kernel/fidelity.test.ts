@@ -245,7 +245,9 @@ Deno.test("kernel: nothing is captured in the node's own network namespace, what
   assert.deepEqual(s.sidecar.map((x) => x.kind), ["outbound"]);
 });
 
-Deno.test("kernel: native IPv6 connections pass untouched (no half-handling)", async () => {
+// The sidecar here listens on 0.0.0.0 only, as an IPv4-only proxy does: redirecting IPv6 to [::1] would
+// reach no listener, so IPv6 must be left alone (tests/kernel/ipv6.test.ts has a dual-stack proxy).
+Deno.test("kernel: native IPv6 passes untouched while the proxy takes no IPv6 (no half-handling)", async () => {
   await using scope = new Scope();
   const w = await podWorld(scope);
   const { a, r } = w.pods as Record<string, { ns: string; ip: string }>;

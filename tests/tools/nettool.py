@@ -810,12 +810,12 @@ def readiness(args):
 
 def udp_server(args):
     """Answers every datagram with a JSON line naming itself, the sender it saw and the query."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((args.bind, args.port))
     emit(event="listening", port=args.port)
     while True:
         data, peer = s.recvfrom(65536)
-        reply = {"server": args.name, "peer": "%s:%d" % peer, "query": data.decode(errors="replace")}
+        reply = {"server": args.name, "peer": fmt_addr(peer), "query": data.decode(errors="replace")}
         s.sendto(json.dumps(reply).encode(), peer)
         emit(event="query", **reply)
 

@@ -197,7 +197,7 @@ Deno.test("decideOutbound matrix", async (t) => {
     });
   }
   await t.step("bad inputs are programming errors", () => {
-    assert.throws(() => decideOutbound(def, POD, "fd00::1", 80), TypeError);
+    assert.throws(() => decideOutbound(def, POD, "fd00:::1", 80), TypeError);
     assert.throws(() => decideOutbound(def, "bogus", "10.2.0.9", 80), TypeError);
     assert.throws(() => decideOutbound(def, POD, "10.2.0.9", 65536), RangeError);
     assert.throws(() => decideOutbound(def, POD, "10.2.0.9", 1.5), RangeError);
@@ -311,7 +311,7 @@ Deno.test("explainConnect follows the order of Istio's OUTPUT rules", async (t) 
     assert.equal(d({ caller: "proxy-group", dstIp: "10.1.0.9", dstPort: 15020 }), "pass");
     assert.equal(d({ caller: "proxy", dstIp: "10.9.9.9", dstPort: 8080 }), "pass");
   });
-  await t.step("an AF_INET6 socket to ::ffff:a.b.c.d decides like AF_INET; native IPv6 is left alone", () => {
+  await t.step("an AF_INET6 socket to ::ffff:a.b.c.d decides like AF_INET", () => {
     for (
       const [ip, port] of [["10.9.9.9", 8080], ["10.9.9.9", 9090], [POD, 8080], ["127.0.0.1", 80]] as const
     ) {
@@ -321,8 +321,53 @@ Deno.test("explainConnect follows the order of Istio's OUTPUT rules", async (t) 
         `${ip}:${port}`,
       );
     }
-    assert.equal(d({ caller: "app", family: "inet6", dstIp: "fd00::1", dstPort: 8080 }), "pass");
   });
+  await t.step(
+    "native IPv6 follows Istio's ip6tables rules: ::6, ::1, the pod's own IPv6, IPv6 ranges",
+    () => {
+      const pod6: CallerPod = {
+        ip: POD,
+        ip6: "fd00:1::5",
+        policy: istio({
+          [I.excludeOutboundPorts]: "9090",
+          [I.excludeOutboundIPRanges]: "fd00:9::/32, 10.0.0.0/8",
+        }),
+      };
+      const v6 = (probe: Omit<Parameters<typeof decideConnect>[2], "family">) =>
+        d({ family: "inet6", ...probe }, pod6);
+      assert.equal(v6({ caller: "app", dstIp: "fd00:2::1", dstPort: 8080 }), "redirect");
+      assert.equal(v6({ caller: "app", dstIp: "fd00:2::1", dstPort: 9090 }), "pass");
+      assert.equal(v6({ caller: "app", dstIp: "fd00:9::1", dstPort: 8080 }), "pass", "excluded IPv6 range");
+      assert.equal(v6({ caller: "app", dstIp: "::1", dstPort: 8080 }), "pass");
+      assert.equal(v6({ caller: "app", dstIp: "fd00:1::5", dstPort: 8080 }), "pass", "own IPv6, the app");
+      assert.equal(v6({ caller: "proxy", dstIp: "fd00:1::5", dstPort: 8080 }), "inbound");
+      assert.equal(v6({ caller: "proxy", dstIp: "fd00:1::5", dstPort: 15008 }), "pass");
+      assert.equal(v6({ caller: "proxy", dstIp: "fd00:1::5", dstPort: 9090 }), "pass");
+      assert.equal(v6({ caller: "proxy", dstIp: "::1", dstPort: 8080 }), "pass");
+      assert.equal(v6({ caller: "proxy-group", dstIp: "fd00:1::5", dstPort: 8080 }), "pass");
+      assert.equal(v6({ caller: "proxy", dstIp: "fd00:2::1", dstPort: 8080 }), "pass");
+      for (const caller of ["app", "proxy", "proxy-group"] as const) {
+        assert.equal(v6({ caller, source: "::6", dstIp: "fd00:1::5", dstPort: 8080 }), "pass", caller);
+      }
+      // IPv4 ranges never decide for IPv6, and the reverse.
+      const only4: CallerPod = { ...pod6, policy: istio({ [I.includeOutboundIPRanges]: "10.0.0.0/8" }) };
+      assert.equal(d({ caller: "app", family: "inet6", dstIp: "fd00:2::1", dstPort: 80 }, only4), "pass");
+      const only6: CallerPod = { ...pod6, policy: istio({ [I.includeOutboundIPRanges]: "fd00::/8" }) };
+      assert.equal(d({ caller: "app", family: "inet6", dstIp: "fd00:2::1", dstPort: 80 }, only6), "redirect");
+      assert.equal(d({ caller: "app", dstIp: "10.9.9.9", dstPort: 80 }, only6), "pass");
+      // A meshed pod of this node by its IPv6 address: its inbound port.
+      const local = (ip: string) => ip === "fd00:1::9" ? istio({}) : undefined;
+      assert.equal(
+        decideConnect(
+          mesh,
+          pod6,
+          { caller: "proxy", family: "inet6", dstIp: "fd00:1::9", dstPort: 80 },
+          local,
+        ),
+        "inbound",
+      );
+    },
+  );
   await t.step("an unidentified pod: the app is redirected, its own IP cannot be told apart", () => {
     const unknown = { ip: null, policy: null };
     assert.equal(d({ caller: "app", dstIp: "10.9.9.9", dstPort: 9090 }, unknown), "redirect");

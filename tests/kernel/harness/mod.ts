@@ -342,7 +342,22 @@ export interface TestPod {
   name: string;
   ns: string;
   ip: string;
+  /** The pod's IPv6 address, once addIpv6 gave it one. */
+  ip6?: string;
   hostIf: string;
+}
+
+/**
+ * Makes a pod dual-stack: fd00:<third octet of the node subnet>::<host octet>/64 on eth0, and ::6 on
+ * lo, where istio-iptables puts it so that the proxy can bind it for its inbound passthrough.
+ * Duplicate address detection is skipped so the address is usable at once.
+ */
+export async function addIpv6(pod: TestPod, node: TestNode): Promise<string> {
+  const ip6 = `fd00:${node.subnet.split(".")[2]}::${pod.ip.split(".")[3]}`;
+  await inNs(pod.ns, "ip", ["-6", "addr", "add", `${ip6}/64`, "dev", "eth0", "nodad"]);
+  await inNs(pod.ns, "ip", ["-6", "addr", "add", "::6/128", "dev", "lo", "nodad"]);
+  pod.ip6 = ip6;
+  return ip6;
 }
 
 /** A "pod": a namespace with eth0 on the node's bridge. */

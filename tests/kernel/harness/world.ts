@@ -12,6 +12,7 @@ import {
   randomMark,
 } from "../../../src/netns/mark_listener.ts";
 import {
+  addIpv6,
   createCgroup,
   createNode,
   createPod,
@@ -49,9 +50,10 @@ export interface World {
   /**
    * Makes a pod known to the datapath as the CNI does: a mark listener in its namespace, the mark's
    * entry, and the policy its annotations give in this world's mesh (written again on each call; the
-   * listener is opened once and closed with the scope).
+   * listener is opened once and closed with the scope). A dual-stack pod is identified by both of its
+   * IPs and its policy written under each; `ipv6Only` identifies it by its IPv6 alone.
    */
-  identify(pod: string, annotations?: Record<string, string>): PolicyResult;
+  identify(pod: string, annotations?: Record<string, string>, o?: { ipv6Only?: boolean }): PolicyResult;
   /**
    * Makes a pod known by its network namespace cookie alone (no mark listener), as the daemon records
    * a pod it found without CNI mode; the policy as in identify().
@@ -75,6 +77,11 @@ export interface WorldOptions {
   synTableSize?: number;
   /** More arguments for every test sidecar (nettool proxy). */
   sidecarArgs?: string[];
+  /**
+   * Dual-stack pods: each gets an IPv6 address too (addIpv6), sidecars listen on [::] for both
+   * families, and the outside servers on [::].
+   */
+  ipv6?: boolean;
 }
 
 export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promise<World> {
@@ -108,12 +115,14 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   for (const name of opts.meshed ?? ["a", "b"]) {
     const pod = await createPod(scope, node, name, octet++);
     pods[name] = pod;
+    if (opts.ipv6) await addIpv6(pod, node);
     const sc = startNettool(scope, { netns: pod.ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid }, [
       "proxy",
       "--listen",
       `outbound=${mesh.outboundPort}`,
       "--listen",
       `inbound=${mesh.inboundPort}`,
+      ...(opts.ipv6 ? ["--dual-stack"] : []),
       ...(opts.sidecarArgs ?? []),
     ]);
     sidecars[name] = sc;
@@ -122,8 +131,17 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   for (const [name, ports] of Object.entries(opts.outside ?? { r: [8080, 9090] })) {
     const pod = await createPod(scope, node, name, octet++);
     pods[name] = pod;
+    if (opts.ipv6) await addIpv6(pod, node);
+    const bind = opts.ipv6 ? ["--bind", "::"] : [];
     for (const port of ports) {
-      const p = startNettool(scope, { netns: pod.ns }, ["server", "--name", name, "--port", String(port)]);
+      const p = startNettool(scope, { netns: pod.ns }, [
+        "server",
+        "--name",
+        name,
+        "--port",
+        String(port),
+        ...bind,
+      ]);
       await p.waitFor((l) => l.event === "listening", 5000, `${name}:${port} listening`);
     }
   }
@@ -158,17 +176,21 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     loops(pod, from = 0) {
       return sidecars[pod]!.lines.slice(from).filter((l) => l.event === "loop");
     },
-    identify(pod, annotations = {}) {
+    identify(pod, annotations = {}, o = {}) {
       const p = pods[pod]!;
-      if (!marks.has(pod)) {
-        const mark = randomMark((m) => [...marks.values()].includes(m));
+      const ip4 = o.ipv6Only ? "" : p.ip;
+      let mark = marks.get(pod);
+      if (mark === undefined) {
+        mark = randomMark((m) => [...marks.values()].includes(m));
         const l = openMarkListener(`/run/netns/${p.ns}`, mark);
         scope.defer(() => closeMarkListener(l));
         marks.set(pod, mark);
-        dp.maps.putMark(mark, p.ip);
       }
+      dp.maps.putMark(mark, ip4, p.ip6 ?? "");
       const result = podPolicy(annotations, mesh.mode);
-      dp.maps.putPod(p.ip, result.policy);
+      if (ip4) dp.maps.putPod(ip4, result.policy);
+      else dp.maps.deletePod(p.ip);
+      if (p.ip6) dp.maps.putPod(p.ip6, result.policy);
       return result;
     },
     identifyByNetns(pod, annotations = {}) {
