@@ -312,15 +312,26 @@ export class Daemon {
   reconcile(): void {
     if (!this.#dp) return;
     const desired = new Map<string, PodPolicy>();
-    for (const e of this.table.entries()) if (e.inMesh && e.ip) desired.set(e.ip, e.policy);
+    // A dual-stack pod's policy is written under each of its IPs; its counters under its primary one
+    // (its IPv4, else its IPv6), the key the programs count under.
+    const primaries: string[] = [];
+    for (const e of this.table.entries()) {
+      if (!e.inMesh) continue;
+      if (e.ip) desired.set(e.ip, e.policy);
+      if (e.ip6) desired.set(e.ip6, e.policy);
+      if (e.ip || e.ip6) primaries.push(e.ip || e.ip6!);
+    }
     if (this.#attachments) {
       for (const [ip, p] of this.#attachments.policies((ns, n) => this.table.get(ns, n))) {
-        if (!desired.has(ip)) desired.set(ip, p ?? defaultPolicy(this.cfg.mode));
+        if (!desired.has(ip)) {
+          desired.set(ip, p ?? defaultPolicy(this.cfg.mode));
+          primaries.push(ip);
+        }
       }
     }
     try {
       const r = reconcileLocalPods(this.#dp.maps, desired);
-      reconcilePodCounters(this.#dp.maps, desired.keys());
+      reconcilePodCounters(this.#dp.maps, primaries);
       this.#m.reconciles.inc({ result: "ok" });
       this.#syncError = undefined;
       if (r.added.length + r.updated.length + r.removed.length) {
@@ -343,10 +354,11 @@ export class Daemon {
     const identity = this.#identity;
     // Before the first snapshot an empty table would mean "no pods" and drop every entry.
     if (!identity || this.table.snapshots === 0) return;
-    const pods = this.table.entries().filter((e) => e.inMesh && e.ip).map((e) => ({
+    const pods = this.table.entries().filter((e) => e.inMesh && (e.ip || e.ip6)).map((e) => ({
       namespace: e.namespace,
       name: e.name,
       ip: e.ip,
+      ...(e.ip6 ? { ip6: e.ip6 } : {}),
     }));
     const pinned = (this.#attachments?.records() ?? []).filter((r) => r.netnsCookie).map((r) => ({
       cookie: BigInt(r.netnsCookie!),

@@ -8,11 +8,12 @@ import type { NetnsDiscovery, NetnsInfo } from "../netns/discover.ts";
 
 const log = getLogger("identity");
 
-/** A meshed pod with an IP, as the pod table knows it. */
+/** A meshed pod with an IP, as the pod table knows it: its IPv4 ("" if none) and its IPv6, if any. */
 export interface IdentityPod {
   namespace: string;
   name: string;
   ip: string;
+  ip6?: string;
 }
 
 /** An entry someone else owns (a CNI attachment), kept as long as it is listed. */
@@ -25,7 +26,10 @@ export interface PinnedIdentity {
 
 export interface Identity {
   cookie: bigint;
+  /** The pod's IPv4 ("" if none). */
   ip: string;
+  /** Its IPv6, if any. */
+  ip6?: string;
   /** "netns": found by this reconciler; "cni": written by the pod's CNI attachment. */
   via: "netns" | "cni";
   /** The namespace path it was found through (netns only). */
@@ -49,13 +53,24 @@ export function desiredIdentities(
   pinned: PinnedIdentity[],
 ): Map<bigint, Identity> {
   const byIp = new Map<string, IdentityPod>();
-  for (const p of pods) if (p.ip) byIp.set(p.ip, p);
+  for (const p of pods) {
+    if (p.ip) byIp.set(p.ip, p);
+    if (p.ip6) byIp.set(p.ip6, p);
+  }
   const out = new Map<bigint, Identity>();
   for (const ns of namespaces) {
     for (const ip of ns.ips) {
       const p = byIp.get(ip);
       if (!p) continue;
-      out.set(ns.cookie, { cookie: ns.cookie, ip, via: "netns", netns: ns.path, pod: podKey(p) });
+      // Either of a dual-stack pod's addresses names it; the entry carries both.
+      out.set(ns.cookie, {
+        cookie: ns.cookie,
+        ip: p.ip,
+        ...(p.ip6 ? { ip6: p.ip6 } : {}),
+        via: "netns",
+        netns: ns.path,
+        pod: podKey(p),
+      });
       break;
     }
   }
@@ -65,9 +80,15 @@ export function desiredIdentities(
 
 /** The part of DatapathMaps this needs, so tests can give a fake map. */
 export interface NetnsPodMap {
-  netnsPods(): Map<bigint, string>;
-  putNetnsPod(cookie: bigint, ip: string): void;
+  netnsPodIps(): Map<bigint, { ip4: string; ip6: string }>;
+  putNetnsPod(cookie: bigint, ip: string, ip6?: string): void;
   deleteNetnsPod(cookie: bigint): boolean;
+}
+
+/** The entry a cookie should hold: the pod's IPv4 and IPv6 ("" for a family it has none in). */
+export interface NetnsPodIps {
+  ip: string;
+  ip6?: string;
 }
 
 export interface IdentityWrites {
@@ -77,19 +98,23 @@ export interface IdentityWrites {
 }
 
 /** Unchanged entries are not rewritten; entries not desired are deleted. */
-export function reconcileNetnsPods(map: NetnsPodMap, desired: Map<bigint, string>): IdentityWrites {
+export function reconcileNetnsPods(
+  map: NetnsPodMap,
+  desired: Map<bigint, string | NetnsPodIps>,
+): IdentityWrites {
   const res: IdentityWrites = { added: [], updated: [], removed: [] };
-  const cur = map.netnsPods();
+  const cur = map.netnsPodIps();
   for (const cookie of cur.keys()) {
     if (!desired.has(cookie)) {
       map.deleteNetnsPod(cookie);
       res.removed.push(cookie);
     }
   }
-  for (const [cookie, ip] of desired) {
+  for (const [cookie, want] of desired) {
+    const { ip, ip6 = "" } = typeof want === "string" ? { ip: want } : want;
     const had = cur.get(cookie);
-    if (had === ip) continue;
-    map.putNetnsPod(cookie, ip);
+    if (had && had.ip4 === ip && had.ip6 === ip6) continue;
+    map.putNetnsPod(cookie, ip, ip6);
     (had === undefined ? res.added : res.updated).push(cookie);
   }
   return res;
@@ -113,7 +138,10 @@ export class IdentityReconciler {
     this.#pods = pods;
     const namespaces = this.discovery.scan(this.wanted());
     const desired = desiredIdentities(pods, namespaces, pinned);
-    const writes = reconcileNetnsPods(this.map, new Map([...desired].map(([c, i]) => [c, i.ip])));
+    const writes = reconcileNetnsPods(
+      this.map,
+      new Map([...desired].map(([c, i]) => [c, { ip: i.ip, ip6: i.ip6 }])),
+    );
     if (this.#runs++ === 0) {
       // A restarted daemon finds most entries already right: one line for those, not one per pod.
       const written = new Set([...writes.added, ...writes.updated]);
@@ -145,7 +173,7 @@ export class IdentityReconciler {
 
   /** Pod IPs still to be found in a namespace (the set the last run was given). */
   wanted(): Set<string> {
-    return new Set(this.#pods.map((p) => p.ip));
+    return new Set(this.#pods.flatMap((p) => [p.ip, p.ip6 ?? ""]).filter((ip) => ip !== ""));
   }
 
   /** How a pod is identified (one entry per namespace holding its IP), or undefined. */
@@ -167,10 +195,10 @@ export class IdentityReconciler {
   #logChanges(next: Map<bigint, Identity>, livePods: Set<string>, liveCookies: Set<bigint>): void {
     for (const [cookie, i] of next) {
       const was = this.#current.get(cookie);
-      if (was && was.ip === i.ip && was.pod === i.pod) continue;
+      if (was && was.ip === i.ip && was.ip6 === i.ip6 && was.pod === i.pod) continue;
       log.info("identified {pod}: ip {ip}, netns cookie {cookie} ({via} {netns})", {
         pod: i.pod ?? "?",
-        ip: i.ip,
+        ip: [i.ip, i.ip6].filter(Boolean).join(" "),
         cookie: cookie.toString(),
         via: i.via,
         netns: i.netns ?? "",

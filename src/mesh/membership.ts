@@ -11,6 +11,7 @@ import type { Container, Pod } from "kubernetes-types/core/v1.d.ts";
 import type { MeshMode, PodEntry } from "./types.ts";
 import { podPolicy } from "./policy.ts";
 import { parseIpv4 } from "./ipv4.ts";
+import { formatIpv6, isV4Mapped, parseIpv6 } from "./ipv6.ts";
 
 /** Name of each mesh's proxy container. */
 export const PROXY_CONTAINER: Readonly<Record<MeshMode, string>> = {
@@ -85,6 +86,16 @@ export function podIPv4(pod: Pod): string {
   return "";
 }
 
+/** The pod's IPv6: status.podIP when IPv6, else the first IPv6 of status.podIPs, else "". */
+export function podIPv6(pod: Pod): string {
+  const candidates = [pod.status?.podIP, ...(pod.status?.podIPs ?? []).map((p) => p.ip)];
+  for (const ip of candidates) {
+    const b = ip === undefined ? null : parseIpv6(ip);
+    if (b && !isV4Mapped(b)) return formatIpv6(b);
+  }
+  return "";
+}
+
 /** What the daemon records about `pod`. The policy is decoded even for pods outside the mesh, so the
  * pods listing can show what would apply; only `inMesh` pods are written to the datapath. */
 export function podEntry(pod: Pod, mode: MeshMode): PodEntry {
@@ -96,6 +107,7 @@ export function podEntry(pod: Pod, mode: MeshMode): PodEntry {
     name: meta.name ?? "",
     uid: meta.uid ?? "",
     ip: podIPv4(pod),
+    ip6: podIPv6(pod),
     inMesh: isInMesh(pod, mode),
     policy,
     warnings,

@@ -1,11 +1,12 @@
 // Finding the network namespaces of this node's pods without the CNI telling us: every namespace a
 // runtime keeps a file for (the netns dirs) or a process lives in (/proc/[pid]/ns/net), read once for
-// the IPv4 addresses on its interfaces and its namespace cookie, which is the key the BPF programs
+// the IPv4 and IPv6 addresses on its interfaces and its namespace cookie, which is the key the BPF programs
 // see (bpf_get_netns_cookie). Reading a namespace means entering it, so results are cached by nsfs
 // inode and only namespaces that are new, or that hold no wanted address yet, are read again.
 import { LibcError } from "../ffi/errors.ts";
 import { AF_INET, closeFd, ioctlPtr, SOCK_DGRAM, socketFd } from "../ffi/libc.ts";
 import { socketNetnsCookie } from "./cookie.ts";
+import { formatIpv6 } from "../mesh/ipv6.ts";
 import { NetnsError, withNetns } from "./netns.ts";
 
 const SIOCGIFCONF = 0x8912;
@@ -57,11 +58,36 @@ export function readCurrentNetns(): NetnsRead {
         const ip = Array.from(buf.subarray(off + IFNAMSIZ + 4, off + IFNAMSIZ + 8)).join(".");
         addresses.push({ ifName, ip });
       }
-      return { cookie: socketNetnsCookie(fd), addresses };
+      return { cookie: socketNetnsCookie(fd), addresses: [...addresses, ...readIpv6Addresses()] };
     }
   } finally {
     closeFd(fd);
   }
+}
+
+/**
+ * The global-scope IPv6 addresses of the calling thread's namespace, from /proc/thread-self/net/if_inet6
+ * (read on this thread, so after setns it is the pod's): link-local and host-scope ones never name a
+ * pod. A kernel without IPv6 has no such file: no addresses.
+ */
+export function readIpv6Addresses(text?: string): NetnsAddress[] {
+  let t = text;
+  if (t === undefined) {
+    try {
+      t = Deno.readTextFileSync("/proc/thread-self/net/if_inet6");
+    } catch {
+      return [];
+    }
+  }
+  const out: NetnsAddress[] = [];
+  for (const line of t.split("\n")) {
+    // address (32 hex digits), ifindex, prefix length, scope, flags, interface name
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !/^[0-9a-f]{32}$/i.test(f[0]!) || f[3] !== "00") continue;
+    const b = Uint8Array.from({ length: 16 }, (_, i) => parseInt(f[0]!.slice(2 * i, 2 * i + 2), 16));
+    out.push({ ifName: f[5]!, ip: formatIpv6(b) });
+  }
+  return out;
 }
 
 /** Enters `path` (a netns file or /proc/PID/ns/net) and reads it. */
@@ -73,7 +99,10 @@ export function readNetns(path: string): NetnsRead {
 export function podAddresses(addresses: NetnsAddress[]): string[] {
   const out = new Set<string>();
   for (const a of addresses) {
-    if (a.ifName === "lo" || a.ifName.startsWith("lo:") || a.ip.startsWith("127.") || a.ip === "0.0.0.0") {
+    if (
+      a.ifName === "lo" || a.ifName.startsWith("lo:") || a.ip.startsWith("127.") || a.ip === "0.0.0.0" ||
+      a.ip === "::1"
+    ) {
       continue;
     }
     out.add(a.ip);

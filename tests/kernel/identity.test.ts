@@ -9,6 +9,7 @@ import { meshParams } from "../../src/mesh/modes.ts";
 import { readNetns } from "../../src/netns/discover.ts";
 import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
 import {
+  addIpv6,
   createCgroup,
   createNode,
   createPod,
@@ -230,4 +231,69 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
   });
 
   await stopDaemon(daemon);
+});
+
+Deno.test("kernel: a dual-stack pod is identified by both IPs and keyed by each; its IPv6 follows its rules", async () => {
+  await using scope = new Scope();
+  const prefix = uniq();
+  const node = await createNode(scope, prefix);
+  const cgroup = await createCgroup(scope, `${prefix}-cg`);
+  const pinPath = `/sys/fs/bpf/${prefix}-id6`;
+  scope.defer(() => removePinTree(pinPath));
+  const dir = await Deno.makeTempDir({ prefix: "merbridge-identity-test-" });
+  scope.defer(() => Deno.remove(dir, { recursive: true }));
+  const a = await createPod(scope, node, "a", 10);
+  const r = await createPod(scope, node, "r", 100);
+  const a6 = await addIpv6(a, node), r6 = await addIpv6(r, node);
+  const sc = startNettool(scope, { netns: a.ns, cgroup, uid: mesh.proxyUid }, [
+    "proxy",
+    "--listen",
+    `outbound=${mesh.outboundPort}`,
+    "--listen",
+    `inbound=${mesh.inboundPort}`,
+    "--dual-stack",
+  ]);
+  for (const kind of ["outbound", "inbound"]) {
+    await sc.waitFor((l) => l.event === "listening" && l.kind === kind, 5000, `sidecar ${kind}`);
+  }
+  for (const port of [8080, 9090]) {
+    const s = startNettool(scope, { netns: r.ns }, [
+      "server",
+      "--name",
+      "r",
+      "--bind",
+      "::",
+      "--port",
+      `${port}`,
+    ]);
+    await s.waitFor((l) => l.event === "listening");
+  }
+  const podsFile = `${dir}/pods.yaml`;
+  await Deno.writeTextFile(podsFile, podYaml("a", { ip: a.ip, ip6: a6, annotations: EXCLUDE }));
+  await startDaemon(scope, {
+    cgroup,
+    pinPath,
+    podsFile,
+    stateDir: `${dir}/state`,
+    runDir: `${dir}/run`,
+    extra: ["--cni-mode=false", "--netns-dirs=/run/netns"],
+  });
+  const cookieA = cookieOf(a.ns);
+  await waitMaps(pinPath, (m) => {
+    const ids = m.maps.netnsPodIps().get(cookieA);
+    return ids?.ip4 === a.ip && ids?.ip6 === a6;
+  }, 5000);
+  await waitMaps(pinPath, (m) => m.maps.pods().has(a.ip) && m.maps.pods().has(a6), 5000);
+  const app = (target: string) =>
+    nettool({ netns: a.ns, cgroup, uid: 1000 }, ["client", target, "--family", "inet6"]);
+  let from = sc.lines.length;
+  const via = await app(`[${r6}]:8080`);
+  assert.equal(via.ok, true, JSON.stringify(via));
+  const acc = sc.lines.slice(from).filter((l) => l.event === "accepted");
+  assert.deepEqual(acc.map((l) => [l.kind, l.orig]), [["outbound", `${r6}:8080`]]);
+  assert.equal(String(acc[0]!.peer).replace(/:\d+$/, ""), a6, "the sidecar sees the pod's IPv6");
+  from = sc.lines.length;
+  const direct = await app(`[${r6}]:9090`);
+  assert.equal(direct.ok, true, JSON.stringify(direct));
+  assert.equal(sc.lines.slice(from).filter((l) => l.event === "accepted").length, 0, "the pod's rules apply");
 });

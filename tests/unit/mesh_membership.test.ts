@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Container, Pod } from "kubernetes-types/core/v1.d.ts";
-import { isInMesh, podEntry, podIPv4, PROXY_CONTAINER } from "../../src/mesh/membership.ts";
+import { isInMesh, podEntry, podIPv4, podIPv6, PROXY_CONTAINER } from "../../src/mesh/membership.ts";
 import { defaultPolicy } from "../../src/mesh/policy.ts";
 import { MESH_MODES, type MeshMode } from "../../src/mesh/types.ts";
 
@@ -129,6 +129,24 @@ Deno.test("podIPv4", async (t) => {
   for (const [name, bits, want] of cases) {
     await t.step(name, () => assert.equal(podIPv4(pod(bits)), want));
   }
+});
+
+Deno.test("podIPv6", async (t) => {
+  const cases: [string, PodSpecBits, string][] = [
+    ["dual stack, IPv4 primary", { podIP: "10.1.0.5", podIPs: ["10.1.0.5", "FD00:0::5"] }, "fd00::5"],
+    ["IPv6 primary", { podIP: "fd00::5", podIPs: ["fd00::5", "10.1.0.6"] }, "fd00::5"],
+    ["IPv4 only", { podIP: "10.1.0.5", podIPs: ["10.1.0.5"] }, ""],
+    ["a v4-mapped address is IPv4", { podIPs: ["::ffff:10.1.0.5"] }, ""],
+    ["garbage", { podIP: "fd00:::5", podIPs: ["x", "fd00::7"] }, "fd00::7"],
+  ];
+  for (const [name, bits, want] of cases) {
+    await t.step(name, () => assert.equal(podIPv6(pod(bits)), want));
+  }
+  await t.step("podEntry carries both", () => {
+    const e = podEntry(pod({ podIP: "10.1.0.5", podIPs: ["10.1.0.5", "fd00::5"] }), "istio");
+    assert.equal(e.ip, "10.1.0.5");
+    assert.equal(e.ip6, "fd00::5");
+  });
 });
 
 Deno.test("podEntry", async (t) => {

@@ -15,6 +15,7 @@ import {
   type NetnsRead,
   parseNsLink,
   podAddresses,
+  readIpv6Addresses,
 } from "../../src/netns/discover.ts";
 import { LibcError } from "../../src/ffi/errors.ts";
 
@@ -261,15 +262,55 @@ Deno.test("desiredIdentities: meshed pods found in a namespace, plus the CNI's e
   );
 });
 
+Deno.test("desiredIdentities: a dual-stack pod is found by either IP, its entry carries both", () => {
+  const pods = [
+    { namespace: "default", name: "d", ip: "10.0.0.4", ip6: "fd00::4" },
+    { namespace: "default", name: "six", ip: "", ip6: "fd00::6" },
+  ];
+  const d = desiredIdentities(pods, [info("1", 11n, ["fd00::4"]), info("2", 12n, ["fd00::6"])], []);
+  assert.deepEqual(
+    [...d].map(([c, i]) => [c, i.ip, i.ip6, i.pod]),
+    [[11n, "10.0.0.4", "fd00::4", "default/d"], [12n, "", "fd00::6", "default/six"]],
+  );
+  const m = new FakeMap();
+  const r = reconcileNetnsPods(m, new Map([...d].map(([c, i]) => [c, { ip: i.ip, ip6: i.ip6 }])));
+  assert.deepEqual(r.added, [11n, 12n]);
+  assert.deepEqual(m.writes, ["put 11 10.0.0.4 fd00::4", "put 12  fd00::6"]);
+  m.writes = [];
+  reconcileNetnsPods(
+    m,
+    new Map([[11n, { ip: "10.0.0.4", ip6: "fd00::4" }], [12n, { ip: "", ip6: "fd00::6" }]]),
+  );
+  assert.deepEqual(m.writes, [], "unchanged entries are not rewritten");
+  reconcileNetnsPods(m, new Map([[11n, { ip: "10.0.0.4" }], [12n, { ip: "", ip6: "fd00::6" }]]));
+  assert.deepEqual(m.writes, ["put 11 10.0.0.4"], "an IPv6 address gone is an update");
+});
+
+Deno.test("readIpv6Addresses: global addresses only, as if_inet6 lists them", () => {
+  const text = [
+    "fd000105000000000000000000000010 02 40 00 80     eth0",
+    "fe80000000000000a8bbccfffedd0011 02 40 20 80     eth0",
+    "00000000000000000000000000000001 01 80 10 80       lo",
+    "00000000000000000000000000000006 01 80 00 80       lo",
+    "garbage",
+  ].join("\n");
+  const a = readIpv6Addresses(text);
+  assert.deepEqual(a, [{ ifName: "eth0", ip: "fd00:105::10" }, { ifName: "lo", ip: "::6" }]);
+  assert.deepEqual(podAddresses(a), ["fd00:105::10"], "lo never names a pod");
+});
+
 class FakeMap implements NetnsPodMap {
   entries = new Map<bigint, string>();
   writes: string[] = [];
-  netnsPods() {
-    return new Map(this.entries);
+  entries6 = new Map<bigint, string>();
+  netnsPodIps() {
+    return new Map([...this.entries].map(([c, ip]) => [c, { ip4: ip, ip6: this.entries6.get(c) ?? "" }]));
   }
-  putNetnsPod(cookie: bigint, ip: string) {
-    this.writes.push(`put ${cookie} ${ip}`);
+  putNetnsPod(cookie: bigint, ip: string, ip6 = "") {
+    this.writes.push(`put ${cookie} ${ip}${ip6 ? ` ${ip6}` : ""}`);
     this.entries.set(cookie, ip);
+    if (ip6) this.entries6.set(cookie, ip6);
+    else this.entries6.delete(cookie);
   }
   deleteNetnsPod(cookie: bigint) {
     this.writes.push(`del ${cookie}`);

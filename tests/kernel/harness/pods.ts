@@ -4,6 +4,8 @@ import type { Pod } from "../../../src/pods/source.ts";
 export interface TestPodSpec {
   /** Set once the pod runs; CNI tests add pods before their IP exists. */
   ip?: string;
+  /** A second pod IP (status.podIPs), for dual-stack pods. */
+  ip6?: string;
   annotations?: Record<string, string>;
   /** An Istio sidecar (istio-proxy container and status annotation); default true. */
   meshed?: boolean;
@@ -25,7 +27,9 @@ export function podDoc(name: string, o: TestPodSpec = {}): Pod {
       nodeName: o.node ?? "test-node",
       containers: [{ name: "app" }, ...(meshed ? [{ name: "istio-proxy" }] : [])],
     },
-    status: o.ip ? { phase: "Running", podIP: o.ip } : { phase: "Pending" },
+    status: o.ip
+      ? { phase: "Running", podIP: o.ip, ...(o.ip6 ? { podIPs: [{ ip: o.ip }, { ip: o.ip6 }] } : {}) }
+      : { phase: "Pending" },
   };
 }
 
