@@ -9,13 +9,24 @@
  * Replies get their original source port back on TC egress of the same interface: TC's
  * bpf_l4_csum_replace is correct whether or not the checksum is still to be computed by offload, which
  * an XDP program cannot know.
+ *
+ * IPv4 and IPv6 alike. Only the TCP port changes, and the pseudo-header holds no port, so the same
+ * incremental checksum update is right for both (the offload caveat above too: the agent turns tx
+ * checksum offload off for both families at once). IPv6 extension headers: hop-by-hop, routing and
+ * destination options are skipped, up to MAX_EXT_HDRS of them, to reach TCP; a fragment header, any
+ * other extension (AH, ESP, ...) or a longer chain leaves the packet untouched, as does anything that
+ * is not TCP.
  */
 #include "common.h"
 #include "maps.h"
 #include "policy.h"
 
 #define TC_ACT_SHOT 2
-#define TCP_CSUM_OFF(ihl) (sizeof(struct ethhdr) + (ihl) + offsetof(struct tcphdr, check))
+#define ETH_P_IPV6 0x86DD
+#define MAX_EXT_HDRS 4
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_DEST 60
 
 static __always_inline __u16 fold(__u32 c)
 {
@@ -35,17 +46,14 @@ static __always_inline void csum_replace2(__u16 *sum, __u16 from, __u16 to)
 }
 
 struct parsed {
-	struct iphdr *ip;
 	struct tcphdr *tcp;
-	__u32 ihl;
+	__u32 l4off; /* the TCP header's offset from the start of the frame */
+	struct addr16 saddr, daddr;
 };
 
-static __always_inline int parse_tcp(void *data, void *end, struct parsed *p)
+static __always_inline int parse_tcp4(void *data, void *end, struct parsed *p)
 {
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return 0;
-	struct iphdr *ip = (void *)(eth + 1);
+	struct iphdr *ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
 		return 0;
 	/* Fragments other than the first carry no TCP header. */
@@ -57,10 +65,57 @@ static __always_inline int parse_tcp(void *data, void *end, struct parsed *p)
 	struct tcphdr *tcp = (void *)ip + ihl;
 	if ((void *)(tcp + 1) > end)
 		return 0;
-	p->ip = ip;
 	p->tcp = tcp;
-	p->ihl = ihl;
+	p->l4off = sizeof(struct ethhdr) + ihl;
+	p->saddr = addr4(ip->saddr);
+	p->daddr = addr4(ip->daddr);
 	return 1;
+}
+
+static __always_inline int parse_tcp6(void *data, void *end, struct parsed *p)
+{
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > end)
+		return 0;
+	__u8 nh = ip6->nexthdr;
+	__u32 off = sizeof(struct ethhdr) + sizeof(*ip6);
+	for (int i = 0; i < MAX_EXT_HDRS; i++) {
+		if (nh != NEXTHDR_HOP && nh != NEXTHDR_ROUTING && nh != NEXTHDR_DEST)
+			break;
+		struct ipv6_opt_hdr *h = data + off;
+		if ((void *)(h + 1) > end)
+			return 0;
+		nh = h->nexthdr;
+		/* hdrlen counts 8-octet units after the first 8. */
+		off += ((__u32)h->hdrlen + 1) * 8;
+	}
+	/* A fragment (no TCP header in later fragments, the first one is left whole with them), another
+	 * extension or a chain longer than we look through: not ours to rewrite. */
+	if (nh != IPPROTO_TCP)
+		return 0;
+	/* Bounded for the verifier: at most MAX_EXT_HDRS headers of 2 KiB each. */
+	if (off > sizeof(struct ethhdr) + sizeof(*ip6) + MAX_EXT_HDRS * 2048)
+		return 0;
+	struct tcphdr *tcp = data + off;
+	if ((void *)(tcp + 1) > end)
+		return 0;
+	p->tcp = tcp;
+	p->l4off = off;
+	__builtin_memcpy(&p->saddr, &ip6->saddr, sizeof(p->saddr));
+	__builtin_memcpy(&p->daddr, &ip6->daddr, sizeof(p->daddr));
+	return 1;
+}
+
+static __always_inline int parse_tcp(void *data, void *end, struct parsed *p)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return parse_tcp4(data, end, p);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_tcp6(data, end, p);
+	return 0;
 }
 
 /* The record of a rewritten flow: the connection table first, then a handshake in progress. */
@@ -81,7 +136,7 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 	struct mesh_config *cfg = get_config();
 	if (!cfg)
 		return V_PASS;
-	struct addr16 dip = addr4(p->ip->daddr), sip = addr4(p->ip->saddr);
+	struct addr16 dip = p->daddr, sip = p->saddr;
 	struct pod_config *pod = bpf_map_lookup_elem(&local_pods, &dip);
 	if (!pod)
 		return V_PASS;
@@ -176,10 +231,9 @@ int mb_tc_ingress(struct __sk_buff *skb)
 	if (v == V_PASS)
 		return TC_ACT_OK;
 	__u16 from = p.tcp->dest, new_port = bpf_htons(to);
-	__u32 ihl = p.ihl;
-	bpf_l4_csum_replace(skb, TCP_CSUM_OFF(ihl), from, new_port, sizeof(new_port));
-	bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + ihl + offsetof(struct tcphdr, dest), &new_port,
-			    sizeof(new_port), 0);
+	__u32 l4 = p.l4off;
+	bpf_l4_csum_replace(skb, l4 + offsetof(struct tcphdr, check), from, new_port, sizeof(new_port));
+	bpf_skb_store_bytes(skb, l4 + offsetof(struct tcphdr, dest), &new_port, sizeof(new_port), 0);
 	return TC_ACT_OK;
 }
 
@@ -194,9 +248,9 @@ int mb_tc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	struct pair_key k = {
 		.netns = 0,
-		.sip = addr4(p.ip->daddr),
+		.sip = p.daddr,
 		.sport = bpf_ntohs(p.tcp->dest),
-		.dip = addr4(p.ip->saddr),
+		.dip = p.saddr,
 		.dport = cfg->inbound_port,
 	};
 	struct orig_dst *od = flow_record(&k);
@@ -206,10 +260,9 @@ int mb_tc_egress(struct __sk_buff *skb)
 	/* The proxy refused the handshake (nobody listening on the inbound port, a full backlog). */
 	if (p.tcp->rst && !bpf_map_delete_elem(&ingress_syn, &k))
 		count(C_INGRESS_ABORT);
-	__u32 ihl = p.ihl;
-	bpf_l4_csum_replace(skb, TCP_CSUM_OFF(ihl), from, orig, sizeof(orig));
-	bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + ihl + offsetof(struct tcphdr, source), &orig,
-			    sizeof(orig), 0);
+	__u32 l4 = p.l4off;
+	bpf_l4_csum_replace(skb, l4 + offsetof(struct tcphdr, check), from, orig, sizeof(orig));
+	bpf_skb_store_bytes(skb, l4 + offsetof(struct tcphdr, source), &orig, sizeof(orig), 0);
 	count(C_EGRESS_RESTORE);
 	return TC_ACT_OK;
 }

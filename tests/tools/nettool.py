@@ -474,6 +474,8 @@ def http_server(args):
             emit(event="request", method="POST", path=self.path, peer=peer, received=n, sha256=h.hexdigest())
 
     ThreadingHTTPServer.daemon_threads = True
+    if ":" in args.bind:
+        ThreadingHTTPServer.address_family = socket.AF_INET6
     srv = ThreadingHTTPServer((args.bind, args.port), Handler)
     emit(event="listening", port=args.port)
     srv.serve_forever()
@@ -509,8 +511,9 @@ def http_client(args):
 
 
 def bulk_server(args):
-    """Sends `bytes` pseudo-random bytes to each client then closes; prints the digest."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Sends `bytes` pseudo-random bytes to each client then closes; prints the digest. An IPv6 bind
+    address makes it an AF_INET6 listener."""
+    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((args.bind, args.port))
     ls.listen(64)
@@ -520,12 +523,20 @@ def bulk_server(args):
         data = hashlib.shake_256(b"merbridge").digest(args.bytes)
         c.sendall(data)
         c.close()
-        emit(event="sent", peer="%s:%d" % peer, sha256=hashlib.sha256(data).hexdigest())
+        emit(event="sent", peer=fmt_addr(peer), sha256=hashlib.sha256(data).hexdigest())
 
 
 def bulk_client(args):
     host, port = args.target.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=args.timeout)
+    if args.ipv6_dstopts:
+        # A destination options header (one PadN option filling its 8 bytes) on every packet, SYN
+        # included: what a program parsing IPv6 must step over to reach TCP.
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.settimeout(args.timeout)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+        s.connect((host.strip("[]"), int(port)))
+    else:
+        s = socket.create_connection((host.strip("[]"), int(port)), timeout=args.timeout)
     h = hashlib.sha256()
     n = 0
     while True:
@@ -663,7 +674,7 @@ def read_to_eof(s):
 def slow_sink(args):
     """Reads each client slowly (a chunk, then a pause) to EOF, then answers one JSON line with what it
     got: an upstream slower than the app, which is what makes a proxy fall behind its app."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((args.bind, args.port))
     ls.listen(64)
@@ -691,7 +702,7 @@ def upload(args):
     """Writes `bytes` as fast as the socket takes them, half-closes, and checks the sink's digest."""
     host, port = args.target.rsplit(":", 1)
     watchdog(args.timeout)
-    s = socket.create_connection((host, int(port)), timeout=args.timeout)
+    s = socket.create_connection((host.strip("[]"), int(port)), timeout=args.timeout)
     s.settimeout(None)
     data = hashlib.shake_256(b"upload").digest(args.bytes)
     view = memoryview(data)
@@ -969,6 +980,7 @@ def main():
     a.add_argument("target")
     a.add_argument("--bytes", type=int, required=True)
     a.add_argument("--timeout", type=float, default=10)
+    a.add_argument("--ipv6-dstopts", action="store_true", help="send a destination options header")
     a = sub.add_parser("origdst-probe")
     a.add_argument("target")
     a = sub.add_parser("pingpong")
