@@ -69,7 +69,7 @@ async function lastJson(argv: string[], opts: SpawnOptions): Promise<HttpResult>
 }
 
 /** curl has no JSON output of its own for the body: it writes files, the test hashes them. */
-async function curl(base: string, opts: SpawnOptions): Promise<HttpResult> {
+async function curl(base: string, opts: SpawnOptions, extra: string[] = []): Promise<HttpResult> {
   const dir = Deno.makeTempDirSync({ dir: TOOLS, prefix: "curl-" });
   Deno.chmodSync(dir, 0o777);
   try {
@@ -77,7 +77,7 @@ async function curl(base: string, opts: SpawnOptions): Promise<HttpResult> {
     // getRandomValues fills at most 64 KiB at a time.
     for (let off = 0; off < MIB; off += 65536) crypto.getRandomValues(body.subarray(off, off + 65536));
     Deno.writeFileSync(`${dir}/up`, body, { mode: 0o644 });
-    const common = ["-sS", "--fail", "--max-time", "20", "-w", "%{json}"];
+    const common = ["-sS", "--fail", "--max-time", "20", "-w", "%{json}", ...extra];
     const get = await runClient(["curl", ...common, "-o", `${dir}/down`, `${base}/bytes/${MIB}`], opts);
     if (get.code !== 0) return { client: "curl", error: `GET: exit ${get.code}: ${get.stderr}` };
     const down = Deno.readFileSync(`${dir}/down`);
@@ -122,6 +122,26 @@ const CLIENTS: Record<string, (base: string, opts: SpawnOptions) => Promise<Http
   "Node http": (base, opts) => lastJson(["node", `${TOOLS}/http_client.mjs`, base, String(MIB)], opts),
 };
 
+/** The same clients over native IPv6, each told to prefer it the way its users would. */
+const CLIENTS6: Record<string, (base: string, opts: SpawnOptions) => Promise<HttpResult>> = {
+  "JDK 17 HttpURLConnection, java.net.preferIPv6Addresses=true": (base, opts) =>
+    lastJson(
+      [
+        "java",
+        "-XX:-UsePerfData",
+        "-XX:TieredStopAtLevel=1",
+        "-Djava.net.preferIPv6Addresses=true",
+        `${TOOLS}/HttpClient.java`,
+        base,
+        String(MIB),
+      ],
+      opts,
+    ),
+  "curl -6": (base, opts) => curl(base, opts, ["-6"]),
+  "Python urllib (blocking)": CLIENTS["Python urllib (blocking)"]!,
+  "Node http": CLIENTS["Node http"]!,
+};
+
 async function settle(pred: () => boolean, ms = 2000) {
   const deadline = Date.now() + ms;
   while (!pred() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -129,19 +149,24 @@ async function settle(pred: () => boolean, ms = 2000) {
 
 const ipOf = (addr: unknown) => String(addr ?? "").replace(/:\d+$/, "");
 
-async function httpCase(w: World, server: Proc, name: string, sockmap: boolean) {
+async function httpCase(w: World, server: Proc, name: string, sockmap: boolean, v6 = false) {
   const a = w.pods.a!, r = w.pods.r!;
+  // The sidecar writes IPv6 addresses unbracketed before the port, as it reads them.
+  const podIp = v6 ? a.ip6! : a.ip, dstIp = v6 ? r.ip6! : r.ip;
   const sc = w.sidecars.a!;
   const from = sc.lines.length, srvFrom = server.lines.length;
   const opts = { netns: a.ns, cgroup: w.cgroup, uid: APP_UID };
   const before = w.dp.maps.counters();
-  const res = await CLIENTS[name]!(`http://${r.ip}:${HTTP_PORT}`, opts);
+  const res = await (v6 ? CLIENTS6 : CLIENTS)[name]!(
+    v6 ? `http://[${dstIp}]:${HTTP_PORT}` : `http://${dstIp}:${HTTP_PORT}`,
+    opts,
+  );
   const after = w.dp.maps.counters();
   const requests = () => server.lines.slice(srvFrom).filter((l) => l.event === "request");
   await settle(() => requests().length >= 2);
   const serverPeers = [...new Set(requests().map((l) => String(l.peer)))].sort();
   const upstreams = () =>
-    sc.lines.slice(from).filter((l) => l.event === "upstream" && l.target === `${r.ip}:${HTTP_PORT}`);
+    sc.lines.slice(from).filter((l) => l.event === "upstream" && l.target === `${dstIp}:${HTTP_PORT}`);
   await settle(() => upstreams().length >= serverPeers.length);
   const seen = `client: ${JSON.stringify(res)}; server: ${JSON.stringify(requests())}; sidecar: ${
     JSON.stringify(sc.lines.slice(from).filter((l) => l.event !== "closed"))
@@ -173,10 +198,10 @@ async function httpCase(w: World, server: Proc, name: string, sockmap: boolean) 
   assert.equal(acc.length, serverPeers.length, `one accept per connection: ${seen}`);
   for (const l of acc) {
     assert.equal(l.kind, "outbound");
-    assert.equal(l.orig, `${r.ip}:${HTTP_PORT}`, "the sidecar read the original destination");
-    assert.equal(ipOf(l.peer), a.ip, "the app's redirected socket was bound to the pod IP");
+    assert.equal(l.orig, `${dstIp}:${HTTP_PORT}`, "the sidecar read the original destination");
+    assert.equal(ipOf(l.peer), podIp, "the app's redirected socket was bound to the pod IP");
   }
-  assert.deepEqual(serverPeers.map(ipOf), serverPeers.map(() => a.ip), "the server saw the pod IP");
+  assert.deepEqual(serverPeers.map(ipOf), serverPeers.map(() => podIp), "the server saw the pod IP");
   assertFastPath(sockmap, before, after, name);
 }
 
@@ -246,4 +271,25 @@ for (const sockmap of [true, false]) {
       });
     });
   }
+}
+
+for (const sockmap of [true, false]) {
+  Deno.test(`kernel: real clients over native IPv6 from a dual-stack pod, 1 MiB each way intact and seen by the sidecar (fast path ${sockmap ? "on" : "off"})`, async (t) => {
+    await using scope = new Scope();
+    const w = await createWorld(scope, { meshed: ["a"], outside: { r: [ECHO_PORT] }, sockmap, ipv6: true });
+    w.identify("a");
+    const server = startNettool(scope, { netns: w.pods.r!.ns }, [
+      "http-server",
+      "--bind",
+      "::",
+      "--port",
+      String(HTTP_PORT),
+    ]);
+    await server.waitFor((l) => l.event === "listening", 5000, "http server");
+    for (const name of Object.keys(CLIENTS6)) {
+      await t.step(name, () => httpCase(w, server, name, sockmap, true));
+    }
+    // The same pod's IPv4 still goes the IPv4 way, through the same dual-stack sidecar.
+    await t.step("curl over IPv4 beside it", () => httpCase(w, server, "curl", sockmap));
+  });
 }
