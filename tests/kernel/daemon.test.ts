@@ -141,10 +141,23 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
     "status",
     `--bpf-pin-path=${s.pinPath}`,
     `--state-dir=${s.opts.stateDir}`,
+    `--daemon-addr=127.0.0.1:${port}`,
     "--output=json",
   ]);
   assert.equal(status.code, 0, status.stderr);
   const st = JSON.parse(status.stdout);
+  const health = Object.fromEntries(
+    st.subsystems.map((x: { subsystem: string; health: string; detail: string }) => [x.subsystem, x.health]),
+  );
+  assert.deepEqual(health, {
+    programs: "ok",
+    maps: "ok",
+    daemon: "ok",
+    "pod source": "ok",
+    "pod identity": "ok",
+    "cni chain": "off",
+    attachments: "off",
+  }, JSON.stringify(st.subsystems));
   assert.deepEqual(st.links.map((l: { hook: string }) => l.hook).sort(), [
     "connect4",
     "connect6",
@@ -166,7 +179,19 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   const table = await cli(["status", `--bpf-pin-path=${s.pinPath}`, `--state-dir=${s.opts.stateDir}`]);
   assert.match(table.stdout, /HOOK\s+CGROUP-ID/);
   assert.match(table.stdout, /sockmap fast path off/, "the daemon's default shows");
+  assert.match(table.stdout, /SUBSYSTEM\s+HEALTH\s+DETAIL/);
   assert.equal(st.config.sockmap, false);
+  // Each subsystem says why it is not healthy: a detached program, a daemon that does not answer.
+  const link6 = `${s.pinPath}/links/${Deno.statSync(s.cgroup).ino}/connect6`;
+  Deno.removeSync(link6);
+  const broken = JSON.parse(
+    (await cli(["status", `--bpf-pin-path=${s.pinPath}`, "--daemon-addr=127.0.0.1:1", "--output=json"]))
+      .stdout,
+  );
+  const sub = (n: string) => broken.subsystems.find((x: { subsystem: string }) => x.subsystem === n);
+  assert.equal(sub("programs").health, "error");
+  assert.match(sub("programs").detail, /connect6/);
+  assert.equal(sub("daemon").health, "error");
 
   const pods = JSON.parse(
     (await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--daemon-addr=127.0.0.1:${port}`, "--output=json"]))
@@ -175,6 +200,13 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.equal(pods[0].ip, s.a.ip);
   assert.equal(pods[0].pod, "default/a", "the name comes from the daemon's pod table");
   assert.equal(pods[0].policy.includeOutboundCidrs.all, true);
+  assert.equal(pods[0].identity.length, 1, JSON.stringify(pods[0].identity));
+  assert.equal(pods[0].identity[0].via, "netns", "found by the daemon's namespace scan");
+  // The default dirs name one directory twice (/var/run is /run): the namespace is still listed once.
+  assert.match(pods[0].identity[0].netns, new RegExp(`^(/var)?/run/netns/${s.a.ns}$`));
+  const podsTable = await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--daemon-addr=127.0.0.1:${port}`]);
+  assert.match(podsTable.stdout, /IDENTITY/);
+  assert.match(podsTable.stdout, new RegExp(`netns:${pods[0].identity[0].cookie}`));
 
   const dump = await cli(["maps", "dump", "local_pods", `--bpf-pin-path=${s.pinPath}`, "--output=json"]);
   assert.equal(JSON.parse(dump.stdout)[0].ip, s.a.ip);
@@ -189,6 +221,8 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.match(metrics, /merbridge_bpf_events_total\{event="connect_redirect"\} [1-9]/);
   assert.match(metrics, /merbridge_pods\{state="meshed"\} 1/);
   assert.match(metrics, /merbridge_ready 1/);
+  assert.match(metrics, /merbridge_pods_identified\{via="netns"\} 1/);
+  assert.match(metrics, /merbridge_pods_identified\{via="none"\} 0/);
   assert.match(metrics, /merbridge_map_entries\{map="local_pods"\} 1/);
   // Sized from the node's memory by default, and counted without walking the table.
   const cap = connTableSizeFor(nodeMemoryBytes());
