@@ -712,7 +712,7 @@ async function node(
       back(last),
       `pair_orig_dst ${last.own.pair_orig_dst} (kernel ${last.kernel.pair_orig_dst}), sock_refs ${last.own.sock_refs} (kernel ${last.kernel.sock_refs}); at the start ${empty.own.pair_orig_dst}, ${empty.own.sock_refs}`,
     );
-    for (const m of ["local_pods", "mark_pod_ips", "netns_pod_ips", "sock_pair_map"]) {
+    for (const m of ["local_pods", "mark_pod_ips", "netns_pod_ips", "pod_counters", "sock_pair_map"]) {
       if (empty.kernel[m] === undefined && last.kernel[m] === undefined) continue;
       check(`${m} unchanged`, last.kernel[m] === empty.kernel[m], `${empty.kernel[m]} -> ${last.kernel[m]}`);
     }
@@ -862,6 +862,7 @@ function markdown(info: Record<string, unknown>, cfg: SoakConfig, results: HookR
       "local_pods",
       "mark_pod_ips",
       "netns_pod_ips",
+      "pod_counters",
     ];
     const stages = Object.keys(r.fill);
     L.push(
