@@ -837,10 +837,16 @@ async function node(
   // outbound traffic, an untracked packet would be an inbound connection that lost its record.
   const inboundOnly = ["inbound churn", "SYN flood", "hold open", "hold second round"];
   const lost = inboundOnly.map((p) => Number(r.phases[p]?.ingress_untracked ?? 0));
+  const lostTotal = lost.reduce((a, b) => a + b, 0);
+  // An open connection that lost its record breaks, which the round trips above would have shown;
+  // what this bounds is packets arriving after their connection's socket closed (a duplicate ACK or a
+  // retransmitted FIN once the proxy's socket is gone), which pass unrewritten by design. A table
+  // that lost records would show thousands.
+  const tolerated = Math.floor(inboundConns / 10_000);
   check(
-    "no packet of an inbound connection went without its record (ingress_untracked in inbound-only phases)",
-    lost.every((n) => n === 0),
-    inboundOnly.map((p, i) => `${p} ${lost[i]}`).join(", ") +
+    "inbound packets without their record (ingress_untracked in inbound-only phases) at most 1 per 10,000 connections",
+    lostTotal <= tolerated,
+    inboundOnly.map((p, i) => `${p} ${lost[i]}`).join(", ") + ` (at most ${tolerated})` +
       `; outbound churn ${r.phases["outbound churn"]?.ingress_untracked ?? 0} (replies to ${
         outPer * cfg.pods
       } outbound connections)`,
