@@ -916,7 +916,9 @@ function markdown(info: Record<string, unknown>, cfg: SoakConfig, results: HookR
       `bare SYNs from a spoofed source nobody answers for, ${
         cfg.outbound.toLocaleString("en")
       } outbound connections; ` +
-      `then the idle connections are used; then ${cfg.held.toLocaleString("en")} concurrent connections ` +
+      "then the idle connections are used, and the client opens a connection to pod 0's port 8090 and, from " +
+      "the same source port with that one still open, one to its port 8080 (5 s to connect); " +
+      `then ${cfg.held.toLocaleString("en")} concurrent connections ` +
       `(${
         Math.ceil(cfg.held / cfg.pods).toLocaleString("en")
       } per pod) each do a round trip, are held, and do a second one.`,
