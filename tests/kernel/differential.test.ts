@@ -79,6 +79,11 @@ const SETS: AnnotationSet[] = [
     name: "excludeInboundPorts=9091 status=15030",
     annotations: () => ({ [`${T}excludeInboundPorts`]: "9091", [STATUS]: "15030" }),
   },
+  // A loopback range makes Istio drop its "app on lo goes direct" rules.
+  {
+    name: "includeOutboundIPRanges=127.0.0.0/8,R1",
+    annotations: (ip) => ({ [`${T}includeOutboundIPRanges`]: `127.0.0.0/8,${ip.r1}/32` }),
+  },
 ];
 
 type Identity = "app" | "proxy" | "gid";
@@ -93,7 +98,7 @@ interface ProbeDef {
   id: string;
   who: Identity;
   /** Role of the destination: "self" is the probing pod's own IP, "lo" 127.0.0.1. */
-  to: "R1" | "R2" | "self" | "lo";
+  to: "R1" | "R2" | "self" | "lo" | "lo5";
   port: number;
   family?: 4 | 6;
   bind?: string;
@@ -106,6 +111,7 @@ const OUTBOUND: ProbeDef[] = [
   { id: "app->R2:8080", who: "app", to: "R2", port: 8080 },
   { id: "app->R2:9090", who: "app", to: "R2", port: 9090 },
   { id: "app->127.0.0.1:8080", who: "app", to: "lo", port: 8080 },
+  { id: "app->127.0.0.5:8080", who: "app", to: "lo5", port: 8080 },
   { id: "app->self:8080", who: "app", to: "self", port: 8080 },
   { id: "app[127.0.0.6]->self:8080", who: "app", to: "self", port: 8080, bind: "127.0.0.6" },
   { id: "app[AF_INET6]->::ffff:R1:8080", who: "app", to: "R1", port: 8080, family: 6 },
@@ -312,7 +318,15 @@ async function differential(cniMode: boolean) {
 
   // Outbound: every twin, each identity's probes in one process, the twins concurrently.
   const ipOf = (p: PodH, to: ProbeDef["to"]) =>
-    to === "R1" ? r1.ip : to === "R2" ? r2.ip : to === "self" ? p.ip : "127.0.0.1";
+    to === "R1"
+      ? r1.ip
+      : to === "R2"
+      ? r2.ip
+      : to === "self"
+      ? p.ip
+      : to === "lo5"
+      ? "127.0.0.5"
+      : "127.0.0.1";
   const outRuns: { pod: PodH; set: string; results: Result[] }[] = [];
   const outJobs = twins.flatMap((t) =>
     [t.ipt, t.bpf].flatMap((pod) =>
@@ -370,6 +384,7 @@ async function differential(cniMode: boolean) {
       [plain.ip, "plain"],
       [farIp, "node"],
       ["127.0.0.1", "127.0.0.1"],
+      ["127.0.0.5", "127.0.0.5"],
       ["127.0.0.6", "127.0.0.6"],
     ]);
     if (client) m.set(client.ip, "client");
@@ -441,6 +456,11 @@ async function differential(cniMode: boolean) {
       `${k}\n    in ${sets.length === SETS.length ? "every set" : sets.join("; ")}`
     ).join("\n");
   };
+  const loops = (w: World) =>
+    Object.values(pods).filter((p) => p.world === w).reduce(
+      (n, p) => n + (p.sidecar?.lines.filter((l) => l.event === "loop").length ?? 0),
+      0,
+    );
   const byDesign = differ.filter((r) => r.byDesign);
   const real = differ.filter((r) => !r.byDesign);
   console.log(
@@ -448,7 +468,8 @@ async function differential(cniMode: boolean) {
       `${
         rows.length - differ.length
       } identical, ${real.length} differ, ${byDesign.length} differ by design; ` +
-      `probes took ${probeMs} ms`,
+      `probes took ${probeMs} ms; capture loops the sidecars refused: ${loops("iptables")} iptables, ` +
+      `${loops("ebpf")} eBPF`,
   );
   if (byDesign.length) {
     console.log(
