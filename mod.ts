@@ -25,11 +25,20 @@ export * from "./src/mesh/types.ts";
 export { meshParams, parseMeshMode } from "./src/mesh/modes.ts";
 export { defaultPolicy, podPolicy } from "./src/mesh/policy.ts";
 export { isInMesh, podEntry } from "./src/mesh/membership.ts";
-export { decideInbound, decideOutbound } from "./src/mesh/decide.ts";
+export {
+  type CallerPod,
+  type ConnectProbe,
+  type ConnectVerdict,
+  decideConnect,
+  decideInbound,
+  decideOutbound,
+  explainConnect,
+} from "./src/mesh/decide.ts";
 
 // Per-pod pieces of CNI mode.
 export { closeMarkListener, type MarkListener, openMarkListener } from "./src/netns/mark_listener.ts";
 export { withNetns } from "./src/netns/netns.ts";
+export { currentNetnsCookie } from "./src/netns/cookie.ts";
 export { setTxChecksum, txChecksumEnabled } from "./src/netns/interface.ts";
 export {
   attachIngress,

@@ -44,6 +44,7 @@ import {
 import { installIstioIptables } from "./iptables.ts";
 import type { NativeTools } from "./native.ts";
 import { assertPinned, lineAfter, type Pinning, startPinned } from "./procs.ts";
+import { currentNetnsCookie } from "../src/netns/cookie.ts";
 
 export const APP_UID = 1000;
 export const SERVER_UID = 2000;
@@ -110,7 +111,12 @@ function loadDatapath(
   const dp = Datapath.load({ pinPath, cgroupPath: cgroup, dnsCapture: false });
   scope.defer(() => dp.close());
   // Config before attach, as the daemon does: programs attached first would run without it.
-  dp.maps.setMeshConfig(mesh, { dnsCapture: false, cniMode: true, sockmap: fastPath });
+  dp.maps.setMeshConfig(mesh, {
+    dnsCapture: false,
+    cniMode: true,
+    sockmap: fastPath,
+    hostNetns: currentNetnsCookie(),
+  });
   dp.attach();
   return dp;
 }

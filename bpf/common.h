@@ -12,12 +12,18 @@
 
 /* Not in vmlinux.h (they are macros in the uapi headers). */
 #define AF_INET 2
+#define AF_INET6 10
 #define SOL_IP 0
+#define SOL_IPV6 41
 #define SO_ORIGINAL_DST 80
+#define IP6T_SO_ORIGINAL_DST 80
 #define ETH_P_IP 0x0800
 #define TC_ACT_OK 0
 #define LOOPBACK_NET 0x7f000000 /* 127.0.0.0/8, host order */
 #define LOCALHOST 0x7f000001    /* 127.0.0.1, host order */
+/* The source Envoy binds when it forwards an inbound connection to the app (or a rewritten probe):
+ * such a connection must never be captured again, whoever makes it. */
+#define INBOUND_PASSTHROUGH_SRC 0x7f000006 /* 127.0.0.6, host order */
 
 /* The per-pod identity listener: its SO_MARK is the key into mark_pod_ips. */
 #define MARK_PORT 39807
@@ -30,6 +36,9 @@
 #define CFG_F_DNS_CAPTURE (1 << 0)
 #define CFG_F_CNI_MODE (1 << 1)
 #define CFG_F_SOCKMAP (1 << 2) /* the sk_msg fast path for loopback pairs */
+/* The proxy (by uid) calling its own pod, or loopback other than 127.0.0.1, goes to its inbound port:
+ * Istio, Kuma and OSM do this; Linkerd lets it through. */
+#define CFG_F_SELF_INBOUND (1 << 3)
 
 /* Mesh-wide parameters, written once by the agent at start (array map, key 0). */
 struct mesh_config {
@@ -41,7 +50,13 @@ struct mesh_config {
 	__u32 proxy_gid;
 	__u16 always_excluded_inbound[MAX_ALWAYS_EXCLUDED];
 	__u8 n_always_excluded;
-	__u8 pad[3];
+	__u8 pad;
+	/* The proxy calling its own pod on this port is left alone (Istio's HBONE 15008); 0: none. */
+	__u16 tunnel_port;
+	__u32 pad2;
+	/* Cookie of the node's own network namespace: host processes and hostNetwork pods are never
+	 * captured, whatever listens there. 0: unknown (the agent has not said). */
+	__u64 host_netns;
 };
 
 /* struct pod_config.flags: a list given as "*" */
@@ -147,5 +162,32 @@ enum counter {
 	C_MAP_ERROR,            /* other map updates that failed */
 	C_MSG_BACKLOG,          /* sk_msg found the peer's queue over its receive buffer: normal path from now on */
 	C_MSG_SLOW_PATH,        /* sk_msg sends on a socket already moved to the normal path */
+	C_CONNECT_PASSTHROUGH,  /* a socket bound to 127.0.0.6 (the proxy's inbound passthrough) left alone */
+	C_CONNECT_HOST,         /* a connect in the node's own network namespace left alone */
 	C_MAX,
 };
+
+/* An IPv6 address (4 words, network order) that is an IPv4 one written as ::ffff:a.b.c.d. */
+static __always_inline int is_v4mapped(__u32 w0, __u32 w1, __u32 w2)
+{
+	return w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff);
+}
+
+/*
+ * Writes an IPv4 address (network order) and port (host order) into a sock_addr context: as
+ * ::ffff:a.b.c.d for an AF_INET6 socket. `v6` must be a constant at the call site: after inlining only
+ * one branch is left, which the verifier needs (*4 programs may not touch user_ip6, nor *6 ones
+ * user_ip4).
+ */
+static __always_inline void set_sock_addr(struct bpf_sock_addr *ctx, int v6, __u32 ip, __u16 port)
+{
+	if (v6) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = ip;
+	} else {
+		ctx->user_ip4 = ip;
+	}
+	ctx->user_port = bpf_htons(port);
+}

@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * cgroup/connect4: sends a meshed application's TCP connections to its proxy's outbound port, the
- * proxy's connections to same-node meshed pods to their inbound port, and (DNS capture) UDP port 53 to
- * the proxy's DNS port. The original destination is recorded under the socket cookie; sockops turns it
- * into a connection-keyed record once the 4-tuple exists.
+ * cgroup/connect4 and cgroup/connect6: sends a meshed application's TCP connections to its proxy's
+ * outbound port, the proxy's connections to same-node meshed pods (and to its own pod) to the inbound
+ * port, and (DNS capture) UDP port 53 to the proxy's DNS port. The original destination is recorded
+ * under the socket cookie; sockops turns it into a connection-keyed record once the 4-tuple exists.
+ *
+ * The checks follow the order of the mesh's own iptables rules, so each decision is the one those
+ * rules would make. connect6 handles IPv4 destinations written as ::ffff:a.b.c.d (dual-stack sockets,
+ * the JDK's default) exactly like connect4: on the wire they are IPv4, and iptables sees them as such.
+ * Native IPv6 destinations are left to the kernel untouched.
  */
 #include "common.h"
 #include "maps.h"
@@ -28,7 +33,8 @@ static __always_inline int listening(struct bpf_sock_addr *ctx, __u16 port)
 }
 
 /* The pod IP (network order) of the caller's pod, from its mark listener, else from its namespace
- * cookie (while a restarting daemon reopens the listeners); 0 when unknown. */
+ * cookie (the daemon identifies every meshed pod's namespace so, and a restarting daemon keeps it);
+ * 0 when unknown. */
 static __always_inline __u32 current_pod_ip(struct bpf_sock_addr *ctx)
 {
 	__u32 *ip = 0;
@@ -56,14 +62,84 @@ static __always_inline int record(struct bpf_sock_addr *ctx, __u32 ip, __u16 por
 	return 0;
 }
 
+static __always_inline void set_port(struct bpf_sock_addr *ctx, __u16 port)
+{
+	ctx->user_port = bpf_htons(port);
+}
+
+/* The proxy then sees the pod IP as the source, as it would with iptables REDIRECT. */
+static __always_inline void bind_pod_ip(struct bpf_sock_addr *ctx, int v6, __u32 pod_ip)
+{
+	long err;
+	if (v6) {
+		struct sockaddr_in6 sa = {};
+		sa.sin6_family = AF_INET6;
+		sa.sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0xffff);
+		sa.sin6_addr.in6_u.u6_addr32[3] = pod_ip;
+		err = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	} else {
+		struct sockaddr_in sa = {};
+		sa.sin_family = AF_INET;
+		sa.sin_addr.s_addr = pod_ip;
+		err = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	if (err)
+		count(C_BIND_ERROR);
+}
+
+/* The address the socket was bound to before connect(), IPv4 network order; 0 when none. For an
+ * AF_INET6 socket bound to ::ffff:a.b.c.d the kernel keeps a.b.c.d here too. */
+static __always_inline __u32 bound_ip(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	return sk ? sk->src_ip4 : 0;
+}
+
+static __always_inline int proxy_uid(const struct mesh_config *cfg)
+{
+	return (__u32)bpf_get_current_uid_gid() == cfg->proxy_uid;
+}
+
 static __always_inline int is_proxy(const struct mesh_config *cfg)
 {
 	__u64 ug = bpf_get_current_uid_gid();
 	return (__u32)ug == cfg->proxy_uid || (__u32)(ug >> 32) == cfg->proxy_gid;
 }
 
-/* The proxy's own connection: left alone unless it goes to a meshed pod of this node (itself
- * included), whose inbound port then receives it as the target pod's own rules would have. */
+static __always_inline int out_port_excluded(const struct pod_config *p, __u16 dport)
+{
+	return (p->flags & POD_F_EXCLUDE_OUT_PORTS_ALL) || port_in(p->exclude_out_ports, p->n_exclude_out_ports, dport);
+}
+
+/*
+ * A destination reached over the pod's loopback interface: its own IP, or 127.0.0.0/8 other than
+ * 127.0.0.1. The proxy calling one of these by its uid goes to its own inbound port (the way a
+ * service whose endpoint is this very pod reaches the app through the inbound listeners), except on
+ * the tunnel port and on the pod's excluded outbound ports, which iptables returns first. Everyone
+ * else, and the proxy by group only, goes direct.
+ */
+static __always_inline void local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
+				      __u16 dport, __u32 pod_ip)
+{
+	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !proxy_uid(cfg) || dip == bpf_htonl(LOCALHOST))
+		return;
+	if (cfg->tunnel_port && dport == cfg->tunnel_port)
+		return;
+	if (pod_ip) {
+		struct pod_config *self = bpf_map_lookup_elem(&local_pods, &pod_ip);
+		if (self && out_port_excluded(self, dport)) {
+			count(C_CONNECT_POLICY_PASS);
+			return;
+		}
+	}
+	if (record(ctx, dip, dport, ORIG_F_INBOUND))
+		return;
+	set_port(ctx, cfg->inbound_port);
+	count(C_CONNECT_INBOUND);
+}
+
+/* The proxy's own connection to another pod: left alone unless that pod is a meshed pod of this node,
+ * whose inbound port then receives it as the target pod's own rules would have. */
 static __always_inline void proxy_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
 {
 	struct pod_config *target = bpf_map_lookup_elem(&local_pods, &dip);
@@ -71,36 +147,30 @@ static __always_inline void proxy_tcp(struct bpf_sock_addr *ctx, struct mesh_con
 		return;
 	if (record(ctx, dip, dport, ORIG_F_INBOUND))
 		return;
-	ctx->user_port = bpf_htons(cfg->inbound_port);
+	set_port(ctx, cfg->inbound_port);
 	count(C_CONNECT_INBOUND);
 }
 
 /* DNS over TCP goes to the proxy's DNS port too when capture is on and the proxy listens there. */
-static __always_inline int dns_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
+static __always_inline int dns_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
+				   __u16 dport)
 {
 	if (dport != 53 || !(cfg->flags & CFG_F_DNS_CAPTURE) || !cfg->dns_port || !listening(ctx, cfg->dns_port))
 		return 0;
 	if (record(ctx, dip, dport, ORIG_F_DNS))
 		return 0;
-	ctx->user_ip4 = bpf_htonl(LOCALHOST);
-	ctx->user_port = bpf_htons(cfg->dns_port);
+	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
 	count(C_DNS_REDIRECT);
 	return 1;
 }
 
-static __always_inline void app_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
+static __always_inline void app_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
+				    __u16 dport, __u32 pod_ip)
 {
-	/* A pod is in the mesh once its proxy listens; checking every time (no cache) means an app
-	 * that connects before its proxy is up is not stuck with the answer. */
-	if (!listening(ctx, cfg->outbound_port))
+	if (dns_tcp(ctx, cfg, v6, dip, dport))
 		return;
-	if (dns_tcp(ctx, cfg, dip, dport))
-		return;
-	__u32 pod_ip = current_pod_ip(ctx);
 	if (pod_ip) {
 		count(C_CONNECT_POD_KNOWN);
-		if (dip == pod_ip)
-			return;
 		struct pod_config *p = bpf_map_lookup_elem(&local_pods, &pod_ip);
 		if (p && !outbound_redirect(p, dip, dport)) {
 			count(C_CONNECT_POLICY_PASS);
@@ -109,20 +179,13 @@ static __always_inline void app_tcp(struct bpf_sock_addr *ctx, struct mesh_confi
 	}
 	if (record(ctx, dip, dport, ORIG_F_OUTBOUND))
 		return;
-	if (pod_ip) {
-		/* The proxy then sees the pod IP as the source, as it would with iptables REDIRECT. */
-		struct sockaddr_in sa = {};
-		sa.sin_family = AF_INET;
-		sa.sin_addr.s_addr = pod_ip;
-		if (bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa)))
-			count(C_BIND_ERROR);
-	}
-	ctx->user_ip4 = bpf_htonl(LOCALHOST);
-	ctx->user_port = bpf_htons(cfg->outbound_port);
+	if (pod_ip)
+		bind_pod_ip(ctx, v6, pod_ip);
+	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->outbound_port);
 	count(C_CONNECT_REDIRECT);
 }
 
-static __always_inline void dns_udp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip)
+static __always_inline void dns_udp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip)
 {
 	if (!(cfg->flags & CFG_F_DNS_CAPTURE) || !cfg->dns_port || is_proxy(cfg))
 		return;
@@ -135,30 +198,59 @@ static __always_inline void dns_udp(struct bpf_sock_addr *ctx, struct mesh_confi
 	bpf_sk_release(sk);
 	if (record(ctx, dip, 53, ORIG_F_DNS))
 		return;
-	ctx->user_ip4 = bpf_htonl(LOCALHOST);
-	ctx->user_port = bpf_htons(cfg->dns_port);
+	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
 	count(C_DNS_REDIRECT);
+}
+
+static __always_inline void tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip, __u16 dport)
+{
+	/* A pod is in the mesh once its proxy listens; checking every time (no cache) means an app that
+	 * connects before its proxy is up is not stuck with the answer. */
+	if (!listening(ctx, cfg->outbound_port))
+		return;
+	if (bound_ip(ctx) == bpf_htonl(INBOUND_PASSTHROUGH_SRC)) {
+		count(C_CONNECT_PASSTHROUGH);
+		return;
+	}
+	__u32 pod_ip = current_pod_ip(ctx);
+	if (is_loopback(dip) || (pod_ip && dip == pod_ip)) {
+		local_dst(ctx, cfg, v6, dip, dport, pod_ip);
+		return;
+	}
+	if (is_proxy(cfg))
+		proxy_tcp(ctx, cfg, dip, dport);
+	else
+		app_tcp(ctx, cfg, v6, dip, dport, pod_ip);
+}
+
+static __always_inline int connect_any(struct bpf_sock_addr *ctx, int v6, __u32 dip, __u16 dport)
+{
+	struct mesh_config *cfg = get_config();
+	if (!cfg)
+		return 1;
+	if (cfg->host_netns && bpf_get_netns_cookie(ctx) == cfg->host_netns) {
+		count(C_CONNECT_HOST);
+		return 1;
+	}
+	if (ctx->protocol == IPPROTO_TCP)
+		tcp(ctx, cfg, v6, dip, dport);
+	else if (ctx->protocol == IPPROTO_UDP && dport == 53 && !is_loopback(dip))
+		dns_udp(ctx, cfg, v6, dip);
+	return 1;
 }
 
 SEC("cgroup/connect4")
 int mb_connect4(struct bpf_sock_addr *ctx)
 {
-	struct mesh_config *cfg = get_config();
-	if (!cfg)
+	return connect_any(ctx, 0, ctx->user_ip4, bpf_ntohs((__u16)ctx->user_port));
+}
+
+SEC("cgroup/connect6")
+int mb_connect6(struct bpf_sock_addr *ctx)
+{
+	if (!is_v4mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]))
 		return 1;
-	__u32 dip = ctx->user_ip4;
-	__u16 dport = bpf_ntohs((__u16)ctx->user_port);
-	if (is_loopback(dip))
-		return 1;
-	if (ctx->protocol == IPPROTO_TCP) {
-		if (is_proxy(cfg))
-			proxy_tcp(ctx, cfg, dip, dport);
-		else
-			app_tcp(ctx, cfg, dip, dport);
-	} else if (ctx->protocol == IPPROTO_UDP && dport == 53) {
-		dns_udp(ctx, cfg, dip);
-	}
-	return 1;
+	return connect_any(ctx, 1, ctx->user_ip6[3], bpf_ntohs((__u16)ctx->user_port));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

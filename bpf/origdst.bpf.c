@@ -1,19 +1,33 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * cgroup/getsockopt: answers getsockopt(SOL_IP, SO_ORIGINAL_DST) for connections we redirected, on
- * either end. Every other call is returned exactly as the kernel answered it: optlen and retval are
- * only written for the one option we own.
+ * cgroup/getsockopt: answers SO_ORIGINAL_DST for connections we redirected, on either end: at SOL_IP
+ * with a sockaddr_in, and at SOL_IPV6 (IP6T_SO_ORIGINAL_DST) with the address written ::ffff:a.b.c.d,
+ * for AF_INET sockets and for AF_INET6 ones carrying IPv4. Every other call is returned exactly as the
+ * kernel answered it: optlen and retval are only written for the options we own.
  */
 #include "common.h"
 #include "maps.h"
 
+/* An IPv4 connection: an AF_INET socket, or an AF_INET6 one whose peer is ::ffff:a.b.c.d. */
+static __always_inline int carries_ipv4(struct bpf_sock *sk)
+{
+	if (sk->family == AF_INET)
+		return 1;
+	return sk->family == AF_INET6 && is_v4mapped(sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2]);
+}
+
 SEC("cgroup/getsockopt")
 int mb_getsockopt(struct bpf_sockopt *ctx)
 {
-	if (ctx->level != SOL_IP || ctx->optname != SO_ORIGINAL_DST)
+	int v6;
+	if (ctx->level == SOL_IP && ctx->optname == SO_ORIGINAL_DST)
+		v6 = 0;
+	else if (ctx->level == SOL_IPV6 && ctx->optname == IP6T_SO_ORIGINAL_DST)
+		v6 = 1;
+	else
 		return 1;
 	struct bpf_sock *sk = ctx->sk;
-	if (!sk || sk->family != AF_INET || sk->protocol != IPPROTO_TCP)
+	if (!sk || sk->protocol != IPPROTO_TCP || !carries_ipv4(sk))
 		return 1;
 	__u32 lip = sk->src_ip4, rip = sk->dst_ip4;
 	__u16 lport = (__u16)sk->src_port, rport = bpf_ntohs((__u16)sk->dst_port);
@@ -33,43 +47,57 @@ int mb_getsockopt(struct bpf_sockopt *ctx)
 		count(C_ORIGDST_MISS);
 		return 1;
 	}
-	struct sockaddr_in *sa = ctx->optval;
-	if ((void *)(sa + 1) > ctx->optval_end)
-		return 1;
-	sa->sin_family = AF_INET;
-	sa->sin_port = bpf_htons(od->port);
-	sa->sin_addr.s_addr = od->ip;
-	ctx->optlen = sizeof(*sa);
+	if (v6) {
+		struct sockaddr_in6 *sa6 = ctx->optval;
+		if ((void *)(sa6 + 1) > ctx->optval_end)
+			return 1;
+		__builtin_memset(sa6, 0, sizeof(*sa6));
+		sa6->sin6_family = AF_INET6;
+		sa6->sin6_port = bpf_htons(od->port);
+		sa6->sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0xffff);
+		sa6->sin6_addr.in6_u.u6_addr32[3] = od->ip;
+		ctx->optlen = sizeof(*sa6);
+	} else {
+		struct sockaddr_in *sa = ctx->optval;
+		if ((void *)(sa + 1) > ctx->optval_end)
+			return 1;
+		__builtin_memset(sa, 0, sizeof(*sa));
+		sa->sin_family = AF_INET;
+		sa->sin_port = bpf_htons(od->port);
+		sa->sin_addr.s_addr = od->ip;
+		ctx->optlen = sizeof(*sa);
+	}
 	ctx->retval = 0;
 	count(C_ORIGDST_HIT);
 	return 1;
 }
 
 /*
- * cgroup/getpeername4: a redirected socket is connected to the proxy, but the application asked for
- * the original destination and, as with iptables REDIRECT, that is the peer it should see.
+ * cgroup/getpeername4 and getpeername6: a redirected socket is connected to the proxy, but the
+ * application asked for the original destination and, as with iptables REDIRECT, that is the peer it
+ * should see.
  */
-static __always_inline int restore_peer(struct bpf_sock_addr *ctx, struct orig_dst *od, __u16 wanted)
+static __always_inline int restore_peer(struct bpf_sock_addr *ctx, int v6, struct orig_dst *od, __u16 wanted)
 {
 	/* Branches rather than a conditional pointer: the verifier refuses arithmetic on map pointers. */
 	if (!od)
 		return 1;
 	if (!(od->flags & wanted))
 		return 1;
-	ctx->user_ip4 = od->ip;
-	ctx->user_port = bpf_htons(od->port);
+	set_sock_addr(ctx, v6, od->ip, od->port);
 	return 1;
 }
 
-SEC("cgroup/getpeername4")
-int mb_getpeername4(struct bpf_sock_addr *ctx)
+static __always_inline int getpeername_any(struct bpf_sock_addr *ctx, int v6)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
 		return 1;
+	if (v6 && !carries_ipv4(sk))
+		return 1;
 	if (sk->protocol == IPPROTO_UDP) {
 		__u64 cookie = bpf_get_socket_cookie(ctx);
-		return restore_peer(ctx, bpf_map_lookup_elem(&cookie_orig_dst, &cookie), ORIG_F_DNS);
+		return restore_peer(ctx, v6, bpf_map_lookup_elem(&cookie_orig_dst, &cookie), ORIG_F_DNS);
 	}
 	if (sk->protocol != IPPROTO_TCP)
 		return 1;
@@ -82,7 +110,20 @@ int mb_getpeername4(struct bpf_sock_addr *ctx)
 	};
 	k.netns = pair_netns(lip, rip, bpf_get_netns_cookie(ctx));
 	/* Only the initiating end's records: an accepting proxy keeps seeing its real peer. */
-	return restore_peer(ctx, bpf_map_lookup_elem(&pair_orig_dst, &k), ORIG_F_OUTBOUND | ORIG_F_INBOUND | ORIG_F_DNS);
+	return restore_peer(ctx, v6, bpf_map_lookup_elem(&pair_orig_dst, &k),
+			    ORIG_F_OUTBOUND | ORIG_F_INBOUND | ORIG_F_DNS);
+}
+
+SEC("cgroup/getpeername4")
+int mb_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return getpeername_any(ctx, 0);
+}
+
+SEC("cgroup/getpeername6")
+int mb_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return getpeername_any(ctx, 1);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

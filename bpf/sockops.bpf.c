@@ -97,10 +97,20 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&sock_refs, &k);
 }
 
+/* AF_INET6 sockets talking to ::ffff:a.b.c.d are IPv4 connections: the kernel keeps their IPv4
+ * addresses where AF_INET ones have them, so the same keys work for both. */
+static __always_inline int carries_ipv4(struct bpf_sock_ops *skops)
+{
+	if (skops->family == AF_INET)
+		return 1;
+	return skops->family == AF_INET6 &&
+	       is_v4mapped(skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2]);
+}
+
 SEC("sockops")
 int mb_sockops(struct bpf_sock_ops *skops)
 {
-	if (skops->family != AF_INET)
+	if (!carries_ipv4(skops))
 		return 1;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:

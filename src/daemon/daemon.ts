@@ -18,6 +18,7 @@ import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
 import { reconcileLocalPods } from "./reconcile.ts";
 import { pathExists } from "../util/fs.ts";
+import { currentNetnsCookie } from "../netns/cookie.ts";
 
 const log = getLogger("daemon");
 
@@ -137,6 +138,8 @@ export class Daemon {
       dnsCapture: cfg.dnsCapture,
       cniMode: cfg.cniMode,
       sockmap: cfg.sockmap ?? false,
+      // The daemon runs in the node's own namespace (hostNetwork): nothing there is ever captured.
+      hostNetns: currentNetnsCookie(),
     });
     dp.attach();
 

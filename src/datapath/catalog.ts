@@ -1,7 +1,17 @@
 // Which program of which object goes where. The loader below stays generic; this table is the only
 // place that knows the datapath's programs.
 
-export type CgroupHook = "connect4" | "getsockopt" | "getpeername4" | "sockops" | "sendmsg4" | "recvmsg4";
+export type CgroupHook =
+  | "connect4"
+  | "connect6"
+  | "getsockopt"
+  | "getpeername4"
+  | "getpeername6"
+  | "sockops"
+  | "sendmsg4"
+  | "sendmsg6"
+  | "recvmsg4"
+  | "recvmsg6";
 
 export interface CgroupProgram {
   object: string;
@@ -13,11 +23,16 @@ export interface CgroupProgram {
 
 export const CGROUP_PROGRAMS: readonly CgroupProgram[] = [
   { object: "connect", program: "mb_connect4", hook: "connect4" },
+  // AF_INET6 sockets reaching IPv4 peers as ::ffff:a.b.c.d (the JDK's default) are handled like AF_INET.
+  { object: "connect", program: "mb_connect6", hook: "connect6" },
   { object: "origdst", program: "mb_getsockopt", hook: "getsockopt" },
   { object: "origdst", program: "mb_getpeername4", hook: "getpeername4" },
+  { object: "origdst", program: "mb_getpeername6", hook: "getpeername6" },
   { object: "sockops", program: "mb_sockops", hook: "sockops" },
   { object: "dns", program: "mb_sendmsg4", hook: "sendmsg4", feature: "dns-capture" },
+  { object: "dns", program: "mb_sendmsg6", hook: "sendmsg6", feature: "dns-capture" },
   { object: "dns", program: "mb_recvmsg4", hook: "recvmsg4", feature: "dns-capture" },
+  { object: "dns", program: "mb_recvmsg6", hook: "recvmsg6", feature: "dns-capture" },
 ];
 
 /** sk_msg verdict program, attached to the sockhash rather than a cgroup. */

@@ -9,6 +9,7 @@ export const MARK_PORT = 39807;
 export const CFG_F_DNS_CAPTURE = 1 << 0;
 export const CFG_F_CNI_MODE = 1 << 1;
 export const CFG_F_SOCKMAP = 1 << 2;
+export const CFG_F_SELF_INBOUND = 1 << 3;
 
 export const POD_F_INCLUDE_OUT_PORTS_ALL = 1 << 0;
 export const POD_F_EXCLUDE_OUT_PORTS_ALL = 1 << 1;
@@ -33,7 +34,10 @@ export const MESH_CONFIG: StructDef = {
     ["proxy_gid", "u32"],
     ["always_excluded_inbound", { array: "u16", length: MAX_ALWAYS_EXCLUDED }],
     ["n_always_excluded", "u8"],
-    ["pad", { array: "u8", length: 3 }],
+    ["pad", "u8"],
+    ["tunnel_port", "u16"],
+    ["pad2", "u32"],
+    ["host_netns", "u64"],
   ],
 };
 
@@ -115,6 +119,8 @@ export const COUNTER_NAMES = [
   "map_error",
   "msg_backlog",
   "msg_slow_path",
+  "connect_passthrough",
+  "connect_host",
 ] as const;
 export type CounterName = typeof COUNTER_NAMES[number];
 
@@ -123,6 +129,11 @@ export interface MeshConfigOptions {
   cniMode: boolean;
   /** The sk_msg fast path for loopback pairs (the daemon's --sockmap). */
   sockmap: boolean;
+  /**
+   * Cookie of the node's own network namespace, whose connections are never captured (host processes,
+   * hostNetwork pods). 0n: none said (only safe where the programs are not attached to the host).
+   */
+  hostNetns: bigint;
 }
 
 export function encodeMeshConfig(m: MeshParams, opts: MeshConfigOptions): Uint8Array {
@@ -134,11 +145,13 @@ export function encodeMeshConfig(m: MeshParams, opts: MeshConfigOptions): Uint8A
     inbound_port: m.inboundPort,
     dns_port: m.dnsPort,
     flags: (opts.dnsCapture ? CFG_F_DNS_CAPTURE : 0) | (opts.cniMode ? CFG_F_CNI_MODE : 0) |
-      (opts.sockmap ? CFG_F_SOCKMAP : 0),
+      (opts.sockmap ? CFG_F_SOCKMAP : 0) | (m.selfInbound ? CFG_F_SELF_INBOUND : 0),
     proxy_uid: m.proxyUid,
     proxy_gid: m.proxyGid,
     always_excluded_inbound: m.alwaysExcludedInboundPorts,
     n_always_excluded: m.alwaysExcludedInboundPorts.length,
+    tunnel_port: m.tunnelPort,
+    host_netns: opts.hostNetns,
   });
 }
 
@@ -152,6 +165,9 @@ export interface DecodedMeshConfig {
   proxyUid: number;
   proxyGid: number;
   alwaysExcludedInboundPorts: number[];
+  selfInbound: boolean;
+  tunnelPort: number;
+  hostNetns: bigint;
 }
 
 export function decodeMeshConfig(b: Uint8Array): DecodedMeshConfig {
@@ -167,6 +183,9 @@ export function decodeMeshConfig(b: Uint8Array): DecodedMeshConfig {
     proxyUid: n("proxy_uid"),
     proxyGid: n("proxy_gid"),
     alwaysExcludedInboundPorts: (v.always_excluded_inbound as number[]).slice(0, n("n_always_excluded")),
+    selfInbound: (n("flags") & CFG_F_SELF_INBOUND) !== 0,
+    tunnelPort: n("tunnel_port"),
+    hostNetns: v.host_netns as bigint,
   };
 }
 

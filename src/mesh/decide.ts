@@ -1,7 +1,7 @@
 // The reference model of the interception decisions the BPF programs make (bpf/policy.h and the
-// connect/ingress programs). Kernel tests compare the real datapath against it, and `merbridge pods`
-// uses the explain* forms to tell an operator why a connection would or would not reach the proxy.
-// The order of the checks is the contract with the BPF code: change both together.
+// connect/ingress programs), in words an operator can act on. The order of the checks is the
+// contract with the BPF code: change both together. It explains; it does not prove: the kernel tests
+// hold the datapath to Istio's own iptables rules run in a namespace (tests/kernel/differential).
 import type { CidrList, MeshParams, PodPolicy } from "./types.ts";
 import { portListHas } from "./annotations.ts";
 import { cidrContains, parseIpv4 } from "./ipv4.ts";
@@ -70,6 +70,104 @@ export function decideOutbound(
   dstPort: number,
 ): Verdict {
   return explainOutbound(policy, podIp, dstIp, dstPort).verdict;
+}
+
+/** What a connect() ends up doing: to the proxy's outbound port, to its inbound port, or untouched. */
+export type ConnectVerdict = "redirect" | "inbound" | "pass";
+
+export interface ConnectDecision {
+  verdict: ConnectVerdict;
+  reason: string;
+}
+
+/** One connect() from inside a meshed pod, as the programs see it. */
+export interface ConnectProbe {
+  /**
+   * "app": neither the proxy's uid nor its gid; "proxy": the proxy's uid; "proxy-group": the proxy's gid
+   * under another uid (the mesh's rules treat the two differently on loopback).
+   */
+  caller: "app" | "proxy" | "proxy-group";
+  /** The socket's family: "inet6" writes an IPv4 destination as ::ffff:a.b.c.d. Default "inet". */
+  family?: "inet" | "inet6";
+  /** The address the socket was bound to before connect(), if any. */
+  source?: string;
+  dstIp: string;
+  dstPort: number;
+}
+
+/** The calling pod as the datapath knows it: null IP when it is not identified. */
+export interface CallerPod {
+  ip: string | null;
+  policy: PodPolicy | null;
+}
+
+const INBOUND_PASSTHROUGH = "127.0.0.6";
+const LOCALHOST = "127.0.0.1";
+
+/** The IPv4 address a probe's destination stands for, or null for a native IPv6 one. */
+function ipv4Of(family: "inet" | "inet6", text: string): string | null {
+  if (family === "inet") return text;
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(text);
+  return m ? m[1]! : null;
+}
+
+/**
+ * Any TCP connect() from a meshed pod whose proxy listens: the checks of bpf/connect.bpf.c, which
+ * follow the mesh's iptables OUTPUT rules in order. `localPod` gives the policy of a meshed pod of this
+ * node by IP (the proxy's connections to those go to their inbound port by their own rules).
+ */
+export function explainConnect(
+  mesh: MeshParams,
+  pod: CallerPod,
+  probe: ConnectProbe,
+  localPod: (ip: string) => PodPolicy | undefined = () => undefined,
+): ConnectDecision {
+  const family = probe.family ?? "inet";
+  const dstText = ipv4Of(family, probe.dstIp);
+  if (dstText === null) {
+    return { verdict: "pass", reason: `${probe.dstIp} is a native IPv6 destination, not intercepted` };
+  }
+  const dst = ipOrThrow("destination", dstText);
+  const port = portOrThrow("destination port", probe.dstPort);
+  if (
+    probe.source !== undefined && probe.source !== "" && ipv4Of(family, probe.source) === INBOUND_PASSTHROUGH
+  ) {
+    return { verdict: "pass", reason: "the socket is bound to 127.0.0.6, the proxy's inbound passthrough" };
+  }
+  const podIp = pod.ip ? ipOrThrow("pod IP", pod.ip) : null;
+  if (dst >>> 24 === 127 || dst === podIp) {
+    const what = dst === podIp ? "the pod's own IP" : `loopback ${dstText}`;
+    if (!mesh.selfInbound || probe.caller !== "proxy" || dstText === LOCALHOST) {
+      return { verdict: "pass", reason: `destination is ${what}, reached directly` };
+    }
+    if (mesh.tunnelPort !== 0 && port === mesh.tunnelPort) {
+      return { verdict: "pass", reason: `the proxy calling ${what} on the tunnel port ${port}` };
+    }
+    if (pod.policy && inPorts(pod.policy.excludeOutboundPorts, port)) {
+      return { verdict: "pass", reason: `port ${port} is in the excluded outbound ports` };
+    }
+    return { verdict: "inbound", reason: `the proxy calling ${what} goes to its own inbound port` };
+  }
+  if (probe.caller !== "app") {
+    const target = localPod(dstText);
+    if (!target) {
+      return { verdict: "pass", reason: "the proxy's own connection to a pod not meshed on this node" };
+    }
+    const d = explainInbound(target, mesh, port);
+    return d.verdict === "redirect"
+      ? { verdict: "inbound", reason: `to a meshed pod of this node: ${d.reason}` }
+      : { verdict: "pass", reason: `to a meshed pod of this node: ${d.reason}` };
+  }
+  return explainOutbound(pod.ip ? pod.policy : null, pod.ip, dstText, port);
+}
+
+export function decideConnect(
+  mesh: MeshParams,
+  pod: CallerPod,
+  probe: ConnectProbe,
+  localPod?: (ip: string) => PodPolicy | undefined,
+): ConnectVerdict {
+  return explainConnect(mesh, pod, probe, localPod).verdict;
 }
 
 /** Inbound connection to a meshed pod on dstPort. */

@@ -22,6 +22,8 @@ const PARAMS: Record<MeshMode, Omit<MeshParams, "mode">> = {
     proxyGid: 1337,
     // HBONE tunnel, Envoy Prometheus, health (readiness), merged agent status.
     alwaysExcludedInboundPorts: [15008, 15090, 15021, 15020],
+    selfInbound: true,
+    tunnelPort: 15008,
   },
   linkerd: {
     outboundPort: 4140,
@@ -35,6 +37,9 @@ const PARAMS: Record<MeshMode, Omit<MeshParams, "mode">> = {
     proxyGid: 2102,
     // linkerd-init always skips the proxy's control (4190) and admin (4191) ports inbound.
     alwaysExcludedInboundPorts: [4190, 4191],
+    // linkerd-init returns everything the proxy sends and everything on loopback.
+    selfInbound: false,
+    tunnelPort: 0,
   },
   kuma: {
     outboundPort: 15001,
@@ -44,6 +49,8 @@ const PARAMS: Record<MeshMode, Omit<MeshParams, "mode">> = {
     proxyGid: 5678,
     // Envoy admin of kuma-dp. The application probe proxy port is per pod, carried as the status port.
     alwaysExcludedInboundPorts: [9901],
+    selfInbound: true,
+    tunnelPort: 0,
   },
   osm: {
     outboundPort: 15001,
@@ -54,6 +61,8 @@ const PARAMS: Record<MeshMode, Omit<MeshParams, "mode">> = {
     // Envoy Prometheus listener, the rewritten liveness/readiness/startup probe listeners, and
     // osm-healthcheck (TCP probes rewritten to HTTP).
     alwaysExcludedInboundPorts: [15010, 15901, 15902, 15903, 15904],
+    selfInbound: true,
+    tunnelPort: 0,
   },
 };
 

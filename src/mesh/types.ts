@@ -25,6 +25,13 @@ export interface MeshParams {
   proxyGid: number;
   /** Inbound ports never redirected, whatever the pod says (Istio 15008, 15090, 15021, 15020). */
   alwaysExcludedInboundPorts: number[];
+  /**
+   * The proxy (by uid) calling its own pod, or loopback other than 127.0.0.1, goes to its inbound port,
+   * as the mesh's iptables rules send it (Istio, Kuma, OSM); Linkerd lets it through.
+   */
+  selfInbound: boolean;
+  /** Port the proxy calling its own pod is never sent inbound on (Istio's HBONE 15008); 0 when none. */
+  tunnelPort: number;
 }
 
 /** Inclusive port range; a single port is `from === to`. */

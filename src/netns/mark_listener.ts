@@ -15,9 +15,7 @@ import {
   socketFd,
   SOL_SOCKET,
 } from "../ffi/libc.ts";
-import { LibcError } from "../ffi/errors.ts";
-import { libc } from "../ffi/library.ts";
-import { lastErrno } from "../ffi/native.ts";
+import { socketNetnsCookie } from "./cookie.ts";
 import { MARK_PORT } from "../maps/layouts.ts";
 import { withNetns } from "./netns.ts";
 
@@ -64,15 +62,9 @@ export function closeMarkListener(l: MarkListener): void {
   closeFd(l.fd);
 }
 
-const SO_NETNS_COOKIE = 71;
-
 /** The cookie of the network namespace the listener lives in (what bpf_get_netns_cookie returns there). */
 export function listenerNetnsCookie(l: MarkListener): bigint {
-  const buf = new Uint8Array(8);
-  const len = new Uint32Array([8]);
-  const ret = libc().getsockopt(l.fd, SOL_SOCKET, SO_NETNS_COOKIE, buf, new Uint8Array(len.buffer));
-  if (ret !== 0) throw new LibcError(`getsockopt(SO_NETNS_COOKIE) on the mark listener`, lastErrno());
-  return new DataView(buf.buffer).getBigUint64(0, true);
+  return socketNetnsCookie(l.fd);
 }
 
 export function listenerMark(l: MarkListener): number {

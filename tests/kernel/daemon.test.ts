@@ -8,6 +8,7 @@ import { podYaml } from "./harness/pods.ts";
 import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { FakeApiServer, makePod, makeTestPki } from "../unit/fake_apiserver.ts";
+import { currentNetnsCookie } from "../../src/netns/cookie.ts";
 
 const mesh = meshParams("istio");
 
@@ -145,7 +146,9 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   const st = JSON.parse(status.stdout);
   assert.deepEqual(st.links.map((l: { hook: string }) => l.hook).sort(), [
     "connect4",
+    "connect6",
     "getpeername4",
+    "getpeername6",
     "getsockopt",
     "sockops",
   ]);
@@ -154,6 +157,8 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
     JSON.stringify(st.links),
   );
   assert.equal(st.config.outboundPort, 15001);
+  // The daemon names its own (the node's) network namespace, which the programs never capture in.
+  assert.equal(st.config.hostNetns, String(currentNetnsCookie()));
   assert.equal(st.maps.find((m: { map: string }) => m.map === "local_pods").entries, 1);
   assert.ok(Number(st.counters.connect_redirect) >= 1);
 

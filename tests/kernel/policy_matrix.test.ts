@@ -45,22 +45,34 @@ async function runMatrix(w: World, cases: Case[], dests: string[]): Promise<Outc
     for (const dst of dests) {
       const [ip, port] = dst.split(":") as [string, string];
       const want = decideOutbound(policy, a.ip, ip, Number(port));
-      const from = w.sidecars.a!.lines.length;
-      const before = w.dp.maps.counters();
-      const res = await w.client("a", dst);
-      const after = w.dp.maps.counters();
-      assert.equal(res.ok, true, `${c.name} -> ${dst}: ${JSON.stringify(res)}`);
-      const seen = w.accepted("a", from).filter((l) => l.orig === dst);
-      const got: Verdict = seen.length > 0 ? "redirect" : "pass";
-      out.expected[c.name]![dst] = want;
-      out.actual[c.name]![dst] = got;
-      // The counters tell the same story as the sidecar, and every decision was the pod's policy.
-      assert.equal(after.connect_pod_known - before.connect_pod_known, 1n, `${c.name} -> ${dst}: identified`);
-      assert.equal(after.connect_redirect - before.connect_redirect, got === "redirect" ? 1n : 0n);
-      assert.equal(after.connect_policy_pass - before.connect_policy_pass, got === "pass" ? 1n : 0n);
-      if (got === "redirect") {
-        assert.equal(seen.length, 1, `${c.name} -> ${dst}: once`);
-        assert.match(String(seen[0]!.peer), ipRe(a.ip), `${c.name} -> ${dst}: the sidecar sees the pod IP`);
+      // An AF_INET6 socket to ::ffff:ip (the JDK's default) must decide exactly as its AF_INET twin.
+      for (const family of ["inet", "inet6"] as const) {
+        const key = family === "inet" ? dst : `[::ffff:${ip}]:${port}`;
+        const from = w.sidecars.a!.lines.length;
+        const before = w.dp.maps.counters();
+        const res = await w.client("a", key, { args: ["--family", family] });
+        const after = w.dp.maps.counters();
+        assert.equal(res.ok, true, `${c.name} -> ${key}: ${JSON.stringify(res)}`);
+        const seen = w.accepted("a", from).filter((l) => l.orig === dst);
+        const got: Verdict = seen.length > 0 ? "redirect" : "pass";
+        if (family === "inet") {
+          out.expected[c.name]![dst] = want;
+          out.actual[c.name]![dst] = got;
+        } else {
+          assert.equal(got, out.actual[c.name]![dst], `${c.name}: ${key} decides as ${dst}`);
+        }
+        // The counters tell the same story as the sidecar, and every decision was the pod's policy.
+        assert.equal(
+          after.connect_pod_known - before.connect_pod_known,
+          1n,
+          `${c.name} -> ${key}: identified`,
+        );
+        assert.equal(after.connect_redirect - before.connect_redirect, got === "redirect" ? 1n : 0n);
+        assert.equal(after.connect_policy_pass - before.connect_policy_pass, got === "pass" ? 1n : 0n);
+        if (got === "redirect") {
+          assert.equal(seen.length, 1, `${c.name} -> ${key}: once`);
+          assert.match(String(seen[0]!.peer), ipRe(a.ip), `${c.name} -> ${key}: the sidecar sees the pod IP`);
+        }
       }
     }
   }

@@ -100,16 +100,17 @@ def proxy(args):
 
 
 def server(args):
-    """Answers every connection with a JSON greeting naming who it saw, then echoes."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Answers every connection with a JSON greeting naming who it saw, then echoes. An IPv6 --bind
+    address makes it an AF_INET6 listener."""
+    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((args.bind, args.port))
     ls.listen(512)
     emit(event="listening", port=args.port)
 
     def handle(c, peer):
-        hello = json.dumps({"server": args.name, "peer": "%s:%d" % peer,
-                            "local": "%s:%d" % c.getsockname()}) + "\n"
+        hello = json.dumps({"server": args.name, "peer": fmt_addr(peer),
+                            "local": fmt_addr(c.getsockname())}) + "\n"
         c.sendall(hello.encode())
         while True:
             d = c.recv(65536)
@@ -133,13 +134,40 @@ def read_line(s):
     return buf.decode()
 
 
-def client(args):
-    """Connects, reads the greeting, sends a payload and checks the echo."""
-    host, port = args.target.rsplit(":", 1)
+def original_dst6(sock):
+    """SOL_IPV6 / IP6T_SO_ORIGINAL_DST, the form a proxy asks on an AF_INET6 socket."""
     try:
-        s = socket.create_connection((host, int(port)), timeout=args.timeout)
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+    except OSError as e:
+        return None, str(e)
+    port, = struct.unpack("!H", raw[2:4])
+    return "[%s]:%d" % (socket.inet_ntop(socket.AF_INET6, raw[8:24]), port), None
+
+
+def fmt_addr(a):
+    return ("[%s]:%d" if ":" in a[0] else "%s:%d") % (a[0], a[1])
+
+
+def client(args):
+    """Connects, reads the greeting, sends a payload and checks the echo. --family inet6 uses an
+    AF_INET6 socket (an IPv4 target is then written ::ffff:a.b.c.d, as dual-stack clients do), --bind
+    binds the source address first (as a proxy's inbound passthrough does with 127.0.0.6)."""
+    host, port = args.target.rsplit(":", 1)
+    host = host.strip("[]")
+    fam = socket.AF_INET6 if args.family == "inet6" else socket.AF_INET
+    try:
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(args.timeout)
+        if args.bind:
+            s.bind((args.bind, 0))
+        s.connect((host, int(port)))
         # Asked at once: after the peer's FIN and ours the kernel answers ENOTCONN.
-        peer = "%s:%d" % s.getpeername()
+        peer = fmt_addr(s.getpeername())
+        extra = {}
+        if args.ask_origdst:
+            extra["origdst_ip"], extra["origdst_ip_error"] = original_dst(s)
+            if fam == socket.AF_INET6:
+                extra["origdst_ip6"], extra["origdst_ip6_error"] = original_dst6(s)
         hello = read_line(s)
         payload = os.urandom(args.bytes)
         got = b""
@@ -151,7 +179,7 @@ def client(args):
                 break
             got += d
         emit(ok=got == payload, hello=json.loads(hello) if hello else None, sent=len(payload),
-             received=len(got), local="%s:%d" % s.getsockname(), peer=peer)
+             received=len(got), local=fmt_addr(s.getsockname()), peer=peer, **extra)
     except OSError as e:
         emit(ok=False, error=str(e))
 
@@ -471,14 +499,14 @@ def udp_server(args):
 def udp_client(args):
     """Sends `count` queries to target, unconnected (sendto/recvfrom) or connected (connect/send)."""
     host, port = args.target.rsplit(":", 1)
-    dst = (host, int(port))
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dst = (host.strip("[]"), int(port))
+    s = socket.socket(socket.AF_INET6 if args.family == "inet6" else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(args.timeout)
     peer = None
     try:
         if args.connect:
             s.connect(dst)
-            peer = "%s:%d" % s.getpeername()
+            peer = fmt_addr(s.getpeername())
         replies = []
         for i in range(args.count):
             q = ("q%d" % i).encode()
@@ -488,10 +516,10 @@ def udp_client(args):
                 s.sendto(q, dst)
             data, src = s.recvfrom(65536)
             r = json.loads(data)
-            replies.append({"from": "%s:%d" % src, "server": r["server"], "query": r["query"],
+            replies.append({"from": fmt_addr(src), "server": r["server"], "query": r["query"],
                             "peer": r["peer"]})
         emit(ok=all(r["query"] == "q%d" % i for i, r in enumerate(replies)), replies=replies, peer=peer,
-             local="%s:%d" % s.getsockname())
+             local=fmt_addr(s.getsockname()))
     except OSError as e:
         emit(ok=False, error=str(e), peer=peer)
 
@@ -596,6 +624,9 @@ def main():
     a.add_argument("target")
     a.add_argument("--bytes", type=int, default=64)
     a.add_argument("--timeout", type=float, default=5)
+    a.add_argument("--family", choices=["inet", "inet6"], default="inet")
+    a.add_argument("--bind", default="", help="source address to bind before connecting")
+    a.add_argument("--ask-origdst", action="store_true", help="report SO_ORIGINAL_DST on the client socket")
     a = sub.add_parser("bulk-server")
     a.add_argument("--bind", default="0.0.0.0")
     a.add_argument("--port", type=int, required=True)
@@ -650,6 +681,7 @@ def main():
     a.add_argument("--port", type=int, required=True)
     a = sub.add_parser("udp-client")
     a.add_argument("target")
+    a.add_argument("--family", choices=["inet", "inet6"], default="inet")
     a.add_argument("--connect", action="store_true")
     a.add_argument("--count", type=int, default=2)
     a.add_argument("--timeout", type=float, default=2)

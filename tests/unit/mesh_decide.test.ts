@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  type CallerPod,
+  decideConnect,
   decideInbound,
   decideOutbound,
   explainInbound,
@@ -260,5 +262,77 @@ Deno.test("decideInbound matrix", async (t) => {
   }
   await t.step("bad port is a programming error", () => {
     assert.throws(() => decideInbound(defaultPolicy("istio"), istioMesh, -1), RangeError);
+  });
+});
+
+Deno.test("explainConnect follows the order of Istio's OUTPUT rules", async (t) => {
+  const mesh = meshParams("istio");
+  const policy = istio({ [I.excludeOutboundPorts]: "9090" });
+  const pod = { ip: POD, policy };
+  const other = istio({});
+  const localPod = (ip: string) => ip === "10.1.0.9" ? other : undefined;
+  const d = (probe: Parameters<typeof decideConnect>[2], p: CallerPod = pod) =>
+    decideConnect(mesh, p, probe, localPod);
+  await t.step("a socket bound to 127.0.0.6 is never captured, whoever calls", () => {
+    for (const caller of ["app", "proxy", "proxy-group"] as const) {
+      assert.equal(d({ caller, source: "127.0.0.6", dstIp: POD, dstPort: 8080 }), "pass", caller);
+      assert.equal(d({ caller, source: "127.0.0.6", dstIp: "10.9.9.9", dstPort: 8080 }), "pass", caller);
+    }
+    assert.equal(
+      d({
+        caller: "proxy",
+        family: "inet6",
+        source: "::ffff:127.0.0.6",
+        dstIp: `::ffff:${POD}`,
+        dstPort: 80,
+      }),
+      "pass",
+    );
+  });
+  await t.step(
+    "the proxy by uid calling its own pod goes inbound, except the tunnel and excluded ports",
+    () => {
+      assert.equal(d({ caller: "proxy", dstIp: POD, dstPort: 8080 }), "inbound");
+      assert.equal(d({ caller: "proxy", dstIp: POD, dstPort: 15021 }), "inbound");
+      assert.equal(d({ caller: "proxy", dstIp: POD, dstPort: 15008 }), "pass");
+      assert.equal(d({ caller: "proxy", dstIp: POD, dstPort: 9090 }), "pass");
+      assert.equal(d({ caller: "proxy", dstIp: "127.0.0.5", dstPort: 8080 }), "inbound");
+      assert.equal(d({ caller: "proxy", dstIp: "127.0.0.1", dstPort: 8080 }), "pass");
+    },
+  );
+  await t.step("the proxy by group only, and the app, reach local destinations directly", () => {
+    for (const caller of ["app", "proxy-group"] as const) {
+      assert.equal(d({ caller, dstIp: POD, dstPort: 8080 }), "pass", caller);
+      assert.equal(d({ caller, dstIp: "127.0.0.5", dstPort: 8080 }), "pass", caller);
+    }
+  });
+  await t.step("the proxy to another meshed pod of the node: that pod's inbound rules", () => {
+    assert.equal(d({ caller: "proxy", dstIp: "10.1.0.9", dstPort: 8080 }), "inbound");
+    assert.equal(d({ caller: "proxy-group", dstIp: "10.1.0.9", dstPort: 15020 }), "pass");
+    assert.equal(d({ caller: "proxy", dstIp: "10.9.9.9", dstPort: 8080 }), "pass");
+  });
+  await t.step("an AF_INET6 socket to ::ffff:a.b.c.d decides like AF_INET; native IPv6 is left alone", () => {
+    for (
+      const [ip, port] of [["10.9.9.9", 8080], ["10.9.9.9", 9090], [POD, 8080], ["127.0.0.1", 80]] as const
+    ) {
+      assert.equal(
+        d({ caller: "app", family: "inet6", dstIp: `::ffff:${ip}`, dstPort: port }),
+        d({ caller: "app", dstIp: ip, dstPort: port }),
+        `${ip}:${port}`,
+      );
+    }
+    assert.equal(d({ caller: "app", family: "inet6", dstIp: "fd00::1", dstPort: 8080 }), "pass");
+  });
+  await t.step("an unidentified pod: the app is redirected, its own IP cannot be told apart", () => {
+    const unknown = { ip: null, policy: null };
+    assert.equal(d({ caller: "app", dstIp: "10.9.9.9", dstPort: 9090 }, unknown), "redirect");
+    assert.equal(d({ caller: "app", dstIp: POD, dstPort: 8080 }, unknown), "redirect");
+  });
+  await t.step("Linkerd lets the proxy's loopback through", () => {
+    const l = meshParams("linkerd");
+    assert.equal(
+      decideConnect(l, { ip: POD, policy: null }, { caller: "proxy", dstIp: POD, dstPort: 8080 }),
+      "pass",
+    );
   });
 });

@@ -12,6 +12,8 @@ Deno.test("meshParams", async (t) => {
       proxyUid: 1337,
       proxyGid: 1337,
       alwaysExcludedInboundPorts: [15008, 15090, 15021, 15020],
+      selfInbound: true,
+      tunnelPort: 15008,
     });
   });
   await t.step("linkerd", () => {
@@ -23,6 +25,8 @@ Deno.test("meshParams", async (t) => {
       proxyUid: 2102,
       proxyGid: 2102,
       alwaysExcludedInboundPorts: [4190, 4191],
+      selfInbound: false,
+      tunnelPort: 0,
     });
   });
   await t.step("kuma", () => {
@@ -34,6 +38,8 @@ Deno.test("meshParams", async (t) => {
       proxyUid: 5678,
       proxyGid: 5678,
       alwaysExcludedInboundPorts: [9901],
+      selfInbound: true,
+      tunnelPort: 0,
     });
   });
   await t.step("osm", () => {
@@ -45,6 +51,8 @@ Deno.test("meshParams", async (t) => {
       proxyUid: 1500,
       proxyGid: 1500,
       alwaysExcludedInboundPorts: [15010, 15901, 15902, 15903, 15904],
+      selfInbound: true,
+      tunnelPort: 0,
     });
   });
   await t.step("every mode fits the BPF layout and never uses gid 0", () => {

@@ -18,6 +18,7 @@ import {
   type TestPod,
   uniq,
 } from "./mod.ts";
+import { currentNetnsCookie } from "../../../src/netns/cookie.ts";
 
 export const APP_UID = 1000;
 
@@ -34,7 +35,7 @@ export interface World {
   client(
     pod: string,
     target: string,
-    opts?: { uid?: number; outsideCgroup?: boolean; bytes?: number },
+    opts?: { uid?: number; gid?: number; outsideCgroup?: boolean; bytes?: number; args?: string[] },
   ): Promise<Record<string, unknown>>;
   /** Lines a pod's sidecar logged for accepted connections since `from`. */
   accepted(pod: string, from?: number): Record<string, unknown>[];
@@ -74,6 +75,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     dnsCapture: opts.dnsCapture ?? false,
     cniMode: false,
     sockmap: opts.sockmap ?? true,
+    hostNetns: currentNetnsCookie(),
   });
 
   const pods: Record<string, TestPod> = {};
@@ -118,8 +120,13 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     sidecars,
     client(pod, target, o = {}) {
       return nettool(
-        { netns: pods[pod]!.ns, cgroup: o.outsideCgroup ? undefined : cgroup, uid: o.uid ?? APP_UID },
-        ["client", target, "--bytes", String(o.bytes ?? 64)],
+        {
+          netns: pods[pod]!.ns,
+          cgroup: o.outsideCgroup ? undefined : cgroup,
+          uid: o.uid ?? APP_UID,
+          gid: o.gid,
+        },
+        ["client", target, "--bytes", String(o.bytes ?? 64), ...(o.args ?? [])],
       );
     },
     accepted(pod, from = 0) {
