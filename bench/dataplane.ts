@@ -60,14 +60,20 @@ function proxyDelta(a: ProxyStats, b: ProxyStats): ProxyStats {
   };
 }
 
+function loopError(p: Partial<ProxyStats>): string {
+  return `${p.loops} capture loop(s): the proxy's inbound hop (to the pod IP from 127.0.0.6) came back ` +
+    `to its inbound port (${JSON.stringify(p)})`;
+}
+
 /** Why a finished measurement does not prove its path, or undefined when it does. */
 function verify(end: PathEnd, conns: number, s: Sample): string | undefined {
   const p = s.proxy as ProxyStats | undefined;
   const c = s.counters ?? {};
   if (end.proxy) {
     if (!p) return "no proxy counters";
+    if (p.loops) return loopError(p);
     if (p.accepted !== conns) return `proxy accepted ${p.accepted} connections, the client made ${conns}`;
-    if (p.origdst_errors || p.upstream_errors || p.loops) return `proxy errors ${JSON.stringify(p)}`;
+    if (p.origdst_errors || p.upstream_errors) return `proxy errors ${JSON.stringify(p)}`;
   }
   switch (end.expect) {
     case "connect":
@@ -141,7 +147,10 @@ export async function measure(
     }
     if (end.dp && c0) s.counters = counterDelta(end.dp, c0);
     if (end.proxy && p0) s.proxy = proxyDelta(p0, await proxyStats(end.proxy));
-    if (s.result.ok !== true) {
+    if (s.proxy?.loops) {
+      // Named before the client's failure, which a loop causes (the proxy closes the looped hop).
+      s.error = loopError(s.proxy);
+    } else if (s.result.ok !== true) {
       s.error = `client: ${JSON.stringify(s.result)}`;
     } else {
       const conns = test === "crr" ? Number(s.result.conns) + Number(s.result.errors) : 1;

@@ -6,8 +6,6 @@
 //   options: --reps N  --cpu N (the CPU every measured process is pinned to)  --only outbound,inbound,control
 //            --bulk-mib N (bytes per bulk run)
 //            --out DIR (write bench.md, bench.svg and results.json there)
-//            --inbound-upstream loopback|pod (how the inbound proxy reaches the app; pod = Envoy's way
-//            since Istio 1.10: the pod IP from source 127.0.0.6)
 //
 // Exits non-zero when any path failed to carry its traffic intact (or left something behind); speed
 // itself never fails the run.
@@ -34,7 +32,6 @@ const { values: flags } = parseArgs({
     cpu: { type: "string", default: "1" },
     only: { type: "string" },
     out: { type: "string" },
-    "inbound-upstream": { type: "string", default: "loopback" },
     "bulk-mib": { type: "string" },
   },
 });
@@ -154,8 +151,7 @@ async function main(): Promise<number> {
       if (only.has("outbound") || only.has("inbound")) {
         const world = new Scope();
         try {
-          const inboundUpstream = flags["inbound-upstream"] === "pod" ? "pod" : "loopback";
-          const w = await buildDataplane(world, tools, pin, { inboundUpstream });
+          const w = await buildDataplane(world, tools, pin);
           log("data-plane namespaces, datapaths, proxies and servers up");
           if (only.has("outbound")) {
             const ends = OUT_PATHS.map((p) => w.outbound[p]);

@@ -257,6 +257,7 @@ export function markdown(
   sizes: number[],
 ): string {
   const failures = samples.filter((s) => !s.ok);
+  const loops = samples.reduce((n, s) => n + (s.proxy?.loops ?? 0), 0);
   const lines = [
     "# Benchmark: eBPF interception vs. iptables REDIRECT",
     "",
@@ -320,9 +321,10 @@ export function markdown(
     "  the program moves the app's socket to plain TCP once that queue holds more than the buffer (at",
     '  least 4 MiB), so an app faster than its proxy is held back by the TCP window (row "peak',
     '  receive-queue memory", sampled with `ss -tm` every 50 ms); bulk runs mostly measure that TCP path.',
-    "- The inbound proxy reaches the app on 127.0.0.1 (never captured) on every path. Envoy since Istio",
-    "  1.10 connects to the pod's own IP from source 127.0.0.6 instead, which istio-iptables exempts;",
-    "  `deno task bench --inbound-upstream pod` measures that variant.",
+    "- The inbound proxy reaches the app as Envoy does since Istio 1.10, on every path: it connects to the",
+    "  pod's own IP and port from source 127.0.0.6, which istio-iptables exempts and connect4 must leave",
+    "  alone. A hop captured again would come back to the proxy's inbound port; the proxies count such",
+    `  loops and any fails the run: ${loops} counted in this run.`,
     "- The daemon and the CNI plugin run from source through `deno run` (no `deno compile` here), so",
     "  their start-up time includes loading the TypeScript modules, which a compiled binary does not (not measured here).",
     `- Conntrack entries at the end of the data-plane runs: ${

@@ -132,16 +132,10 @@ function identify(scope: Scope, dp: Datapath, pod: TestPod, marks: Set<number>) 
   dp.maps.putPod(pod.ip, defaultPolicy("istio"));
 }
 
-export interface DataplaneOptions {
-  /** How the inbound proxy reaches the app: 127.0.0.1:port, or the pod IP from 127.0.0.6 (Envoy ≥ 1.10). */
-  inboundUpstream: "loopback" | "pod";
-}
-
 export async function buildDataplane(
   scope: Scope,
   tools: NativeTools,
   pin: Pinning,
-  opts: DataplaneOptions = { inboundUpstream: "loopback" },
 ): Promise<Dataplane> {
   const mesh = meshParams("istio");
   const prefix = uniq();
@@ -255,8 +249,6 @@ export async function buildDataplane(
       String(mesh.outboundPort),
       "--inbound",
       String(mesh.inboundPort),
-      "--inbound-upstream",
-      opts.inboundUpstream,
     ], { netns: pod(n).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
     proxies[n] = p;
     started.push(p);

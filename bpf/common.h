@@ -57,6 +57,10 @@ struct mesh_config {
 	/* Cookie of the node's own network namespace: host processes and hostNetwork pods are never
 	 * captured, whatever listens there. 0: unknown (the agent has not said). */
 	__u64 host_netns;
+	/* New connections are refused (connect() fails, inbound SYNs are dropped) while pair_orig_dst
+	 * holds this many entries; 0: no limit. */
+	__u32 conn_admit;
+	__u32 pad3;
 };
 
 /* struct pod_config.flags: a list given as "*" */
@@ -164,7 +168,18 @@ enum counter {
 	C_MSG_SLOW_PATH,        /* sk_msg sends on a socket already moved to the normal path */
 	C_CONNECT_PASSTHROUGH,  /* a socket bound to 127.0.0.6 (the proxy's inbound passthrough) left alone */
 	C_CONNECT_HOST,         /* a connect in the node's own network namespace left alone */
+	C_TABLE_FULL,           /* a new connection refused: the connection table had no room */
+	C_INGRESS_ADOPT,        /* an inbound handshake's record moved to the connection table */
+	C_INGRESS_UNTRACKED,    /* an inbound packet to an intercepted port of a flow with no record */
+	C_INGRESS_ABORT,        /* an inbound handshake's record dropped on RST */
 	C_MAX,
+};
+
+/* Indexes into table_fill. */
+enum table {
+	T_PAIR = 0, /* pair_orig_dst */
+	T_SOCK_REFS, /* sock_refs */
+	T_MAX,
 };
 
 /* An IPv6 address (4 words, network order) that is an IPv4 one written as ::ffff:a.b.c.d. */

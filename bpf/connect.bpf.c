@@ -2,8 +2,10 @@
 /*
  * cgroup/connect4 and cgroup/connect6: sends a meshed application's TCP connections to its proxy's
  * outbound port, the proxy's connections to same-node meshed pods (and to its own pod) to the inbound
- * port, and (DNS capture) UDP port 53 to the proxy's DNS port. The original destination is recorded
- * under the socket cookie; sockops turns it into a connection-keyed record once the 4-tuple exists.
+ * port, and (DNS capture) UDP port 53 to the proxy's DNS port. The original destination is kept with
+ * the socket; sockops turns it into a connection-keyed record once the 4-tuple exists. A TCP
+ * connection that would need a record while the connection table is full fails here, at connect(),
+ * rather than later without its record.
  *
  * The checks follow the order of the mesh's own iptables rules, so each decision is the one those
  * rules would make. connect6 handles IPv4 destinations written as ::ffff:a.b.c.d (dual-stack sockets,
@@ -53,12 +55,17 @@ static __always_inline __u32 current_pod_ip(struct bpf_sock_addr *ctx)
 
 static __always_inline int record(struct bpf_sock_addr *ctx, __u32 ip, __u16 port, __u16 flags)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst od = {.ip = ip, .port = port, .flags = flags};
-	if (bpf_map_update_elem(&cookie_orig_dst, &cookie, &od, BPF_ANY)) {
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return -1;
+	struct orig_dst *od = bpf_sk_storage_get(&sock_orig_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!od) {
 		count(C_MAP_ERROR);
 		return -1;
 	}
+	od->ip = ip;
+	od->port = port;
+	od->flags = flags;
 	return 0;
 }
 
@@ -118,71 +125,80 @@ static __always_inline int out_port_excluded(const struct pod_config *p, __u16 d
  * the tunnel port and on the pod's excluded outbound ports, which iptables returns first. Everyone
  * else, and the proxy by group only, goes direct.
  */
-static __always_inline void local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
-				      __u16 dport, __u32 pod_ip)
+static __always_inline int local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport,
+				     __u32 pod_ip)
 {
 	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !proxy_uid(cfg) || dip == bpf_htonl(LOCALHOST))
-		return;
+		return 1;
 	if (cfg->tunnel_port && dport == cfg->tunnel_port)
-		return;
+		return 1;
 	if (pod_ip) {
 		struct pod_config *self = bpf_map_lookup_elem(&local_pods, &pod_ip);
 		if (self && out_port_excluded(self, dport)) {
 			count(C_CONNECT_POLICY_PASS);
-			return;
+			return 1;
 		}
 	}
+	if (!conn_admitted(cfg))
+		return 0;
 	if (record(ctx, dip, dport, ORIG_F_INBOUND))
-		return;
+		return 1;
 	set_port(ctx, cfg->inbound_port);
 	count(C_CONNECT_INBOUND);
+	return 1;
 }
 
 /* The proxy's own connection to another pod: left alone unless that pod is a meshed pod of this node,
  * whose inbound port then receives it as the target pod's own rules would have. */
-static __always_inline void proxy_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
+static __always_inline int proxy_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
 {
 	struct pod_config *target = bpf_map_lookup_elem(&local_pods, &dip);
 	if (!target || !inbound_redirect(cfg, target, dport))
-		return;
+		return 1;
+	if (!conn_admitted(cfg))
+		return 0;
 	if (record(ctx, dip, dport, ORIG_F_INBOUND))
-		return;
+		return 1;
 	set_port(ctx, cfg->inbound_port);
 	count(C_CONNECT_INBOUND);
-}
-
-/* DNS over TCP goes to the proxy's DNS port too when capture is on and the proxy listens there. */
-static __always_inline int dns_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
-				   __u16 dport)
-{
-	if (dport != 53 || !(cfg->flags & CFG_F_DNS_CAPTURE) || !cfg->dns_port || !listening(ctx, cfg->dns_port))
-		return 0;
-	if (record(ctx, dip, dport, ORIG_F_DNS))
-		return 0;
-	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
-	count(C_DNS_REDIRECT);
 	return 1;
 }
 
-static __always_inline void app_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
-				    __u16 dport, __u32 pod_ip)
+/* DNS over TCP goes to the proxy's DNS port too when capture is on and the proxy listens there. */
+static __always_inline int is_dns_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u16 dport)
 {
-	if (dns_tcp(ctx, cfg, v6, dip, dport))
-		return;
+	return dport == 53 && (cfg->flags & CFG_F_DNS_CAPTURE) && cfg->dns_port && listening(ctx, cfg->dns_port);
+}
+
+static __always_inline int app_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
+				   __u16 dport, __u32 pod_ip)
+{
+	if (is_dns_tcp(ctx, cfg, dport)) {
+		if (!conn_admitted(cfg))
+			return 0;
+		if (record(ctx, dip, dport, ORIG_F_DNS))
+			return 1;
+		set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
+		count(C_DNS_REDIRECT);
+		return 1;
+	}
 	if (pod_ip) {
 		count(C_CONNECT_POD_KNOWN);
 		struct pod_config *p = bpf_map_lookup_elem(&local_pods, &pod_ip);
 		if (p && !outbound_redirect(p, dip, dport)) {
 			count(C_CONNECT_POLICY_PASS);
-			return;
+			return 1;
 		}
 	}
+	if (!conn_admitted(cfg))
+		return 0;
 	if (record(ctx, dip, dport, ORIG_F_OUTBOUND))
-		return;
+		return 1;
 	if (pod_ip)
 		bind_pod_ip(ctx, v6, pod_ip);
 	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->outbound_port);
 	count(C_CONNECT_REDIRECT);
+	return 1;
 }
 
 static __always_inline void dns_udp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip)
@@ -202,25 +218,23 @@ static __always_inline void dns_udp(struct bpf_sock_addr *ctx, struct mesh_confi
 	count(C_DNS_REDIRECT);
 }
 
-static __always_inline void tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip, __u16 dport)
+/* 1: the connect goes ahead (rewritten or not); 0: refused, the connection table is full. */
+static __always_inline int tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip, __u16 dport)
 {
 	/* A pod is in the mesh once its proxy listens; checking every time (no cache) means an app that
 	 * connects before its proxy is up is not stuck with the answer. */
 	if (!listening(ctx, cfg->outbound_port))
-		return;
+		return 1;
 	if (bound_ip(ctx) == bpf_htonl(INBOUND_PASSTHROUGH_SRC)) {
 		count(C_CONNECT_PASSTHROUGH);
-		return;
+		return 1;
 	}
 	__u32 pod_ip = current_pod_ip(ctx);
-	if (is_loopback(dip) || (pod_ip && dip == pod_ip)) {
-		local_dst(ctx, cfg, v6, dip, dport, pod_ip);
-		return;
-	}
+	if (is_loopback(dip) || (pod_ip && dip == pod_ip))
+		return local_dst(ctx, cfg, dip, dport, pod_ip);
 	if (is_proxy(cfg))
-		proxy_tcp(ctx, cfg, dip, dport);
-	else
-		app_tcp(ctx, cfg, v6, dip, dport, pod_ip);
+		return proxy_tcp(ctx, cfg, dip, dport);
+	return app_tcp(ctx, cfg, v6, dip, dport, pod_ip);
 }
 
 static __always_inline int connect_any(struct bpf_sock_addr *ctx, int v6, __u32 dip, __u16 dport)
@@ -233,8 +247,8 @@ static __always_inline int connect_any(struct bpf_sock_addr *ctx, int v6, __u32 
 		return 1;
 	}
 	if (ctx->protocol == IPPROTO_TCP)
-		tcp(ctx, cfg, v6, dip, dport);
-	else if (ctx->protocol == IPPROTO_UDP && dport == 53 && !is_loopback(dip))
+		return tcp(ctx, cfg, v6, dip, dport);
+	if (ctx->protocol == IPPROTO_UDP && dport == 53 && !is_loopback(dip))
 		dns_udp(ctx, cfg, v6, dip);
 	return 1;
 }

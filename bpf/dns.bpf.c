@@ -27,12 +27,17 @@ static __always_inline int sendmsg_any(struct bpf_sock_addr *ctx, int v6, __u32 
 	if (!sk)
 		return 1;
 	bpf_sk_release(sk);
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst od = {.ip = dip, .port = 53, .flags = ORIG_F_DNS};
-	if (bpf_map_update_elem(&cookie_orig_dst, &cookie, &od, BPF_ANY)) {
+	struct bpf_sock *s = ctx->sk;
+	if (!s)
+		return 1;
+	struct orig_dst *od = bpf_sk_storage_get(&sock_orig_dst, s, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!od) {
 		count(C_MAP_ERROR);
 		return 1;
 	}
+	od->ip = dip;
+	od->port = 53;
+	od->flags = ORIG_F_DNS;
 	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
 	count(C_DNS_REDIRECT);
 	return 1;
@@ -45,8 +50,10 @@ static __always_inline int recvmsg_any(struct bpf_sock_addr *ctx, int v6, __u32 
 		return 1;
 	if (sip != bpf_htonl(LOCALHOST) || bpf_ntohs((__u16)ctx->user_port) != cfg->dns_port)
 		return 1;
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst *od = bpf_map_lookup_elem(&cookie_orig_dst, &cookie);
+	struct bpf_sock *s = ctx->sk;
+	if (!s)
+		return 1;
+	struct orig_dst *od = bpf_sk_storage_get(&sock_orig_dst, s, 0, 0);
 	if (!od || !(od->flags & ORIG_F_DNS))
 		return 1;
 	set_sock_addr(ctx, v6, od->ip, od->port);

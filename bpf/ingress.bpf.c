@@ -2,6 +2,10 @@
 /*
  * Inbound interception on a pod's interface (CNI mode): TCP arriving for a meshed pod is rewritten to the
  * proxy's inbound port (XDP, or TC ingress), and the original destination recorded for SO_ORIGINAL_DST.
+ * A SYN's record goes to the handshake LRU (ingress_syn); sockops adopts it into the connection table
+ * when the proxy's socket is established, and the socket's close removes it there. An RST before that
+ * drops it at once. While the connection table is full new SYNs are dropped: the connection fails at
+ * connect time (the client retries) instead of losing its record once established.
  * Replies get their original source port back on TC egress of the same interface: TC's
  * bpf_l4_csum_replace is correct whether or not the checksum is still to be computed by offload, which
  * an XDP program cannot know.
@@ -10,6 +14,7 @@
 #include "maps.h"
 #include "policy.h"
 
+#define TC_ACT_SHOT 2
 #define TCP_CSUM_OFF(ihl) (sizeof(struct ethhdr) + (ihl) + offsetof(struct tcphdr, check))
 
 static __always_inline __u16 fold(__u32 c)
@@ -58,20 +63,32 @@ static __always_inline int parse_tcp(void *data, void *end, struct parsed *p)
 	return 1;
 }
 
-/* Decides for an inbound packet; returns the port to rewrite to, or 0 to leave it alone. */
-static __always_inline __u16 inbound_target(struct parsed *p)
+/* The record of a rewritten flow: the connection table first, then a handshake in progress. */
+static __always_inline struct orig_dst *flow_record(struct pair_key *k)
+{
+	struct orig_dst *od = bpf_map_lookup_elem(&pair_orig_dst, k);
+	if (od)
+		return od;
+	return bpf_map_lookup_elem(&ingress_syn, k);
+}
+
+enum verdict { V_PASS, V_REWRITE, V_DROP };
+
+/* Decides for an inbound packet: leave it, rewrite it to the inbound port, or drop it (a SYN that
+ * cannot get a record). */
+static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 {
 	struct mesh_config *cfg = get_config();
 	if (!cfg)
-		return 0;
+		return V_PASS;
 	__u32 dip = p->ip->daddr;
 	struct pod_config *pod = bpf_map_lookup_elem(&local_pods, &dip);
 	if (!pod)
-		return 0;
+		return V_PASS;
 	__u16 dport = bpf_ntohs(p->tcp->dest);
 	if (!inbound_redirect(cfg, pod, dport)) {
 		count(C_INGRESS_PASS);
-		return 0;
+		return V_PASS;
 	}
 	struct pair_key k = {
 		.netns = 0,
@@ -81,20 +98,28 @@ static __always_inline __u16 inbound_target(struct parsed *p)
 		.dport = cfg->inbound_port,
 	};
 	if (p->tcp->syn && !p->tcp->ack) {
+		if (!conn_admitted(cfg))
+			return V_DROP;
 		struct orig_dst od = {.ip = dip, .port = dport, .flags = ORIG_F_INGRESS};
-		if (bpf_map_update_elem(&pair_orig_dst, &k, &od, BPF_ANY)) {
+		if (bpf_map_update_elem(&ingress_syn, &k, &od, BPF_ANY)) {
 			count(C_MAP_ERROR);
-			return 0;
+			return V_DROP;
 		}
 	} else {
 		/* A connection that was open before we attached keeps its port: rewriting it midway would
 		 * break it. Only flows whose SYN we saw are ours. */
-		struct orig_dst *od = bpf_map_lookup_elem(&pair_orig_dst, &k);
-		if (!od || !(od->flags & ORIG_F_INGRESS) || od->port != dport)
-			return 0;
+		struct orig_dst *od = flow_record(&k);
+		if (!od || !(od->flags & ORIG_F_INGRESS) || od->port != dport) {
+			count(C_INGRESS_UNTRACKED);
+			return V_PASS;
+		}
+		/* The client gave up on the handshake: nothing will adopt the record. */
+		if (p->tcp->rst && !bpf_map_delete_elem(&ingress_syn, &k))
+			count(C_INGRESS_ABORT);
 	}
 	count(C_INGRESS_REDIRECT);
-	return cfg->inbound_port;
+	*to = cfg->inbound_port;
+	return V_REWRITE;
 }
 
 SEC("xdp")
@@ -103,8 +128,11 @@ int mb_xdp_ingress(struct xdp_md *ctx)
 	struct parsed p;
 	if (!parse_tcp((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p))
 		return XDP_PASS;
-	__u16 to = inbound_target(&p);
-	if (!to)
+	__u16 to = 0;
+	enum verdict v = inbound_verdict(&p, &to);
+	if (v == V_DROP)
+		return XDP_DROP;
+	if (v == V_PASS)
 		return XDP_PASS;
 	__u16 new_port = bpf_htons(to);
 	csum_replace2(&p.tcp->check, p.tcp->dest, new_port);
@@ -118,8 +146,11 @@ int mb_tc_ingress(struct __sk_buff *skb)
 	struct parsed p;
 	if (!parse_tcp((void *)(long)skb->data, (void *)(long)skb->data_end, &p))
 		return TC_ACT_OK;
-	__u16 to = inbound_target(&p);
-	if (!to)
+	__u16 to = 0;
+	enum verdict v = inbound_verdict(&p, &to);
+	if (v == V_DROP)
+		return TC_ACT_SHOT;
+	if (v == V_PASS)
 		return TC_ACT_OK;
 	__u16 from = p.tcp->dest, new_port = bpf_htons(to);
 	__u32 ihl = p.ihl;
@@ -145,10 +176,13 @@ int mb_tc_egress(struct __sk_buff *skb)
 		.dip = p.ip->saddr,
 		.dport = cfg->inbound_port,
 	};
-	struct orig_dst *od = bpf_map_lookup_elem(&pair_orig_dst, &k);
+	struct orig_dst *od = flow_record(&k);
 	if (!od || !(od->flags & ORIG_F_INGRESS))
 		return TC_ACT_OK;
 	__u16 from = p.tcp->source, orig = bpf_htons(od->port);
+	/* The proxy refused the handshake (nobody listening on the inbound port, a full backlog). */
+	if (p.tcp->rst && !bpf_map_delete_elem(&ingress_syn, &k))
+		count(C_INGRESS_ABORT);
 	__u32 ihl = p.ihl;
 	bpf_l4_csum_replace(skb, TCP_CSUM_OFF(ihl), from, orig, sizeof(orig));
 	bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + ihl + offsetof(struct tcphdr, source), &orig,

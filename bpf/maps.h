@@ -39,19 +39,48 @@ struct {
 	__type(value, __u32);
 } netns_pod_ips SEC(".maps");
 
+/*
+ * Connection-keyed state. Each entry is removed when its connection ends, so nothing here needs an LRU
+ * (which would let a burst of new connections evict live ones, silently):
+ *   sock_orig_dst   per socket, freed by the kernel with the socket
+ *   pair_orig_dst   per connection, removed when the socket that owns it (sock_pair) closes
+ *   ingress_syn     per inbound handshake in progress: the only LRU, adopted into pair_orig_dst when
+ *                   the proxy's socket is established, so a flood of bare SYNs only evicts other
+ *                   handshakes, never an established connection
+ * The agent sets the capacities of pair_orig_dst, sock_refs, sock_pair_map and ingress_syn at load
+ * (--conn-table-size); the sizes here are what a plain load of the object gets.
+ */
+
+/* Original destination of a socket we redirected (connect4/6, DNS sendmsg). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct orig_dst);
-} cookie_orig_dst SEC(".maps");
+} sock_orig_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct pair_key);
+	__type(value, struct orig_dst);
+} pair_orig_dst SEC(".maps");
+
+/* The pair_orig_dst entry a socket owns, deleted when it closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct pair_key);
+} sock_pair SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct pair_key);
 	__type(value, struct orig_dst);
-} pair_orig_dst SEC(".maps");
+} ingress_syn SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -62,11 +91,21 @@ struct {
 
 /* Keyed like sock_pair_map; written when a socket joins it, removed when it closes. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, struct pair_key);
 	__type(value, struct sock_ref);
 } sock_refs SEC(".maps");
+
+/* Entries in pair_orig_dst (enum table), kept by the programs so that connect() and an inbound SYN
+ * can be refused while the table has no room, instead of a connection losing its record midway. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, T_MAX);
+	__type(key, __u32);
+	__type(value, __s64);
+} table_fill SEC(".maps");
 
 /*
  * Sockets whose writes have left the fast path for good (value: the C_MSG_* counter that says why).
@@ -92,6 +131,47 @@ static __always_inline void count(enum counter c)
 	__u64 *v = bpf_map_lookup_elem(&counters, &k);
 	if (v)
 		*v += 1;
+}
+
+static __always_inline void fill_add(enum table t, __s64 d)
+{
+	__u32 k = t;
+	__s64 *v = bpf_map_lookup_elem(&table_fill, &k);
+	if (v)
+		__sync_fetch_and_add(v, d);
+}
+
+/* Whether a new connection still fits: false (and counted) once pair_orig_dst holds what the agent
+ * said it may (mesh_config.conn_admit, below its capacity by room for connections in flight). */
+static __always_inline int conn_admitted(const struct mesh_config *cfg)
+{
+	__u32 k = T_PAIR;
+	__s64 *v = bpf_map_lookup_elem(&table_fill, &k);
+	if (!cfg->conn_admit || !v || *v < (__s64)cfg->conn_admit)
+		return 1;
+	count(C_TABLE_FULL);
+	return 0;
+}
+
+/* Records a connection's original destination; a record of an earlier connection on the same 4-tuple
+ * (its owner's close not seen, e.g. attached after it) is replaced. */
+static __always_inline int pair_insert(struct pair_key *k, struct orig_dst *od)
+{
+	long err = bpf_map_update_elem(&pair_orig_dst, k, od, BPF_NOEXIST);
+	if (!err) {
+		fill_add(T_PAIR, 1);
+		return 0;
+	}
+	if (err == -17 /* EEXIST */ && !bpf_map_update_elem(&pair_orig_dst, k, od, BPF_EXIST))
+		return 0;
+	count(err == -7 /* E2BIG: full */ ? C_TABLE_FULL : C_MAP_ERROR);
+	return -1;
+}
+
+static __always_inline void pair_delete(struct pair_key *k)
+{
+	if (!bpf_map_delete_elem(&pair_orig_dst, k))
+		fill_add(T_PAIR, -1);
 }
 
 static __always_inline struct mesh_config *get_config(void)

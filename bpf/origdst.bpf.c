@@ -95,22 +95,10 @@ static __always_inline int getpeername_any(struct bpf_sock_addr *ctx, int v6)
 		return 1;
 	if (v6 && !carries_ipv4(sk))
 		return 1;
-	if (sk->protocol == IPPROTO_UDP) {
-		__u64 cookie = bpf_get_socket_cookie(ctx);
-		return restore_peer(ctx, v6, bpf_map_lookup_elem(&cookie_orig_dst, &cookie), ORIG_F_DNS);
-	}
-	if (sk->protocol != IPPROTO_TCP)
+	if (sk->protocol != IPPROTO_UDP && sk->protocol != IPPROTO_TCP)
 		return 1;
-	__u32 lip = sk->src_ip4, rip = sk->dst_ip4;
-	struct pair_key k = {
-		.sip = lip,
-		.sport = (__u16)sk->src_port,
-		.dip = rip,
-		.dport = bpf_ntohs((__u16)sk->dst_port),
-	};
-	k.netns = pair_netns(lip, rip, bpf_get_netns_cookie(ctx));
-	/* Only the initiating end's records: an accepting proxy keeps seeing its real peer. */
-	return restore_peer(ctx, v6, bpf_map_lookup_elem(&pair_orig_dst, &k),
+	/* Only sockets we redirected carry a record: an accepting proxy keeps seeing its real peer. */
+	return restore_peer(ctx, v6, bpf_sk_storage_get(&sock_orig_dst, sk, 0, 0),
 			    ORIG_F_OUTBOUND | ORIG_F_INBOUND | ORIG_F_DNS);
 }
 

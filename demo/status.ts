@@ -118,7 +118,7 @@ export async function showStatus(node: DemoNode, ui: Ledger): Promise<void> {
       );
     }
   }
-  const shown = ["local_pods", "mark_pod_ips", "netns_pod_ips", "pair_orig_dst", "cookie_orig_dst"]
+  const shown = ["local_pods", "mark_pod_ips", "netns_pod_ips", "pair_orig_dst", "ingress_syn"]
     .filter((n) => entries(n) !== undefined)
     .map((n) => `${n} ${entries(n)}`);
   ui.check(`map entries: ${shown.join(dim(" · "))}`, [

@@ -29,6 +29,8 @@ interface Hop {
   kind: string;
   orig: string;
   peer: string;
+  /** Where the sidecar's own connection for this hop came from ("ip:port"), as it reported it. */
+  source?: string;
 }
 
 interface Observation {
@@ -98,6 +100,10 @@ export async function runTraffic(node: DemoNode, ui: Ledger, signal: AbortSignal
     ),
   ];
 
+  // Envoy's inbound hop: to the pod's own IP and port, from 127.0.0.6, which must not be captured again
+  // (the path check above would show the sidecar a second time).
+  const passthrough = (h: Hop | undefined) =>
+    equal("source of the sidecar's hop to the app", "127.0.0.6", ipOf(h?.source));
   const excludedOut = `"${EXCLUDED_OUT_PORT}"`;
   const steps: Step[] = [
     {
@@ -136,28 +142,32 @@ export async function runTraffic(node: DemoNode, ui: Ledger, signal: AbortSignal
       title: `pod-a → pod-b ${b.ip}:${APP_PORT} (same node)`,
       run: () => fromPod(a, ["bulk-client", `${b.ip}:${APP_PORT}`, ...bulk]),
       hops: [outbound(a, `${b.ip}:${APP_PORT}`), inbound(b, `${b.ip}:${APP_PORT}`)],
-      counters: { connect_redirect: 1, connect_inbound: 1 },
+      counters: { connect_redirect: 1, connect_inbound: 1, connect_passthrough: 1 },
       checks: (o) => [
         ok(o),
         equal("bytes received", BULK_BYTES, o.res.received),
         equal("source IP pod-b's sidecar saw", a.ip, ipOf(o.hops[1]?.peer)),
+        passthrough(o.hops[1]),
       ],
       explain: (o) =>
         `pod-a's sidecar dialled ${b.ip}:${APP_PORT} and connect4 sent it to pod-b's :${MESH.inboundPort}; ` +
+        `pod-b's sidecar dialled ${b.ip}:${APP_PORT} from ${o.hops[1]?.source}, which connect4 left alone; ` +
         `1 MiB answer intact (sha256 ${String(o.res.sha256).slice(0, 12)}…)`,
     },
     {
       title: `other node → pod-b ${b.ip}:${APP_PORT}`,
       run: () => fromOtherNode(["bulk-client", `${b.ip}:${APP_PORT}`, ...bulk]),
       hops: [inbound(b, `${b.ip}:${APP_PORT}`)],
-      counters: { ingress_redirect: "some", egress_restore: "some" },
+      counters: { ingress_redirect: "some", egress_restore: "some", connect_passthrough: 1 },
       checks: (o) => [
         ok(o),
         equal("bytes received", BULK_BYTES, o.res.received),
         equal("source IP pod-b's sidecar saw", node.otherIp, ipOf(o.hops[0]?.peer)),
+        passthrough(o.hops[0]),
       ],
       explain: (o) =>
         `XDP on pod-b's eth0 turned :${APP_PORT} into :${MESH.inboundPort}, TC egress turned the replies back; ` +
+        `the sidecar reached the app from ${o.hops[0]?.source}; ` +
         `1 MiB answer intact through a forwarding hop (sha256 ${String(o.res.sha256).slice(0, 12)}…)`,
     },
     {
@@ -214,14 +224,17 @@ export async function runTraffic(node: DemoNode, ui: Ledger, signal: AbortSignal
 async function observe(node: DemoNode, hops: number, run: () => Promise<Line>): Promise<Observation> {
   const from = { a: node.sidecars.a.lines.length, b: node.sidecars.b.lines.length };
   const accepted = () =>
-    (["a", "b"] as const).flatMap((k) =>
-      node.sidecars[k].lines.slice(from[k]).filter((l) => l.event === "accepted").map((l) => ({
+    (["a", "b"] as const).flatMap((k) => {
+      const lines = node.sidecars[k].lines.slice(from[k]);
+      return lines.filter((l) => l.event === "accepted").map((l) => ({
         pod: node.pods[k].name,
         kind: String(l.kind),
         orig: String(l.orig ?? `(none: ${l.error})`),
         peer: String(l.peer),
-      }))
-    );
+        source: lines.find((u) => u.event === "upstream" && u.kind === l.kind && u.target === l.orig)
+          ?.source as string | undefined,
+      }));
+    });
   const before = readCounters(node.pinPath);
   const res = await run();
   // The sidecars' lines travel through a pipe: give them a moment to arrive, and a little longer when

@@ -9,7 +9,8 @@ TOOLS="$ROOT/.tools"
 DENO_BIN="$TOOLS/node_modules/@deno/linux-x64-glibc/deno"
 
 APT_PACKAGES=(clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 iptables ethtool
-  containernetworking-plugins iperf3 socat python3 procps util-linux kmod openssl libc6-dev)
+  containernetworking-plugins iperf3 socat python3 procps util-linux kmod openssl libc6-dev
+  openjdk-17-jdk-headless curl)
 
 say() { echo "setup: $*" >&2; }
 

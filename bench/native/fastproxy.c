@@ -14,9 +14,11 @@
  *   plain receive queue and would never see them. Envoy reads with readv(), i.e. recvmsg(), too.
  * - Upstream connections are made by this process, which runs as the proxy uid (1337): that is what
  *   both the iptables rules (owner match) and connect4 (uid check) use to leave them alone.
- * - Inbound connections go to 127.0.0.1:<original port> (loopback is never captured), the same for
- *   every path. `--inbound-upstream pod` instead does what Istio's Envoy does since 1.10: connect to
- *   the original destination (the pod's own IP) from source 127.0.0.6, which the iptables rules exempt.
+ * - Inbound connections do what Istio's Envoy does since 1.10: connect to the original destination
+ *   (the pod's own IP and port) from source 127.0.0.6, which istio-iptables exempts and our connect4
+ *   must leave alone. A datapath that captures that hop sends it back to our inbound port; such an
+ *   accept (source 127.0.0.6, or an original destination that is a capture port) is counted as a loop
+ *   and closed at once, so a loop costs one extra accept and fails the measurement instead of spinning.
  *
  * Stdout: one JSON object per line ("listening" per port at start, "stats" on SIGUSR1).
  */
@@ -41,6 +43,8 @@
 #endif
 
 #define BUF_SIZE (128 * 1024)
+/* 127.0.0.6: the source of Envoy's inbound passthrough connections. */
+#define PASSTHROUGH_SRC 0x7f000006
 #define MAX_EVENTS 64
 
 enum tag { T_LISTEN_OUT, T_LISTEN_IN, T_SIGNAL, T_END };
@@ -76,7 +80,6 @@ static struct {
 
 static int ep;
 static struct pair *graveyard;
-static bool inbound_to_pod;
 
 static void die(const char *what)
 {
@@ -253,7 +256,7 @@ static void on_accept(struct handle *l, bool inbound, uint16_t own_port)
 		}
 		stats.accepted++;
 		/* Our own inbound upstream coming back to us: interception caught what it must exempt. */
-		if (inbound && inbound_to_pod && peer.sin_addr.s_addr == htonl(0x7f000006)) {
+		if (inbound && peer.sin_addr.s_addr == htonl(PASSTHROUGH_SRC)) {
 			stats.loops++;
 			close(fd);
 			continue;
@@ -267,10 +270,8 @@ static void on_accept(struct handle *l, bool inbound, uint16_t own_port)
 			continue;
 		}
 		struct sockaddr_in up = orig;
-		if (inbound && !inbound_to_pod)
-			up.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		/* A connection whose "original" destination is a capture port would come straight back. */
-		if (ntohs(up.sin_port) == own_port && (inbound || up.sin_addr.s_addr == htonl(INADDR_LOOPBACK))) {
+		if (ntohs(up.sin_port) == own_port) {
 			stats.loops++;
 			close(fd);
 			continue;
@@ -280,8 +281,8 @@ static void on_accept(struct handle *l, bool inbound, uint16_t own_port)
 			die("socket");
 		nodelay(fd);
 		nodelay(ufd);
-		if (inbound && inbound_to_pod) {
-			struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000006)};
+		if (inbound) {
+			struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(PASSTHROUGH_SRC)};
 			if (bind(ufd, (struct sockaddr *)&src, sizeof(src)) < 0)
 				die("bind 127.0.0.6");
 		}
@@ -345,10 +346,8 @@ int main(int argc, char **argv)
 			out_port = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--inbound"))
 			in_port = atoi(argv[i + 1]);
-		else if (!strcmp(argv[i], "--inbound-upstream"))
-			inbound_to_pod = !strcmp(argv[i + 1], "pod");
 		else {
-			fprintf(stderr, "usage: fastproxy --outbound PORT --inbound PORT [--inbound-upstream loopback|pod]\n");
+			fprintf(stderr, "usage: fastproxy --outbound PORT --inbound PORT\n");
 			return 2;
 		}
 	}

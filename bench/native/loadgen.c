@@ -11,6 +11,7 @@
  *   loadgen pingpong HOST:PORT --size N --count N [--warmup N]
  *   loadgen bulk     HOST:PORT --bytes N --dir up|down
  *   loadgen crr      HOST:PORT --size N --seconds S --max N
+ *   loadgen hold     HOST:PORT --count N
  *
  * Clients print one JSON line with "ok" and their measurements.
  */
@@ -463,6 +464,59 @@ static int crr(const struct sockaddr_in *a, size_t size, double seconds, size_t 
 	return errors == 0 && n > 0 ? 0 : 1;
 }
 
+/* One 16-byte round trip tagged with the connection's index, so a reply on the wrong socket fails. */
+static int round_trip(int fd, size_t i, size_t round)
+{
+	uint64_t msg[2] = {i, round}, got[2];
+	if (write_all(fd, msg, sizeof(msg)) != 0 || read_exact(fd, got, sizeof(got)) != 0)
+		return -1;
+	return memcmp(msg, got, sizeof(msg)) == 0 ? 0 : -1;
+}
+
+/*
+ * Many concurrent long-lived connections: opens `count`, checks a round trip on each, reports, holds
+ * them all until SIGUSR1, then checks a second round trip on each and closes them.
+ */
+static int hold(const struct sockaddr_in *a, size_t count)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int *fds = calloc(count, sizeof(int));
+	if (!fds)
+		fail("calloc");
+	size_t open_ok = 0, errors = 0;
+	char first_error[128] = "";
+	for (size_t i = 0; i < count; i++) {
+		fds[i] = dial(a);
+		if (fds[i] < 0 || round_trip(fds[i], i, 0) != 0) {
+			if (!errors)
+				snprintf(first_error, sizeof(first_error), "%s", strerror(errno));
+			errors++;
+			if (fds[i] >= 0)
+				close(fds[i]);
+			fds[i] = -1;
+			continue;
+		}
+		open_ok++;
+	}
+	printf("{\"event\":\"held\",\"n\":%zu,\"errors\":%zu,\"first_error\":\"%s\"}\n", open_ok, errors, first_error);
+	int sig;
+	sigwait(&set, &sig);
+	size_t again = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (fds[i] < 0)
+			continue;
+		if (round_trip(fds[i], i, 1) == 0)
+			again++;
+		close(fds[i]);
+	}
+	printf("{\"ok\":%s,\"held\":%zu,\"second_round_ok\":%zu,\"errors\":%zu}\n",
+	       errors == 0 && again == open_ok ? "true" : "false", open_ok, again, errors);
+	return errors == 0 && again == open_ok ? 0 : 1;
+}
+
 static const char *opt(int argc, char **argv, const char *name, const char *def)
 {
 	for (int i = 2; i + 1 < argc; i++)
@@ -491,10 +545,12 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "bulk"))
 		return bulk(&a, strtoull(opt(argc, argv, "--bytes", "1073741824"), NULL, 10),
 			    !strcmp(opt(argc, argv, "--dir", "up"), "down"));
+	if (!strcmp(mode, "hold"))
+		return hold(&a, (size_t)atol(opt(argc, argv, "--count", "1000")));
 	if (!strcmp(mode, "crr"))
 		return crr(&a, (size_t)atol(opt(argc, argv, "--size", "64")), atof(opt(argc, argv, "--seconds", "2")),
 			   (size_t)atol(opt(argc, argv, "--max", "10000")));
 usage:
-	fprintf(stderr, "usage: loadgen server|pingpong|bulk|crr ...\n");
+	fprintf(stderr, "usage: loadgen server|pingpong|bulk|crr|hold ...\n");
 	return 2;
 }

@@ -356,6 +356,17 @@ export class BpfMap extends MapFd {
     return checkLibbpf(`bpf_map__fd(${this.name})`, libbpf().bpf_map__fd(ptr));
   }
 
+  /** Sets the capacity the map is created with; only before the object is loaded. */
+  setMaxEntries(n: number): void {
+    if (!Number.isInteger(n) || n <= 0 || n > 0xffffffff) {
+      throw new RangeError(`map ${this.name}: capacity ${n}`);
+    }
+    checkLibbpf(
+      `bpf_map__set_max_entries(${this.name}, ${n})`,
+      libbpf().bpf_map__set_max_entries(this.#open(), n),
+    );
+  }
+
   /** Removes the map's pin; the map itself lives on while the object or a program uses it. */
   unpin(): void {
     const pin = this.pinPath;

@@ -136,6 +136,22 @@ export const DAEMON_FLAGS = {
     placeholder: "DIRS",
     description: "comma-separated directories where runtimes keep pod network namespaces",
   },
+  "conn-table-size": {
+    type: "int",
+    default: 0,
+    min: 0,
+    max: 1 << 24,
+    description:
+      "capacity of the connection tables; 0: one slot per 32 KiB of node memory, 64Ki..1Mi (README)",
+  },
+  "syn-table-size": {
+    type: "int",
+    default: 65536,
+    min: 1024,
+    max: 1 << 22,
+    description:
+      "capacity of the inbound handshake table (CNI mode; oldest handshakes give way under a SYN flood)",
+  },
   "uninstall-on-exit": {
     type: "boolean",
     default: false,

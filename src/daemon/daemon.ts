@@ -4,7 +4,7 @@
 import { cniInstallStats, installCni, uninstallCni, watchCniConfig } from "../../cni/install.ts";
 import { type DaemonSocketServer, serveDaemonSocket } from "../../cni/protocol.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
-import { Datapath, uninstallDatapath } from "../datapath/datapath.ts";
+import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, uninstallDatapath } from "../datapath/datapath.ts";
 import { getLogger } from "../log/logger.ts";
 import { COUNTER_NAMES } from "../maps/layouts.ts";
 import { meshParams } from "../mesh/modes.ts";
@@ -32,6 +32,10 @@ export interface DaemonConfig {
   dnsCapture: boolean;
   /** The sk_msg fast path; off unless asked for (README: known limitations). */
   sockmap?: boolean;
+  /** Capacity of the connection tables; default DEFAULT_TABLE_SIZE. */
+  connTableSize?: number;
+  /** Capacity of the inbound handshake LRU; default DEFAULT_TABLE_SIZE. */
+  synTableSize?: number;
   cgroupPath?: string;
   pinPath: string;
   nodeName: string;
@@ -133,6 +137,8 @@ export class Daemon {
       cgroupPath,
       dnsCapture: cfg.dnsCapture,
       replaceIncompatiblePins: true,
+      connTableSize: cfg.connTableSize,
+      synTableSize: cfg.synTableSize,
     });
     dp.maps.setMeshConfig(mesh, {
       dnsCapture: cfg.dnsCapture,
@@ -140,6 +146,7 @@ export class Daemon {
       sockmap: cfg.sockmap ?? false,
       // The daemon runs in the node's own namespace (hostNetwork): nothing there is ever captured.
       hostNetns: currentNetnsCookie(),
+      connAdmit: connAdmitLimit(cfg.connTableSize ?? DEFAULT_TABLE_SIZE),
     });
     dp.attach();
 
@@ -312,13 +319,11 @@ export class Daemon {
       this.#m.pods.set({ state: "meshed" }, counts.meshed);
       this.#m.pods.set({ state: "not_meshed" }, counts.notMeshed);
       this.#m.pods.set({ state: "no_ip" }, counts.noIp);
-      for (const [name, m] of Object.entries(dp.maps.maps)) {
-        if (!("keys" in m)) continue;
-        let n = 0;
-        for (const _ of m.keys()) n++;
-        this.#m.mapEntries.set({ map: name }, n);
-        const cap = (m as { maxEntries?: number }).maxEntries;
-        if (cap !== undefined) this.#m.mapCapacity.set({ map: name }, cap);
+      // Counted by the kernel (or the programs), never by walking keys: a scrape costs the same
+      // whether the tables are empty or full.
+      for (const t of dp.tableFills()) {
+        if (t.entries !== undefined) this.#m.mapEntries.set({ map: t.map }, t.entries);
+        this.#m.mapCapacity.set({ map: t.map }, t.capacity);
       }
       this.#m.cniInstall.set({ event: "install" }, cniInstallStats.installs);
       this.#m.cniInstall.set({ event: "repair" }, cniInstallStats.repairs);

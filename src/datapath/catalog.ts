@@ -46,6 +46,9 @@ export const INGRESS_PROGRAMS = {
   tcEgress: "mb_tc_egress",
 } as const;
 
+/** The map iterator that reads the kernel's element counts (optional: Linux 6.6+). */
+export const STATS_PROGRAM = { object: "stats", program: "mb_map_stats" } as const;
+
 export const OBJECTS = ["connect", "origdst", "sockops", "redirect", "dns", "ingress"] as const;
 
 /** Where the compiled objects are: next to the sources, or wherever MERBRIDGE_BPF_DIR says. */

@@ -12,7 +12,16 @@ import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
 import { PinnedMap } from "../bpf/map_fd.ts";
 import { getLogger } from "../log/logger.ts";
 import { DatapathMaps, MAP_NAMES, type MapName } from "../maps/manager.ts";
-import { CGROUP_PROGRAMS, INGRESS_PROGRAMS, OBJECTS, objectsDir, SK_MSG_PROGRAM } from "./catalog.ts";
+import {
+  CGROUP_PROGRAMS,
+  INGRESS_PROGRAMS,
+  OBJECTS,
+  objectsDir,
+  SK_MSG_PROGRAM,
+  STATS_PROGRAM,
+} from "./catalog.ts";
+import { MapStats } from "../bpf/map_stats.ts";
+import { mapInfoByFd } from "../bpf/info.ts";
 
 const log = getLogger("datapath");
 
@@ -27,6 +36,29 @@ export interface DatapathOptions {
    * it; programs still attached keep the old map until their links are swapped.
    */
   replaceIncompatiblePins?: boolean;
+  /** Capacity of the connection tables (pair_orig_dst, sock_refs, sock_pair_map); default 65536. */
+  connTableSize?: number;
+  /** Capacity of the inbound handshake LRU (ingress_syn); default 65536. */
+  synTableSize?: number;
+}
+
+export const DEFAULT_TABLE_SIZE = 65536;
+const CONN_TABLES = ["pair_orig_dst", "sock_refs", "sock_pair_map"] as const;
+
+/**
+ * Where connect() and inbound SYNs start being refused: below the connection table's capacity by room
+ * for the connections already past that check but not yet established (each needs its entry then).
+ */
+export function connAdmitLimit(connTableSize: number): number {
+  return connTableSize - Math.max(256, Math.floor(connTableSize / 64));
+}
+
+/** One table's fill, for metrics and status. */
+export interface TableFill {
+  map: string;
+  /** Undefined where it cannot be had without walking the map (a kernel before 6.6, an LRU). */
+  entries?: number;
+  capacity: number;
 }
 
 export interface AttachReport {
@@ -64,6 +96,9 @@ export class Datapath implements Disposable {
         const bytes = Deno.readFileSync(`${dir}/${name}.bpf.o`);
         const obj = BpfObject.openMem(bytes, `${name}.bpf.o`, { pinMapsDir: `${opts.pinPath}/maps` });
         this.#objects.set(name, obj);
+        // Every object declares every map, and libbpf reuses a pin only if the sizes agree.
+        for (const m of CONN_TABLES) obj.map(m).setMaxEntries(opts.connTableSize ?? DEFAULT_TABLE_SIZE);
+        obj.map("ingress_syn").setMaxEntries(opts.synTableSize ?? DEFAULT_TABLE_SIZE);
         this.#load(obj);
       }
     } catch (e) {
@@ -77,9 +112,49 @@ export class Datapath implements Disposable {
       mark_pod_ips: any.map("mark_pod_ips"),
       netns_pod_ips: any.map("netns_pod_ips"),
       pair_orig_dst: any.map("pair_orig_dst"),
-      cookie_orig_dst: any.map("cookie_orig_dst"),
+      ingress_syn: any.map("ingress_syn"),
+      table_fill: any.map("table_fill"),
       counters: any.map("counters"),
     });
+    const counted = ["pair_orig_dst", "sock_refs", "table_fill"];
+    if (this.replacedPins.some((n) => counted.includes(n))) {
+      // A table replaced by an empty one: its count starts again (a replaced counter alone cannot be
+      // rebuilt, and reads low until the connections it missed have closed).
+      this.maps.resetTableFill();
+    }
+    try {
+      const bytes = Deno.readFileSync(`${dir}/${STATS_PROGRAM.object}.bpf.o`);
+      this.#stats = MapStats.load(bytes, STATS_PROGRAM.program);
+    } catch (e) {
+      log.info(
+        "per-map element counts unavailable ({error}); table fill comes from the programs' own counts",
+        {
+          error: (e as Error).message.split("\n")[0],
+        },
+      );
+    }
+  }
+
+  #stats?: MapStats;
+  #mapIds: Partial<Record<MapName, number>> = {};
+
+  /**
+   * How full each map is, without walking any of them: the kernel's own element counts where it has
+   * them (6.6+), else the programs' counts for the connection tables.
+   */
+  tableFills(): TableFill[] {
+    const kernel = this.#stats?.counts();
+    const own = kernel ? undefined : this.maps.tableFill();
+    const out: TableFill[] = [];
+    const obj = this.#objects.get("connect")!;
+    for (const name of MAP_NAMES) {
+      const m = obj.map(name);
+      let entries: number | undefined;
+      if (kernel) entries = kernel.get(this.#mapIds[name] ??= mapInfoByFd(m.fd).id);
+      else if (own && name in own) entries = own[name as keyof typeof own];
+      out.push({ map: name, entries, capacity: m.maxEntries });
+    }
+    return out;
   }
 
   /** Names of the maps whose incompatible pins this load replaced. */
@@ -180,6 +255,8 @@ export class Datapath implements Disposable {
   }
 
   close(): void {
+    this.#stats?.close();
+    this.#stats = undefined;
     for (const o of this.#objects.values()) o.close();
     this.#objects.clear();
   }
@@ -208,8 +285,10 @@ export class PinnedDatapathMaps implements Disposable {
       "mesh_config",
       "local_pods",
       "mark_pod_ips",
+      "netns_pod_ips",
       "pair_orig_dst",
-      "cookie_orig_dst",
+      "ingress_syn",
+      "table_fill",
       "counters",
     ] as const;
     const missing = need.filter((n) => !this.#maps.has(n));
@@ -224,7 +303,8 @@ export class PinnedDatapathMaps implements Disposable {
       mark_pod_ips: m("mark_pod_ips"),
       netns_pod_ips: m("netns_pod_ips"),
       pair_orig_dst: m("pair_orig_dst"),
-      cookie_orig_dst: m("cookie_orig_dst"),
+      ingress_syn: m("ingress_syn"),
+      table_fill: m("table_fill"),
       counters: m("counters"),
     });
   }

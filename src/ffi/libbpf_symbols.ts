@@ -105,6 +105,19 @@ export const LIBBPF_SYMBOLS = {
     ],
     result: "pointer", // struct bpf_link *, NULL + errno on failure
   },
+  bpf_program__attach_iter: {
+    parameters: [
+      "pointer", // const struct bpf_program *prog
+      "pointer", // const struct bpf_iter_attach_opts *opts (NULL: defaults)
+    ],
+    result: "pointer", // struct bpf_link *, NULL + errno on failure
+  },
+  bpf_iter_create: {
+    parameters: [
+      "i32", // int link_fd
+    ],
+    result: "i32", // fd to read the iterator's output from, or -errno
+  },
   bpf_link_create: {
     parameters: [
       "i32", // int prog_fd
@@ -163,6 +176,13 @@ export const LIBBPF_SYMBOLS = {
       "pointer", // const struct bpf_map *map
     ],
     result: "bool", // true for .data/.rodata/.bss/.kconfig maps libbpf synthesises
+  },
+  bpf_map__set_max_entries: {
+    parameters: [
+      "pointer", // struct bpf_map *map
+      "u32", // __u32 max_entries
+    ],
+    result: "i32", // 0, or -errno (e.g. after load)
   },
   bpf_map__set_pin_path: {
     parameters: [

@@ -37,6 +37,14 @@ export const LIBC_SYMBOLS = {
     ],
     result: "i32", // fd
   },
+  read: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // void *buf
+      "usize", // size_t count
+    ],
+    result: "isize", // bytes read, 0 at end, -1 + errno
+  },
   close: {
     parameters: [
       "i32", // int fd

@@ -38,6 +38,8 @@ export const MESH_CONFIG: StructDef = {
     ["tunnel_port", "u16"],
     ["pad2", "u32"],
     ["host_netns", "u64"],
+    ["conn_admit", "u32"],
+    ["pad3", "u32"],
   ],
 };
 
@@ -121,8 +123,16 @@ export const COUNTER_NAMES = [
   "msg_slow_path",
   "connect_passthrough",
   "connect_host",
+  "table_full",
+  "ingress_adopt",
+  "ingress_untracked",
+  "ingress_abort",
 ] as const;
 export type CounterName = typeof COUNTER_NAMES[number];
+
+/** enum table in bpf/common.h (T_MAX excluded): the map each table_fill slot counts. */
+export const TABLE_NAMES = ["pair_orig_dst", "sock_refs"] as const;
+export type TableName = typeof TABLE_NAMES[number];
 
 export interface MeshConfigOptions {
   dnsCapture: boolean;
@@ -134,6 +144,8 @@ export interface MeshConfigOptions {
    * hostNetwork pods). 0n: none said (only safe where the programs are not attached to the host).
    */
   hostNetns: bigint;
+  /** New connections are refused while pair_orig_dst holds this many entries; 0: no limit. */
+  connAdmit?: number;
 }
 
 export function encodeMeshConfig(m: MeshParams, opts: MeshConfigOptions): Uint8Array {
@@ -152,6 +164,7 @@ export function encodeMeshConfig(m: MeshParams, opts: MeshConfigOptions): Uint8A
     n_always_excluded: m.alwaysExcludedInboundPorts.length,
     tunnel_port: m.tunnelPort,
     host_netns: opts.hostNetns,
+    conn_admit: opts.connAdmit ?? 0,
   });
 }
 
@@ -168,6 +181,7 @@ export interface DecodedMeshConfig {
   selfInbound: boolean;
   tunnelPort: number;
   hostNetns: bigint;
+  connAdmit: number;
 }
 
 export function decodeMeshConfig(b: Uint8Array): DecodedMeshConfig {
@@ -186,6 +200,7 @@ export function decodeMeshConfig(b: Uint8Array): DecodedMeshConfig {
     selfInbound: (n("flags") & CFG_F_SELF_INBOUND) !== 0,
     tunnelPort: n("tunnel_port"),
     hostNetns: v.host_netns as bigint,
+    connAdmit: n("conn_admit"),
   };
 }
 

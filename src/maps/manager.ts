@@ -16,6 +16,8 @@ import {
   type MeshConfigOptions,
   type OrigDst,
   type PairKey,
+  TABLE_NAMES,
+  type TableName,
 } from "./layouts.ts";
 
 /** The byte-level operations the manager needs from a map handle. */
@@ -38,9 +40,11 @@ export const MAP_NAMES = [
   "local_pods",
   "mark_pod_ips",
   "netns_pod_ips",
-  "cookie_orig_dst",
   "pair_orig_dst",
+  "ingress_syn",
   "sock_pair_map",
+  "sock_refs",
+  "table_fill",
   "counters",
 ] as const;
 export type MapName = typeof MAP_NAMES[number];
@@ -61,7 +65,8 @@ export class DatapathMaps {
       mark_pod_ips: RawMap;
       netns_pod_ips: RawMap;
       pair_orig_dst: RawMap;
-      cookie_orig_dst: RawMap;
+      ingress_syn: RawMap;
+      table_fill: RawMap;
       counters: RawPerCpuMap;
     },
   ) {}
@@ -138,12 +143,36 @@ export class DatapathMaps {
   }
 
   pairs(): { key: PairKey; orig: OrigDst }[] {
+    return this.#records(this.maps.pair_orig_dst);
+  }
+
+  /** Inbound handshakes in progress (the ingress program's SYN records). */
+  handshakes(): { key: PairKey; orig: OrigDst }[] {
+    return this.#records(this.maps.ingress_syn);
+  }
+
+  #records(m: RawMap): { key: PairKey; orig: OrigDst }[] {
     const out = [];
-    for (const k of this.maps.pair_orig_dst.keys()) {
-      const v = this.maps.pair_orig_dst.lookup(k);
+    for (const k of m.keys()) {
+      const v = m.lookup(k);
       if (v) out.push({ key: decodePairKey(k), orig: decodeOrigDst(v) });
     }
     return out;
+  }
+
+  /** Entries the programs count in their connection tables (enum table in bpf/common.h). */
+  tableFill(): Record<TableName, number> {
+    const out = {} as Record<TableName, number>;
+    TABLE_NAMES.forEach((name, i) => {
+      const v = this.maps.table_fill.lookup(u32Key(i));
+      out[name] = v ? Number(new DataView(v.buffer, v.byteOffset, 8).getBigInt64(0, true)) : 0;
+    });
+    return out;
+  }
+
+  /** Zeroes the fill counters (their table was replaced by an empty one). */
+  resetTableFill(): void {
+    TABLE_NAMES.forEach((_, i) => this.maps.table_fill.update(u32Key(i), new Uint8Array(8)));
   }
 
   /** Counter totals summed over CPUs. */

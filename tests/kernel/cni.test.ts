@@ -239,8 +239,19 @@ async function inboundCase(flags: string[]) {
     const up = await nettool({ netns: ns }, ["upload", `${p1.ip}:7071`, "--bytes", String(4 << 20)]);
     assert.equal(up.ok, true, `${who}: 4 MiB into the pod intact: ${JSON.stringify(up)}`);
   }
+  // The sidecar forwards to the pod's own IP from 127.0.0.6, as Envoy does: that hop must not be
+  // captured again (each connection reaches the sidecar once and the app once).
+  assert.deepEqual(
+    sc.lines.filter((l) => l.event === "loop"),
+    [],
+    "the inbound hop came back to the sidecar",
+  );
   const acc = sc.lines.filter((l) => l.event === "accepted");
   assert.ok(acc.every((l) => l.kind === "inbound"), JSON.stringify(acc));
+  let sent = 0;
+  await bulk.waitFor((l) => l.event === "sent" && ++sent === 2, 2000, "the app's two downloads");
+  const served = bulk.lines.filter((l) => l.event === "sent").map((l) => String(l.peer).split(":")[0]);
+  assert.deepEqual(served, ["127.0.0.6", "127.0.0.6"], "the app saw the sidecar's passthrough source");
   assert.deepEqual(
     acc.map((l) => l.orig),
     [`${p1.ip}:8080`, `${p1.ip}:7071`, `${p1.ip}:8080`, `${p1.ip}:7071`],
@@ -377,10 +388,12 @@ async function podWithApp(scope: Scope, w: Awaited<ReturnType<typeof cniWorld>>)
     async inbound() {
       const from = sc.lines.length;
       const res = await nettool({ netns: w.client }, ["client", `${p1.ip}:8080`]);
-      assert.equal(res.ok, true, JSON.stringify(res));
-      const acc = sc.lines.slice(from).filter((l) => l.event === "accepted");
-      assert.equal(acc.length, 1, "inbound reaches the sidecar");
+      const seen = sc.lines.slice(from);
+      assert.equal(res.ok, true, `${JSON.stringify(res)}; sidecar: ${JSON.stringify(seen)}`);
+      const acc = seen.filter((l) => l.event === "accepted");
+      assert.equal(acc.length, 1, "inbound reaches the sidecar once");
       assert.equal(acc[0]!.orig, `${p1.ip}:8080`);
+      assert.match(String((res.hello as Record<string, string>).peer), /^127\.0\.0\.6:/);
     },
   };
 }

@@ -9,6 +9,7 @@ import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { FakeApiServer, makePod, makeTestPki } from "../unit/fake_apiserver.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
+import { connTableSizeFor, nodeMemoryBytes } from "../../src/datapath/sizing.ts";
 
 const mesh = meshParams("istio");
 
@@ -189,7 +190,11 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.match(metrics, /merbridge_pods\{state="meshed"\} 1/);
   assert.match(metrics, /merbridge_ready 1/);
   assert.match(metrics, /merbridge_map_entries\{map="local_pods"\} 1/);
-  assert.match(metrics, /merbridge_map_capacity\{map="pair_orig_dst"\} 65536/);
+  // Sized from the node's memory by default, and counted without walking the table.
+  const cap = connTableSizeFor(nodeMemoryBytes());
+  assert.match(metrics, new RegExp(`merbridge_map_capacity\\{map="pair_orig_dst"\\} ${cap}\n`));
+  assert.match(metrics, /merbridge_map_entries\{map="pair_orig_dst"\} \d+\n/);
+  assert.match(metrics, /merbridge_map_entries\{map="ingress_syn"\} 0\n/);
 
   const refused = await cli([
     "uninstall",

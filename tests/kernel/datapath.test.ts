@@ -94,14 +94,22 @@ Deno.test("kernel: same-node pod to pod goes to the server's inbound port, honou
   const { policy } = podPolicy({ "traffic.sidecar.istio.io/excludeInboundPorts": "8081" }, "istio");
   w.dp.maps.putPod(b!.ip, policy);
 
-  await t.step("8080 goes through b's sidecar with the original destination", async () => {
+  await t.step("8080 goes through b's sidecar with the original destination, once, to the app", async () => {
     const from = w.sidecars.b!.lines.length;
     const res = await w.client("a", `${b!.ip}:8080`);
-    assert.equal(res.ok, true, JSON.stringify(res));
+    const seen = JSON.stringify(w.sidecars.b!.lines.slice(from));
+    // b's sidecar forwards as Envoy does, to b's own IP from 127.0.0.6: captured again, it would loop.
+    assert.deepEqual(w.loops("b", from), [], `b's inbound hop came back to its sidecar: ${seen}`);
+    assert.equal(res.ok, true, `${JSON.stringify(res)}; b's sidecar: ${seen}`);
     const acc = w.accepted("b", from);
-    assert.equal(acc.length, 1, JSON.stringify(w.sidecars.b!.lines));
+    assert.equal(acc.length, 1, seen);
     assert.equal(acc[0]!.kind, "inbound");
     assert.equal(acc[0]!.orig, `${b!.ip}:8080`);
+    assert.match(
+      String((res.hello as Record<string, string>).peer),
+      /^127\.0\.0\.6:/,
+      "the app saw 127.0.0.6",
+    );
   });
   await t.step("excluded 8081 and always-excluded ports reach b directly", async () => {
     for (const port of [8081, w.mesh.alwaysExcludedInboundPorts[1]!]) {

@@ -59,10 +59,15 @@ Deno.test("kernel: every mesh mode redirects to its own ports and exempts its ow
         const fromA = w.sidecars.a!.lines.length, fromB = w.sidecars.b!.lines.length;
         const before = w.dp.maps.counters();
         const res = await w.client("a", `${b!.ip}:8080`);
-        assert.equal(res.ok, true, JSON.stringify(res));
+        const seen = JSON.stringify(w.sidecars.b!.lines.slice(fromB));
+        assert.deepEqual(w.loops("b", fromB), [], `b's inbound hop came back to its sidecar: ${seen}`);
+        assert.equal(res.ok, true, `${JSON.stringify(res)}; b's sidecar: ${seen}`);
         const hello = res.hello as Record<string, string>;
         assert.equal(hello.server, "b");
-        assert.match(hello.peer!, /^127\.0\.0\.1:/, "b's proxy delivered it over loopback");
+        // Envoy's way: to the pod's own IP and port, from 127.0.0.6, which no capture rule takes.
+        assert.match(hello.peer!, /^127\.0\.0\.6:/, "b's proxy delivered it from 127.0.0.6");
+        const up = w.sidecars.b!.lines.slice(fromB).filter((l) => l.event === "upstream");
+        assert.deepEqual(up.map((l) => [l.target, l.source]), [[`${b!.ip}:8080`, hello.peer]]);
         const out = w.accepted("a", fromA);
         assert.equal(out.length, 1);
         assert.equal(out[0]!.orig, `${b!.ip}:8080`);

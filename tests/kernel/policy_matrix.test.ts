@@ -351,6 +351,7 @@ Deno.test("kernel: a skipped inbound port range keeps a same-node proxy off the 
   for (const port of ports) {
     const from = w.sidecars.b!.lines.length;
     const res = await w.client("a", `${b.ip}:${port}`);
+    assert.deepEqual(w.loops("b", from), [], `${port}: b's inbound hop came back to its sidecar`);
     assert.equal(res.ok, true, `${port}: ${JSON.stringify(res)}`);
     const seen = w.accepted("b", from).filter((l) => l.kind === "inbound");
     actual[port] = seen.length > 0 ? "redirect" : "pass";

@@ -4,11 +4,14 @@
 Every line a tool prints on stdout is one JSON object, so tests can assert on what a peer observed.
 """
 import argparse
+import errno
 import fcntl
 import hashlib
+import heapq
 import json
 import os
 import select
+import selectors
 import socket
 import struct
 import sys
@@ -17,6 +20,9 @@ import threading
 import time
 
 SO_ORIGINAL_DST = 80
+IP6T_SO_ORIGINAL_DST = 80
+# Envoy's inbound passthrough clusters bind this source, which istio-iptables exempts from capture.
+PASSTHROUGH_SOURCE = {socket.AF_INET: "127.0.0.6", socket.AF_INET6: "::6"}
 
 
 def emit(**kv):
@@ -24,79 +30,295 @@ def emit(**kv):
     sys.stdout.flush()
 
 
+def addr_text(sa):
+    """ip:port for either family; a v4-mapped IPv6 address shows as the IPv4 address it carries."""
+    host = sa[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return "%s:%d" % (host, sa[1])
+
+
+def parse_sockaddr(raw):
+    fam = struct.unpack("=H", raw[:2])[0]
+    port = struct.unpack("!H", raw[2:4])[0]
+    if fam == socket.AF_INET:
+        return "%s:%d" % (socket.inet_ntoa(raw[4:8]), port)
+    return addr_text((socket.inet_ntop(socket.AF_INET6, raw[8:24]), port))
+
+
 def original_dst(sock):
+    """SO_ORIGINAL_DST at SOL_IP: (orig, error)."""
     try:
-        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+        return parse_sockaddr(sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)), None
     except OSError as e:
         return None, str(e)
-    port, packed = struct.unpack("!2xH4s8x", raw)
-    return "%s:%d" % (socket.inet_ntoa(packed), port), None
 
 
-def pump(a, b, pause=0):
-    """Copies both directions until both sides closed; half-close is passed on. A pause first stands
-    for a busy proxy: whatever the app sends meanwhile waits in the kernel."""
-    time.sleep(pause)
-    socks = {a: b, b: a}
-    open_dirs = 2
-    while open_dirs:
-        r, _, _ = select.select(list(socks), [], [], 30)
-        if not r:
-            break
-        for s in r:
-            try:
-                data = s.recv(65536)
-            except OSError:
-                data = b""
-            peer = socks[s]
-            if data:
-                peer.sendall(data)
-            else:
-                try:
-                    peer.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                del socks[s]
-                open_dirs -= 1
-    a.close()
-    b.close()
+def proxy_original_dst(sock):
+    """SO_ORIGINAL_DST as Envoy asks for it: at SOL_IPV6 (IP6T_SO_ORIGINAL_DST) on an AF_INET6 socket,
+    at SOL_IP on an AF_INET one. Returns (orig, error, level)."""
+    if sock.family == socket.AF_INET6:
+        try:
+            return parse_sockaddr(sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)), None, "ipv6"
+        except OSError as e:
+            err6 = str(e)
+        # A v4-mapped connection on a dual-stack socket is IPv4 on the wire: conntrack answers at SOL_IP.
+        try:
+            return parse_sockaddr(sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)), None, "ip"
+        except OSError as e:
+            return None, "SOL_IPV6: %s; SOL_IP: %s" % (err6, e), None
+    try:
+        return parse_sockaddr(sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)), None, "ip"
+    except OSError as e:
+        return None, str(e), None
 
 
-def proxy(args):
-    """A sidecar stand-in: outbound and inbound listeners; forwards to SO_ORIGINAL_DST."""
-    def serve(port, kind):
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def split_addr(text):
+    host, port = text.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+class Link:
+    """One proxied connection. Side 0 is the accepted (downstream) socket, side 1 the upstream one;
+    pending[i] holds bytes read from side i not yet written to the other side."""
+
+    def __init__(self, kind, down, peer, orig, hops):
+        self.kind = kind
+        self.socks = [down, None]
+        self.events = [0, 0]
+        self.peer = peer
+        self.orig = orig
+        self.hops = hops
+        self.pending = [bytearray(), bytearray()]
+        self.eof = [False, False]
+        self.shut = [False, False]
+        self.moved = [0, 0]
+        self.state = "waiting"  # waiting (paused) -> connecting -> open -> closed
+        self.source = None
+
+
+class Sidecar:
+    """A sidecar that behaves like Envoy on the socket level: one thread, an epoll loop, non-blocking
+    sockets read with recvmsg into scattered buffers (readv), partial writes and half-close passed on.
+    Outbound goes to the original destination with a source the kernel picks; inbound goes to the
+    original destination too (the pod's own IP and port), from 127.0.0.6."""
+
+    READ_SLICES = 2
+    SLICE = 32768
+
+    def __init__(self, args):
+        self.sel = selectors.EpollSelector()
+        self.pause = args.pause_ms / 1000
+        self.max_hops = args.max_hops
+        self.timers = []
+        self.seq = 0
+        # Upstream sockets by their local address: an accepted connection coming from one of them is
+        # this sidecar's own hop coming back, which is how a capture loop shows itself.
+        self.upstreams = {}
+        self.buf = bytearray(self.READ_SLICES * self.SLICE)
+        view = memoryview(self.buf)
+        self.slices = [view[i * self.SLICE:(i + 1) * self.SLICE] for i in range(self.READ_SLICES)]
+        for spec in args.listen:
+            kind, port = spec.split("=")
+            self.listen(kind, int(port), args.dual_stack)
+
+    def listen(self, kind, port, dual_stack):
+        if dual_stack:
+            ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            addr = ("::", port)
+        else:
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            addr = ("0.0.0.0", port)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("0.0.0.0", port))
-        ls.listen(512)
+        ls.bind(addr)
+        ls.listen(1024)
+        ls.setblocking(False)
+        self.sel.register(ls, selectors.EVENT_READ, ("listener", kind, port))
         emit(event="listening", kind=kind, port=port)
+
+    def later(self, delay, fn):
+        self.seq += 1
+        heapq.heappush(self.timers, (time.monotonic() + delay, self.seq, fn))
+
+    def run(self):
         while True:
-            c, peer = ls.accept()
-            orig, err = original_dst(c)
-            emit(event="accepted", kind=kind, peer="%s:%d" % peer, local="%s:%d" % c.getsockname(),
-                 orig=orig, error=err, uid=os.getuid())
+            timeout = None
+            if self.timers:
+                timeout = max(0, self.timers[0][0] - time.monotonic())
+            for key, mask in self.sel.select(timeout):
+                if key.data[0] == "listener":
+                    self.accept(key.fileobj, key.data[1], key.data[2])
+                else:
+                    link, side = key.data[1], key.data[2]
+                    self.ready(link, side, mask & key.events)
+            now = time.monotonic()
+            while self.timers and self.timers[0][0] <= now:
+                heapq.heappop(self.timers)[2]()
+
+    def accept(self, ls, kind, port):
+        while True:
+            try:
+                c, peer = ls.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                emit(event="accept_error", kind=kind, error=str(e))
+                return
+            c.setblocking(False)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = addr_text(peer)
+            orig, err, level = proxy_original_dst(c)
+            emit(event="accepted", kind=kind, peer=peer, local=addr_text(c.getsockname()), orig=orig,
+                 error=err, uid=os.getuid(), family=c.family.name, orig_level=level)
             if orig is None:
                 c.close()
                 continue
-            host, port_s = orig.rsplit(":", 1)
-            target = (host, int(port_s))
-            if kind == "inbound":
-                # The app behind an inbound proxy is reached over loopback, which is never captured.
-                target = ("127.0.0.1", int(port_s))
-            try:
-                up = socket.create_connection(target, timeout=5)
-            except OSError as e:
-                emit(event="upstream_error", kind=kind, target=orig, error=str(e))
+            parent = self.upstreams.get(peer)
+            hops = parent.hops + 1 if parent else 1
+            reason = None
+            if split_addr(orig)[1] == port:
+                reason = "the original destination is this listener's own port"
+            elif parent and parent.kind == "inbound":
+                reason = "this sidecar's own inbound upstream connection was captured again"
+            elif hops > self.max_hops:
+                reason = "more than %d hops through this sidecar" % self.max_hops
+            if reason:
+                # Envoy would forward it again and again; refusing at once keeps the loop visible
+                # and bounded: the client fails instead of the sidecar spinning.
+                emit(event="loop", kind=kind, peer=peer, orig=orig, hops=hops, reason=reason)
                 c.close()
                 continue
-            up.settimeout(None)
-            threading.Thread(target=pump, args=(c, up, args.pause_ms / 1000), daemon=True).start()
+            link = Link(kind, c, peer, orig, hops)
+            if self.pause:
+                # A busy proxy: whatever the app sends meanwhile waits in the kernel.
+                self.later(self.pause, lambda link=link: self.connect(link))
+            else:
+                self.connect(link)
 
-    for spec in args.listen:
-        kind, port = spec.split("=")
-        threading.Thread(target=serve, args=(int(port), kind), daemon=True).start()
-    while True:
-        time.sleep(3600)
+    def connect(self, link):
+        host, port = split_addr(link.orig)
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        up = socket.socket(fam, socket.SOCK_STREAM)
+        up.setblocking(False)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        link.socks[1] = up
+        try:
+            if link.kind == "inbound":
+                up.bind((PASSTHROUGH_SOURCE[fam], 0))
+            rc = up.connect_ex((host, port))
+        except OSError as e:
+            rc = e.errno
+        if rc not in (0, errno.EINPROGRESS):
+            self.fail_upstream(link, os.strerror(rc))
+            return
+        link.source = addr_text(up.getsockname())
+        self.upstreams[link.source] = link
+        link.state = "connecting"
+        self.later(5, lambda: link.state == "connecting" and self.fail_upstream(link, "timed out"))
+        self.rearm(link)
+
+    def fail_upstream(self, link, error):
+        emit(event="upstream_error", kind=link.kind, target=link.orig, error=error)
+        self.close(link)
+
+    def want(self, link, side):
+        if link.state == "connecting":
+            return selectors.EVENT_WRITE if side == 1 else 0
+        if link.state != "open":
+            return 0
+        ev = 0
+        # One buffer per direction: read again only once the last read was passed on (backpressure).
+        if not link.eof[side] and not link.pending[side]:
+            ev |= selectors.EVENT_READ
+        if link.pending[1 - side]:
+            ev |= selectors.EVENT_WRITE
+        return ev
+
+    def rearm(self, link):
+        for side in (0, 1):
+            s = link.socks[side]
+            if s is None:
+                continue
+            ev = self.want(link, side)
+            if ev == link.events[side]:
+                continue
+            if link.events[side] == 0:
+                self.sel.register(s, ev, ("end", link, side))
+            elif ev == 0:
+                self.sel.unregister(s)
+            else:
+                self.sel.modify(s, ev, ("end", link, side))
+            link.events[side] = ev
+
+    def ready(self, link, side, mask):
+        if link.state == "closed":
+            return
+        if link.state == "connecting":
+            err = link.socks[1].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.fail_upstream(link, os.strerror(err))
+                return
+            link.state = "open"
+            emit(event="upstream", kind=link.kind, target=link.orig, source=link.source)
+            self.rearm(link)
+            return
+        try:
+            if mask & selectors.EVENT_WRITE:
+                self.flush(link, 1 - side)
+            if mask & selectors.EVENT_READ:
+                self.pump(link, side)
+        except OSError:
+            # A reset on either side ends both, as a proxy does.
+            self.close(link)
+            return
+        if all(link.eof) and all(link.shut):
+            self.close(link)
+            return
+        self.rearm(link)
+
+    def pump(self, link, side):
+        try:
+            n = link.socks[side].recvmsg_into(self.slices)[0]
+        except (BlockingIOError, InterruptedError):
+            return
+        if n == 0:
+            link.eof[side] = True
+        else:
+            link.pending[side] += self.buf[:n]
+            link.moved[side] += n
+        self.flush(link, side)
+
+    def flush(self, link, frm):
+        to = 1 - frm
+        data = link.pending[frm]
+        while data:
+            try:
+                n = link.socks[to].send(data)
+            except (BlockingIOError, InterruptedError):
+                return
+            del data[:n]
+        if link.eof[frm] and not link.shut[to]:
+            link.socks[to].shutdown(socket.SHUT_WR)
+            link.shut[to] = True
+
+    def close(self, link):
+        if link.state == "closed":
+            return
+        link.state = "closed"
+        for side, s in enumerate(link.socks):
+            if s is None:
+                continue
+            if link.events[side]:
+                self.sel.unregister(s)
+            s.close()
+        if link.source and self.upstreams.get(link.source) is link:
+            del self.upstreams[link.source]
+        emit(event="closed", kind=link.kind, orig=link.orig, sent=link.moved[0], received=link.moved[1])
+
+
+def proxy(args):
+    Sidecar(args).run()
 
 
 def server(args):
@@ -182,6 +404,108 @@ def client(args):
              received=len(got), local=fmt_addr(s.getsockname()), peer=peer, **extra)
     except OSError as e:
         emit(ok=False, error=str(e))
+
+
+def http_server(args):
+    """HTTP/1.1 with keep-alive: GET /bytes/N answers N bytes (their sha256 in X-Sha256), POST
+    answers the length and sha256 of the body it got. One JSON line per request, with the peer."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_):
+            pass
+
+        def reply(self, code, body, ctype, extra=()):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in extra:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            parts = self.path.split("/")
+            if len(parts) != 3 or parts[1] != "bytes" or not parts[2].isdigit():
+                self.reply(404, b"not found\n", "text/plain")
+                return
+            data = hashlib.shake_256(b"http-server").digest(int(parts[2]))
+            sha = hashlib.sha256(data).hexdigest()
+            self.reply(200, data, "application/octet-stream", [("X-Sha256", sha)])
+            emit(event="request", method="GET", path=self.path, peer=addr_text(self.client_address),
+                 sent=len(data), sha256=sha)
+
+        def body_chunks(self):
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return
+                    left = size
+                    while left:
+                        d = self.rfile.read(min(left, 65536))
+                        if not d:
+                            return
+                        left -= len(d)
+                        yield d
+                    self.rfile.readline()
+            else:
+                left = int(self.headers.get("Content-Length", "0"))
+                while left:
+                    d = self.rfile.read(min(left, 65536))
+                    if not d:
+                        return
+                    left -= len(d)
+                    yield d
+
+        def do_POST(self):
+            h = hashlib.sha256()
+            n = 0
+            for d in self.body_chunks():
+                h.update(d)
+                n += len(d)
+            peer = addr_text(self.client_address)
+            body = json.dumps({"received": n, "sha256": h.hexdigest(), "peer": peer}).encode()
+            self.reply(200, body, "application/json")
+            emit(event="request", method="POST", path=self.path, peer=peer, received=n, sha256=h.hexdigest())
+
+    ThreadingHTTPServer.daemon_threads = True
+    srv = ThreadingHTTPServer((args.bind, args.port), Handler)
+    emit(event="listening", port=args.port)
+    srv.serve_forever()
+
+
+def http_client(args):
+    """Python's urllib, blocking (no timeout: the socket blocks in recv), as a plain script uses it:
+    GET /bytes/N, then POST N random bytes."""
+    import urllib.request
+    watchdog(args.timeout)
+    out = {"client": "urllib"}
+    try:
+        with urllib.request.urlopen("%s/bytes/%d" % (args.base, args.bytes)) as r:
+            h = hashlib.sha256()
+            got = 0
+            while True:
+                d = r.read(65536)
+                if not d:
+                    break
+                h.update(d)
+                got += len(d)
+            out["get"] = {"status": r.status, "received": got, "sha256": h.hexdigest(),
+                          "expected": r.headers.get("X-Sha256")}
+        body = os.urandom(args.bytes)
+        req = urllib.request.Request(args.base + "/sha256", data=body, method="POST",
+                                     headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req) as r:
+            out["post"] = {"status": r.status, "sent": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                           "reply": json.loads(r.read())}
+    except Exception as e:  # the test reports whatever went wrong, with its type
+        out["error"] = "%s: %s" % (type(e).__name__, e)
+    emit(**out)
 
 
 def bulk_server(args):
@@ -535,8 +859,8 @@ def servers(args):
         ls_all.append(ls)
 
     def handle(c, peer):
-        hello = json.dumps({"server": args.name, "peer": "%s:%d" % peer[:2],
-                            "local": "%s:%d" % c.getsockname()[:2]}) + "\n"
+        hello = json.dumps({"server": args.name, "peer": addr_text(peer),
+                            "local": addr_text(c.getsockname())}) + "\n"
         try:
             c.sendall(hello.encode())
             while True:
@@ -560,12 +884,90 @@ def servers(args):
         time.sleep(3600)
 
 
-def unmap(addr):
-    """An AF_INET6 socket's address of an IPv4 peer (::ffff:a.b.c.d) as the IPv4 wire sees it."""
-    host, port = addr[0], addr[1]
-    if host.startswith("::ffff:"):
-        host = host[len("::ffff:"):]
-    return "%s:%d" % (host, port)
+def connect_loop(args):
+    """Opens and closes `count` connections one after another, each reading the server's greeting:
+    the short connections that churn a node's connection tables."""
+    host, port = args.target.rsplit(":", 1)
+    ok = 0
+    errors = {}
+    for _ in range(args.count):
+        try:
+            s = socket.create_connection((host, int(port)), timeout=args.timeout)
+            if read_line(s):
+                ok += 1
+            else:
+                errors["no greeting"] = errors.get("no greeting", 0) + 1
+            s.close()
+        except OSError as e:
+            errors[str(e)] = errors.get(str(e), 0) + 1
+    emit(ok=ok == args.count, connected=ok, errors=errors)
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff
+
+
+def syn_flood(args):
+    """Sends `count` bare SYNs from --src (an address nobody answers for, so no handshake ever
+    completes and no RST comes back) to the target, from varying source ports."""
+    host, port = args.target.rsplit(":", 1)
+    src, dst = socket.inet_aton(args.src), socket.inet_aton(host)
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    sent = 0
+    for i in range(args.count):
+        sport = 1024 + (i * 7919) % 64000
+        tcp = struct.pack("!HHIIBBHHH", sport, int(port), i, 0, 5 << 4, 0x02, 64240, 0, 0)
+        pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i & 0xffff, 0, 64, socket.IPPROTO_TCP, 0,
+                         src, dst)
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        s.sendto(ip + tcp, (host, 0))
+        sent += 1
+    emit(ok=True, sent=sent)
+
+
+def hold(args):
+    """Opens connections and keeps them open until killed: up to `count`, stopping at the first that
+    fails (whose error is the point when a table is full)."""
+    host, port = args.target.rsplit(":", 1)
+    held = []
+    error = None
+    for _ in range(args.count):
+        try:
+            s = socket.create_connection((host, int(port)), timeout=args.timeout)
+            read_line(s)
+            held.append(s)
+        except OSError as e:
+            error = "%s (errno %s)" % (e, e.errno)
+            break
+    emit(event="held", n=len(held), error=error)
+    while True:
+        time.sleep(3600)
+
+
+def idle_echo(args):
+    """Opens a connection, then idles until the file --go exists, then checks one echo on it: a long
+    pooled connection that must survive whatever happened to the node meanwhile."""
+    host, port = args.target.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=args.timeout)
+    hello = read_line(s)
+    emit(event="open", hello=json.loads(hello) if hello else None, local="%s:%d" % s.getsockname())
+    while not os.path.exists(args.go):
+        time.sleep(0.05)
+    payload = os.urandom(args.bytes)
+    try:
+        s.sendall(payload)
+        got = recv_exact(s, len(payload))
+        emit(ok=got == payload, received=len(got))
+    except OSError as e:
+        emit(ok=False, error=str(e))
 
 
 def probe(args):
@@ -586,7 +988,7 @@ def probe(args):
                 b = spec["bind"]
                 s.bind(("::ffff:" + b if fam == socket.AF_INET6 else b, 0))
             s.connect((host, int(port)))
-            res["local"] = unmap(s.getsockname())
+            res["local"] = addr_text(s.getsockname())
             hello = read_line(s)
             payload = os.urandom(args.bytes)
             s.sendall(payload)
@@ -602,7 +1004,7 @@ def probe(args):
             res.update(ok=False, error=str(e))
             if "local" not in res:
                 try:
-                    res["local"] = unmap(s.getsockname())
+                    res["local"] = addr_text(s.getsockname())
                 except OSError:
                     pass
         s.close()
@@ -616,6 +1018,9 @@ def main():
     a = sub.add_parser("proxy")
     a.add_argument("--listen", action="append", default=[], help="kind=port, kind is outbound|inbound")
     a.add_argument("--pause-ms", type=float, default=0, help="wait this long before forwarding each connection")
+    a.add_argument("--max-hops", type=int, default=3,
+                   help="a connection chain through this sidecar longer than this is a loop")
+    a.add_argument("--dual-stack", action="store_true", help="listen on [::] (IPV6_V6ONLY off), as a dual-stack proxy")
     a = sub.add_parser("server")
     a.add_argument("--name", default="server")
     a.add_argument("--bind", default="0.0.0.0")
@@ -627,6 +1032,13 @@ def main():
     a.add_argument("--family", choices=["inet", "inet6"], default="inet")
     a.add_argument("--bind", default="", help="source address to bind before connecting")
     a.add_argument("--ask-origdst", action="store_true", help="report SO_ORIGINAL_DST on the client socket")
+    a = sub.add_parser("http-server")
+    a.add_argument("--bind", default="0.0.0.0")
+    a.add_argument("--port", type=int, required=True)
+    a = sub.add_parser("http-client")
+    a.add_argument("base", help="http://ip:port")
+    a.add_argument("--bytes", type=int, required=True)
+    a.add_argument("--timeout", type=float, default=30)
     a = sub.add_parser("bulk-server")
     a.add_argument("--bind", default="0.0.0.0")
     a.add_argument("--port", type=int, required=True)
@@ -693,12 +1105,30 @@ def main():
     a.add_argument("spec", help="JSON list of {id, target, family, bind}")
     a.add_argument("--bytes", type=int, default=32)
     a.add_argument("--timeout", type=float, default=2)
+    a = sub.add_parser("connect-loop")
+    a.add_argument("target")
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--timeout", type=float, default=5)
+    a = sub.add_parser("syn-flood")
+    a.add_argument("target")
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--src", required=True)
+    a = sub.add_parser("hold")
+    a.add_argument("target")
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--timeout", type=float, default=5)
+    a = sub.add_parser("idle-echo")
+    a.add_argument("target")
+    a.add_argument("--go", required=True, help="file whose existence ends the idle time")
+    a.add_argument("--bytes", type=int, default=1000)
+    a.add_argument("--timeout", type=float, default=10)
     args = p.parse_args()
     {"proxy": proxy, "server": server, "client": client, "bulk-server": bulk_server,
-     "bulk-client": bulk_client, "origdst-probe": origdst_probe, "pingpong": pingpong,
+     "bulk-client": bulk_client, "http-server": http_server, "http-client": http_client, "origdst-probe": origdst_probe, "pingpong": pingpong,
      "bulk-echo": bulk_echo, "slow-sink": slow_sink, "upload": upload, "halfclose": halfclose, "halfclose-server": halfclose_server,
      "readiness": readiness, "udp-server": udp_server, "udp-client": udp_client,
-     "servers": servers, "probe": probe}[args.cmd](args)
+     "servers": servers, "probe": probe,
+     "connect-loop": connect_loop, "syn-flood": syn_flood, "hold": hold, "idle-echo": idle_echo}[args.cmd](args)
 
 
 if __name__ == "__main__":

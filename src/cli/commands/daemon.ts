@@ -2,6 +2,8 @@ import { attachmentsFile, Daemon, type DaemonConfig } from "../../daemon/daemon.
 import { getLogger } from "../../log/logger.ts";
 import { openPodSource } from "../../pods/open_source.ts";
 import { DAEMON_FLAGS } from "../options.ts";
+import { UsageError } from "../args.ts";
+import { connTableSizeFor, nodeMemoryBytes } from "../../datapath/sizing.ts";
 import type { Command } from "../command.ts";
 import type { MeshMode } from "../../mesh/types.ts";
 import type { IngressHook, XdpModeOption } from "../../xdp/attacher.ts";
@@ -25,6 +27,13 @@ type Flags = { [K in keyof typeof DAEMON_FLAGS]: unknown };
 
 export function daemonConfig(f: Flags): DaemonConfig {
   const nodeName = (f["node-name"] as string | undefined) || Deno.hostname();
+  let connTableSize = f["conn-table-size"] as number;
+  if (connTableSize === 0) connTableSize = connTableSizeFor(nodeMemoryBytes());
+  else if (connTableSize < 1024) {
+    throw new UsageError(
+      `--conn-table-size: ${connTableSize} is below 1024 (0 sizes it from the node's memory)`,
+    );
+  }
   return {
     mode: f.mode as MeshMode,
     cniMode: f["cni-mode"] as boolean,
@@ -33,6 +42,8 @@ export function daemonConfig(f: Flags): DaemonConfig {
     xdpMode: f["xdp-mode"] as XdpModeOption,
     dnsCapture: f["dns-capture"] as boolean,
     sockmap: f.sockmap as boolean,
+    connTableSize,
+    synTableSize: f["syn-table-size"] as number,
     cgroupPath: f["cgroup-path"] as string | undefined,
     pinPath: f["bpf-pin-path"] as string,
     nodeName,

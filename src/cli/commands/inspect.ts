@@ -4,7 +4,7 @@ import { BpfLink } from "../../bpf/link.ts";
 import type { AttachmentRecord } from "../../daemon/attachments.ts";
 import { attachmentsFile } from "../../daemon/daemon.ts";
 import { PinnedDatapathMaps, pinnedLinks } from "../../datapath/datapath.ts";
-import { decodeOrigDst, decodePairKey } from "../../maps/layouts.ts";
+import { decodePairKey } from "../../maps/layouts.ts";
 import { MAP_NAMES } from "../../maps/manager.ts";
 import { UsageError } from "../args.ts";
 import { type Command, printJson, printTable } from "../command.ts";
@@ -68,10 +68,13 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
     using pm = new PinnedDatapathMaps(pinPath);
     const cfg = pm.maps.meshConfig();
     const links = linkRows(pinPath);
+    // The connection tables count themselves (walking a full one would take seconds); the rest is small.
+    const fill = pm.maps.tableFill();
     const maps = MAP_NAMES.map((n) => {
       const m = pm.map(n);
       let entries: number | string = "-";
-      if (m && n !== "sock_pair_map" && n !== "counters") entries = [...m.keys()].length;
+      if (n in fill) entries = fill[n as keyof typeof fill];
+      else if (m && n !== "sock_pair_map" && n !== "counters") entries = [...m.keys()].length;
       return { map: n, entries, capacity: m?.maxEntries ?? 0 };
     });
     const counters = pm.maps.counters();
@@ -199,12 +202,18 @@ export const mapsDumpCommand: Command<typeof DUMP_FLAGS> = {
       case "pair_orig_dst":
         rows = pm.maps.pairs();
         break;
-      case "cookie_orig_dst": {
-        const m = pm.map("cookie_orig_dst")!;
-        rows = [...m.entries()].map(([k, v]) => ({
-          cookie: new DataView(k.buffer, k.byteOffset, 8).getBigUint64(0, true),
-          orig: decodeOrigDst(v),
-        }));
+      case "ingress_syn":
+        rows = pm.maps.handshakes();
+        break;
+      case "netns_pod_ips":
+        rows = [...pm.maps.netnsPods()].map(([cookie, ip]) => ({ cookie, ip }));
+        break;
+      case "table_fill":
+        rows = Object.entries(pm.maps.tableFill()).map(([table, entries]) => ({ table, entries }));
+        break;
+      case "sock_refs": {
+        const m = pm.map("sock_refs")!;
+        rows = [...m.keys()].map((k) => ({ key: decodePairKey(k) }));
         break;
       }
       case "counters":

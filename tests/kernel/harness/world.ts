@@ -1,11 +1,16 @@
 // A node for datapath tests: a bridge namespace, meshed pods with a test sidecar, an outside server,
 // a child cgroup holding the pods' processes, and our datapath loaded with a test-only pin directory.
-import { Datapath } from "../../../src/datapath/datapath.ts";
+import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE } from "../../../src/datapath/datapath.ts";
 import { removePinTree } from "../../../src/bpf/pins.ts";
 import { meshParams } from "../../../src/mesh/modes.ts";
 import { podPolicy, type PolicyResult } from "../../../src/mesh/policy.ts";
 import type { MeshMode, MeshParams } from "../../../src/mesh/types.ts";
-import { closeMarkListener, openMarkListener, randomMark } from "../../../src/netns/mark_listener.ts";
+import {
+  closeMarkListener,
+  listenerNetnsCookie,
+  openMarkListener,
+  randomMark,
+} from "../../../src/netns/mark_listener.ts";
 import {
   createCgroup,
   createNode,
@@ -39,12 +44,19 @@ export interface World {
   ): Promise<Record<string, unknown>>;
   /** Lines a pod's sidecar logged for accepted connections since `from`. */
   accepted(pod: string, from?: number): Record<string, unknown>[];
+  /** Connections a pod's sidecar refused as capture loops since `from` (its own hop came back). */
+  loops(pod: string, from?: number): Record<string, unknown>[];
   /**
    * Makes a pod known to the datapath as the CNI does: a mark listener in its namespace, the mark's
    * entry, and the policy its annotations give in this world's mesh (written again on each call; the
    * listener is opened once and closed with the scope).
    */
   identify(pod: string, annotations?: Record<string, string>): PolicyResult;
+  /**
+   * Makes a pod known by its network namespace cookie alone (no mark listener), as the daemon records
+   * a pod it found without CNI mode; the policy as in identify().
+   */
+  identifyByNetns(pod: string, annotations?: Record<string, string>): PolicyResult;
 }
 
 export interface WorldOptions {
@@ -57,6 +69,10 @@ export interface WorldOptions {
   /** The sockmap fast path: on unless false here, so every kernel test exercises it (the daemon defaults to off). */
   sockmap?: boolean;
   attach?: boolean;
+  /** Capacity of the connection tables (default DEFAULT_TABLE_SIZE). */
+  connTableSize?: number;
+  /** Capacity of the inbound handshake table (default DEFAULT_TABLE_SIZE). */
+  synTableSize?: number;
   /** More arguments for every test sidecar (nettool proxy). */
   sidecarArgs?: string[];
 }
@@ -68,7 +84,13 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   const cgroup = await createCgroup(scope, `${prefix}-cg`);
   const pinPath = `/sys/fs/bpf/${prefix}-test`;
   scope.defer(() => removePinTree(pinPath));
-  const dp = Datapath.load({ pinPath, cgroupPath: cgroup, dnsCapture: opts.dnsCapture ?? false });
+  const dp = Datapath.load({
+    pinPath,
+    cgroupPath: cgroup,
+    dnsCapture: opts.dnsCapture ?? false,
+    connTableSize: opts.connTableSize,
+    synTableSize: opts.synTableSize,
+  });
   scope.defer(() => dp.close());
   if (opts.attach ?? true) dp.attach();
   dp.maps.setMeshConfig(mesh, {
@@ -76,6 +98,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     cniMode: false,
     sockmap: opts.sockmap ?? true,
     hostNetns: currentNetnsCookie(),
+    connAdmit: connAdmitLimit(opts.connTableSize ?? DEFAULT_TABLE_SIZE),
   });
 
   const pods: Record<string, TestPod> = {};
@@ -132,6 +155,9 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     accepted(pod, from = 0) {
       return sidecars[pod]!.lines.slice(from).filter((l) => l.event === "accepted");
     },
+    loops(pod, from = 0) {
+      return sidecars[pod]!.lines.slice(from).filter((l) => l.event === "loop");
+    },
     identify(pod, annotations = {}) {
       const p = pods[pod]!;
       if (!marks.has(pod)) {
@@ -141,6 +167,17 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
         marks.set(pod, mark);
         dp.maps.putMark(mark, p.ip);
       }
+      const result = podPolicy(annotations, mesh.mode);
+      dp.maps.putPod(p.ip, result.policy);
+      return result;
+    },
+    identifyByNetns(pod, annotations = {}) {
+      const p = pods[pod]!;
+      // A socket in the namespace tells its cookie; it is closed at once, so only the cookie remains.
+      const l = openMarkListener(`/run/netns/${p.ns}`, randomMark(() => false));
+      const cookie = listenerNetnsCookie(l);
+      closeMarkListener(l);
+      dp.maps.putNetnsPod(cookie, p.ip);
       const result = podPolicy(annotations, mesh.mode);
       dp.maps.putPod(p.ip, result.policy);
       return result;
