@@ -140,6 +140,8 @@ interface PodH {
 
 interface Result {
   id: string;
+  /** The destination as IPv4 "ip:port", which is what a sidecar reads as the original destination. */
+  target: string;
   ok: boolean;
   local?: string;
   hello?: { server: string; peer: string; local: string } | null;
@@ -311,7 +313,10 @@ async function differential(cniMode: boolean) {
   ): Promise<Result[]> => {
     const p = start(from, ["probe", JSON.stringify(specs)], id);
     await p.done;
-    const res = p.lines.filter((l) => typeof l.id === "string") as unknown as Result[];
+    const res = (p.lines.filter((l) => typeof l.id === "string") as unknown as Result[]).map((r) => ({
+      ...r,
+      target: specs.find((x) => x.id === r.id)!.target,
+    }));
     assert.equal(res.length, specs.length, `probe in ${from.name}: ${p.stderr.join("\n")}`);
     return res;
   };
@@ -366,15 +371,35 @@ async function differential(cniMode: boolean) {
   const probeMs = Date.now() - t0;
   await sleep(300); // the sidecars' last log lines, written before the probes ended, reach us
 
-  // Sidecar lines are matched to probes by the client's local address, in order, each used once.
+  // Sidecar lines are matched to probes by the client's local address, each line used once. A client
+  // port can come back for another destination, so a line whose original destination is the probe's
+  // own is matched first; only then may a line with another original destination (a datapath that
+  // got it wrong) go to a probe still without one.
+  interface Obs {
+    r: Result;
+    sidecars: [string, Proc | undefined][];
+    m: Map<string, string>;
+    set: string;
+    world: World;
+    byDesign: boolean;
+    took: Map<string, Record<string, unknown>>;
+  }
+  const observations: Obs[] = [];
   const used = new Map<Proc, Set<number>>();
-  const take = (sc: Proc, peer: string) => {
-    const u = used.get(sc) ?? new Set<number>();
-    used.set(sc, u);
-    const i = sc.lines.findIndex((l, i) => !u.has(i) && l.event === "accepted" && l.peer === peer);
-    if (i < 0) return null;
-    u.add(i);
-    return sc.lines[i]!;
+  const match = (exact: boolean) => {
+    for (const o of observations) {
+      for (const [who, sc] of o.sidecars) {
+        if (!sc || !o.r.local || o.took.has(who)) continue;
+        const u = used.get(sc) ?? new Set<number>();
+        used.set(sc, u);
+        const i = sc.lines.findIndex((l, i) =>
+          !u.has(i) && l.event === "accepted" && l.peer === o.r.local && (!exact || l.orig === o.r.target)
+        );
+        if (i < 0) continue;
+        u.add(i);
+        o.took.set(who, sc.lines[i]!);
+      }
+    }
   };
   const roles = (self: PodH, client?: PodH) => {
     const m = new Map<string, string>([
@@ -396,15 +421,17 @@ async function differential(cniMode: boolean) {
     const r = m.get(ip) ?? `other(${ip})`;
     return keepPort ? `${r}:${port}` : r;
   };
-  const outcome = (r: Result, m: Map<string, string>, sidecars: [string, Proc | undefined][]) => {
-    const took = sidecars.flatMap(([who, sc]) => {
-      const l = sc && r.local ? take(sc, r.local) : null;
-      return l ? [`${who}.${l.kind}(orig=${role(m, l.orig as string | null, true)})`] : [];
+  const outcome = (o: Obs) => {
+    const took = o.sidecars.flatMap(([who]) => {
+      const l = o.took.get(who);
+      return l ? [`${who}.${l.kind}(orig=${role(o.m, l.orig as string | null, true)})`] : [];
     });
-    const h = r.hello;
-    const answer = h ? `${h.server}@${role(m, h.local, true)} saw ${role(m, h.peer, false)}` : "no answer";
+    const h = o.r.hello;
+    const answer = h
+      ? `${h.server}@${role(o.m, h.local, true)} saw ${role(o.m, h.peer, false)}`
+      : "no answer";
     return `${took.length ? took.join("+") : "no listener"}; ${answer}${
-      r.ok ? "" : ` [failed${r.error ? `: ${r.error}` : ""}]`
+      o.r.ok ? "" : ` [failed${o.r.error ? `: ${o.r.error}` : ""}]`
     }`;
   };
 
@@ -418,7 +445,15 @@ async function differential(cniMode: boolean) {
   for (const run of outRuns) {
     const m = roles(run.pod);
     for (const r of run.results) {
-      put(run.set, r.id, run.pod.world, outcome(r, m, [["self", run.pod.sidecar]]));
+      observations.push({
+        r,
+        m,
+        sidecars: [["self", run.pod.sidecar]],
+        set: run.set,
+        world: run.pod.world,
+        byDesign: false,
+        took: new Map(),
+      });
     }
   }
   for (const run of inRuns) {
@@ -428,8 +463,13 @@ async function differential(cniMode: boolean) {
     if (client) sidecars.push(["client", client.sidecar]);
     // Without CNI mode nothing intercepts inbound traffic that does not come from a meshed pod's proxy.
     const byDesign = !cniMode && run.client !== "proxy";
-    for (const r of run.results) put(run.set, r.id, run.target.world, outcome(r, m, sidecars), byDesign);
+    for (const r of run.results) {
+      observations.push({ r, m, sidecars, set: run.set, world: run.target.world, byDesign, took: new Map() });
+    }
   }
+  match(true);
+  match(false);
+  for (const o of observations) put(o.set, o.r.id, o.world, outcome(o), o.byDesign);
 
   const setOrder = SETS.map((s) => s.name);
   const probeOrder = [
