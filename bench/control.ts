@@ -6,7 +6,9 @@
 //   sidecar mode;
 // - the daemon's memory idle and with 1000 pods in its pods file, and how long 1000 pods take to
 //   reach the maps;
-// - the time from a change of one pod in the pods file to the changed entry in local_pods.
+// - the time from a change of one pod in the pods file to the changed entry in local_pods;
+// - pod identity without CNI mode: the time from a pod's namespace appearing with its IP to its
+//   netns_pod_ips entry, and what one scan of the node's namespaces costs with hundreds of them.
 import { removePinTree } from "../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { daemonArgs, type DaemonProcOptions } from "../tests/kernel/harness/daemon.ts";
@@ -20,6 +22,7 @@ import {
   uniq,
 } from "../tests/kernel/harness/mod.ts";
 import { podYaml } from "../tests/kernel/harness/pods.ts";
+import { NetnsDiscovery } from "../src/netns/discover.ts";
 import {
   bridgeConflist,
   cniExec,
@@ -37,6 +40,10 @@ export interface ControlConfig {
   manyPods: number;
   changes: number;
   settleMs: number;
+  /** Pods whose identification is timed. */
+  identityPods: number;
+  /** Namespaces on the node while a scan is timed. */
+  scanNamespaces: number;
 }
 
 export interface ControlResults {
@@ -60,6 +67,18 @@ export interface ControlResults {
     changeManyMs: number[];
     changeFewMs: number[];
     fewPods: number;
+  };
+  identity?: {
+    pods: number;
+    /** Namespace with its IP → netns_pod_ips entry, the pod already in the pods file. */
+    latencyMs: number[];
+    namespaces: number;
+    /** Everything listed on the node in the timed scans (ours, other namespaces, processes). */
+    candidates: number;
+    coldScanMs: number;
+    steadyScanMs: number[];
+    /** A scan while one wanted IP is in no namespace, every other namespace young and unmatched. */
+    missingScanMs: number[];
   };
   errors: string[];
 }
@@ -352,6 +371,78 @@ async function daemonSection(
   };
 }
 
+/** A namespace with an interface holding `ip` (both veth ends inside it: no traffic is needed). */
+async function addressedNetns(scope: Scope, name: string, ip: string): Promise<string> {
+  const ns = await createNetns(scope, name);
+  await inNs(ns, "ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+  await inNs(ns, "ip", ["addr", "add", `${ip}/24`, "dev", "eth0"]);
+  return ns;
+}
+
+async function identitySection(
+  scope: Scope,
+  pin: Pinning,
+  cfg: ControlConfig,
+  res: ControlResults,
+  dir: string,
+) {
+  const prefix = uniq();
+  const base = `${dir}/identity`;
+  await Deno.mkdir(base, { recursive: true });
+  const k = (Deno.pid + 7) % 250;
+  const ipOf = (i: number) => `10.245.${k}.${i + 1}`;
+  const pods = Array.from({ length: cfg.identityPods }, (_, i) => podYaml(`ip${i}`, { ip: ipOf(i) })).join(
+    "",
+  );
+  const opts = await daemonHome(scope, `${prefix}-id`, base, pods, [
+    "--cni-mode=false",
+    "--netns-dirs=/run/netns",
+  ]);
+  const d = await timedDaemon(scope, pin, opts);
+  using m = new PinnedDatapathMaps(opts.pinPath);
+  const has = (ip: string) => [...m.maps.netnsPods().values()].includes(ip);
+  const latencyMs: number[] = [];
+  for (let i = 0; i < cfg.identityPods; i++) {
+    const ns = await createNetns(scope, `${prefix}i${i}`);
+    await inNs(ns, "ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+    await inNs(ns, "ip", ["addr", "add", `${ipOf(i)}/24`, "dev", "eth0"]);
+    latencyMs.push(await waitFor(() => has(ipOf(i)), 10_000, `pod ${i} identified`));
+  }
+  await stopDaemon(d.p);
+
+  // The scan itself, in this process, with many namespaces of which the wanted ones are a part.
+  const n = cfg.scanNamespaces;
+  const scanIp = (i: number) => `10.244.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+  for (let i = 0; i < n; i++) await addressedNetns(scope, `${prefix}s${i}`, scanIp(i));
+  const wanted = new Set(Array.from({ length: n }, (_, i) => scanIp(i)));
+  const disc = new NetnsDiscovery({ netnsDirs: ["/run/netns"] });
+  disc.scan(wanted);
+  const cold = disc.lastStats;
+  if (cold.read < n) throw new Error(`the first scan read ${cold.read} of ${n} namespaces`);
+  const steadyScanMs: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    disc.scan(wanted);
+    if (disc.lastStats.read !== 0) throw new Error("a steady scan entered namespaces");
+    steadyScanMs.push(disc.lastStats.ms);
+  }
+  // Every namespace unmatched and young: the worst case, each is entered again on every scan.
+  const missingScanMs: number[] = [];
+  const fresh = new NetnsDiscovery({ netnsDirs: ["/run/netns"] });
+  for (let i = 0; i < 10; i++) {
+    fresh.scan(new Set(["10.243.0.1"]));
+    if (i > 0) missingScanMs.push(fresh.lastStats.ms);
+  }
+  res.identity = {
+    pods: cfg.identityPods,
+    latencyMs,
+    namespaces: n,
+    candidates: cold.candidates,
+    coldScanMs: cold.ms,
+    steadyScanMs,
+    missingScanMs,
+  };
+}
+
 /** Each part in its own scope: its namespaces, cgroups, pins and daemons are gone before the next. */
 export async function runControl(
   pin: Pinning,
@@ -375,6 +466,13 @@ export async function runControl(
     await daemonSection(scope, pin, cfg, res, dir, cni);
   } catch (e) {
     res.errors.push(`daemon: ${(e as Error).message}`);
+  }
+  try {
+    signal?.throwIfAborted();
+    await using scope = new Scope();
+    await identitySection(scope, pin, cfg, res, dir);
+  } catch (e) {
+    res.errors.push(`identity: ${(e as Error).message}`);
   }
   return res;
 }

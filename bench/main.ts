@@ -118,8 +118,24 @@ async function main(): Promise<number> {
   if (flags.reps) dp.reps = Math.max(1, Number(flags.reps));
   if (flags["bulk-mib"]) dp.bulkBytes = Math.max(1, Number(flags["bulk-mib"])) * 2 ** 20;
   const cp: ControlConfig = quick
-    ? { cniPods: 8, restarts: 1, manyPods: 1000, changes: 5, settleMs: 1000 }
-    : { cniPods: 30, restarts: 3, manyPods: 1000, changes: 20, settleMs: 3000 };
+    ? {
+      cniPods: 8,
+      restarts: 1,
+      manyPods: 1000,
+      changes: 5,
+      settleMs: 1000,
+      identityPods: 10,
+      scanNamespaces: 50,
+    }
+    : {
+      cniPods: 30,
+      restarts: 3,
+      manyPods: 1000,
+      changes: 20,
+      settleMs: 3000,
+      identityPods: 30,
+      scanNamespaces: 300,
+    };
 
   for (const r of sweepStale()) log(`removed the leftover of an interrupted run: ${r}`);
   // Ctrl-C or SIGTERM stops at the next measurement and unwinds the scopes as a failure would, so the

@@ -247,6 +247,23 @@ function controlTable(c: ControlResults): string[] {
   } else {
     rows.push("| daemon | not measured (see errors) | |");
   }
+  const id = c.identity;
+  if (id) {
+    rows.push(
+      `| pod namespace with its IP → netns_pod_ips entry, without CNI mode (${id.pods} pods) | ${
+        p50p99(id.latencyMs)
+      } | the pod already in the pods file; \`ip addr add\` returned → entry seen |`,
+      `| namespace scan, ${id.namespaces} pod namespaces (${id.candidates} listed with /proc), all known | ${
+        p50p99(id.steadyScanMs)
+      } | runs every second; enters no namespace |`,
+      `| namespace scan, first (enters every namespace) | ${ms(id.coldScanMs)} | once per daemon start |`,
+      `| namespace scan, a wanted IP nowhere, every namespace new | ${
+        p50p99(id.missingScanMs)
+      } | worst case, for the first 10 s of each namespace |`,
+    );
+  } else {
+    rows.push("| pod identity | not measured (see errors) | |");
+  }
   return rows;
 }
 

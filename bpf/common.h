@@ -172,7 +172,64 @@ enum counter {
 	C_INGRESS_ADOPT,        /* an inbound handshake's record moved to the connection table */
 	C_INGRESS_UNTRACKED,    /* an inbound packet to an intercepted port of a flow with no record */
 	C_INGRESS_ABORT,        /* an inbound handshake's record dropped on RST */
+	C_EVENTS_LOST,          /* monitor events that did not fit in the ring buffer */
 	C_MAX,
+};
+
+/*
+ * What the programs tell `merbridge monitor`, one event per decision, only while a monitor holds the
+ * lease (monitor_lease): nobody listening costs one array lookup and a clock read per decision.
+ */
+enum event_kind {
+	EV_CONNECT = 1, /* connect(): redirected, sent inbound, refused or left alone */
+	EV_INGRESS,     /* an inbound SYN on a pod's interface: rewritten, left alone or dropped */
+	EV_ORIGDST,     /* SO_ORIGINAL_DST answered or missed */
+	EV_FASTPATH,    /* a socket joined the sockmap fast path, or left it */
+	EV_DNS,         /* a UDP DNS query sent to the proxy's DNS port */
+};
+
+/* Why: the rule that decided (src/monitor/reasons.ts words each). */
+enum event_reason {
+	R_REDIRECT = 1,        /* to the outbound port: the pod's rules include it */
+	R_REDIRECT_UNKNOWN,    /* to the outbound port: the pod is not identified, its rules unknown */
+	R_INBOUND_SELF,        /* the proxy calling its own pod: to its inbound port */
+	R_INBOUND_LOCAL_POD,   /* the proxy calling a meshed pod of this node: to that pod's inbound port */
+	R_PASS_PASSTHROUGH,    /* bound to 127.0.0.6 */
+	R_PASS_LOCAL,          /* loopback or the pod's own IP, reached directly */
+	R_PASS_TUNNEL,         /* the proxy calling its own pod on the tunnel port */
+	R_PASS_PROXY,          /* the proxy's own connection */
+	R_PASS_EXCLUDED_PORT,  /* excluded outbound port */
+	R_PASS_EXCLUDED_CIDR,  /* excluded outbound range */
+	R_PASS_NOT_INCLUDED,   /* neither the port nor the address is included */
+	R_REFUSED_TABLE_FULL,  /* the connection table is full */
+	R_IN_REWRITE,          /* inbound: rewritten to the inbound port */
+	R_IN_INBOUND_PORT,     /* inbound: already the proxy's inbound port */
+	R_IN_MESH_PORT,        /* inbound: one of the mesh's own ports */
+	R_IN_STATUS_PORT,      /* inbound: the pod's status port */
+	R_IN_EXCLUDED_PORT,    /* inbound: excluded inbound port */
+	R_IN_NOT_INCLUDED,     /* inbound: not an included inbound port */
+	R_ORIGDST_HIT,
+	R_ORIGDST_MISS,
+	R_FAST_JOIN,           /* joined the fast path */
+	R_FAST_BACKLOG,        /* left it: the peer's queue was over its receive buffer */
+	R_FAST_FALLBACK,       /* left it: a redirect failed */
+	R_DNS_REDIRECT,
+};
+
+struct event {
+	__u64 ts_ns;   /* bpf_ktime_get_ns */
+	__u64 netns;   /* the socket's network namespace cookie (0 on a pod interface) */
+	__u32 pod_ip;  /* the pod the event is about, when known; network order */
+	__u32 sip;     /* addresses network order, ports host order */
+	__u32 dip;
+	__u32 orig_ip; /* the original destination, where one is involved */
+	__u16 sport;
+	__u16 dport;
+	__u16 orig_port;
+	__u16 kind;    /* enum event_kind */
+	__u16 reason;  /* enum event_reason */
+	__u16 pad;
+	__u32 uid;
 };
 
 /* Indexes into table_fill. */

@@ -125,42 +125,66 @@ static __always_inline int out_port_excluded(const struct pod_config *p, __u16 d
  * the tunnel port and on the pod's excluded outbound ports, which iptables returns first. Everyone
  * else, and the proxy by group only, goes direct.
  */
-static __always_inline int local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport,
-				     __u32 pod_ip)
+static __always_inline int local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, struct event *ev)
 {
-	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !proxy_uid(cfg) || dip == bpf_htonl(LOCALHOST))
+	__u32 dip = ev->dip, pod_ip = ev->pod_ip;
+	__u16 dport = ev->dport;
+	ev->reason = R_PASS_LOCAL;
+	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !proxy_uid(cfg) || dip == bpf_htonl(LOCALHOST)) {
+		if (!is_proxy(cfg))
+			pod_count(pod_ip, PS_PASSED);
 		return 1;
-	if (cfg->tunnel_port && dport == cfg->tunnel_port)
+	}
+	if (cfg->tunnel_port && dport == cfg->tunnel_port) {
+		ev->reason = R_PASS_TUNNEL;
 		return 1;
+	}
 	if (pod_ip) {
 		struct pod_config *self = bpf_map_lookup_elem(&local_pods, &pod_ip);
 		if (self && out_port_excluded(self, dport)) {
+			ev->reason = R_PASS_EXCLUDED_PORT;
 			count(C_CONNECT_POLICY_PASS);
 			return 1;
 		}
 	}
-	if (!conn_admitted(cfg))
+	if (!conn_admitted(cfg)) {
+		ev->reason = R_REFUSED_TABLE_FULL;
 		return 0;
+	}
 	if (record(ctx, dip, dport, ORIG_F_INBOUND))
 		return 1;
 	set_port(ctx, cfg->inbound_port);
 	count(C_CONNECT_INBOUND);
+	pod_count(pod_ip, PS_INBOUND);
+	ev->reason = R_INBOUND_SELF;
 	return 1;
 }
 
 /* The proxy's own connection to another pod: left alone unless that pod is a meshed pod of this node,
  * whose inbound port then receives it as the target pod's own rules would have. */
-static __always_inline int proxy_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, __u32 dip, __u16 dport)
+static __always_inline int proxy_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, struct event *ev)
 {
+	__u32 dip = ev->dip;
+	__u16 dport = ev->dport;
+	ev->reason = R_PASS_PROXY;
 	struct pod_config *target = bpf_map_lookup_elem(&local_pods, &dip);
-	if (!target || !inbound_redirect(cfg, target, dport))
+	if (!target)
 		return 1;
-	if (!conn_admitted(cfg))
+	enum event_reason why = inbound_rule(cfg, target, dport);
+	if (why != R_IN_REWRITE) {
+		ev->reason = why;
+		return 1;
+	}
+	if (!conn_admitted(cfg)) {
+		ev->reason = R_REFUSED_TABLE_FULL;
 		return 0;
+	}
 	if (record(ctx, dip, dport, ORIG_F_INBOUND))
 		return 1;
 	set_port(ctx, cfg->inbound_port);
 	count(C_CONNECT_INBOUND);
+	pod_count(dip, PS_INBOUND);
+	ev->reason = R_INBOUND_LOCAL_POD;
 	return 1;
 }
 
@@ -170,34 +194,46 @@ static __always_inline int is_dns_tcp(struct bpf_sock_addr *ctx, struct mesh_con
 	return dport == 53 && (cfg->flags & CFG_F_DNS_CAPTURE) && cfg->dns_port && listening(ctx, cfg->dns_port);
 }
 
-static __always_inline int app_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip,
-				   __u16 dport, __u32 pod_ip)
+static __always_inline int app_tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, struct event *ev)
 {
+	__u32 dip = ev->dip, pod_ip = ev->pod_ip;
+	__u16 dport = ev->dport;
 	if (is_dns_tcp(ctx, cfg, dport)) {
-		if (!conn_admitted(cfg))
+		if (!conn_admitted(cfg)) {
+			ev->reason = R_REFUSED_TABLE_FULL;
 			return 0;
+		}
 		if (record(ctx, dip, dport, ORIG_F_DNS))
 			return 1;
 		set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
 		count(C_DNS_REDIRECT);
+		ev->reason = R_DNS_REDIRECT;
 		return 1;
 	}
+	ev->reason = R_REDIRECT_UNKNOWN;
 	if (pod_ip) {
 		count(C_CONNECT_POD_KNOWN);
 		struct pod_config *p = bpf_map_lookup_elem(&local_pods, &pod_ip);
-		if (p && !outbound_redirect(p, dip, dport)) {
-			count(C_CONNECT_POLICY_PASS);
-			return 1;
+		if (p) {
+			ev->reason = outbound_rule(p, dip, dport);
+			if (ev->reason != R_REDIRECT) {
+				count(C_CONNECT_POLICY_PASS);
+				pod_count(pod_ip, PS_PASSED);
+				return 1;
+			}
 		}
 	}
-	if (!conn_admitted(cfg))
+	if (!conn_admitted(cfg)) {
+		ev->reason = R_REFUSED_TABLE_FULL;
 		return 0;
+	}
 	if (record(ctx, dip, dport, ORIG_F_OUTBOUND))
 		return 1;
 	if (pod_ip)
 		bind_pod_ip(ctx, v6, pod_ip);
 	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->outbound_port);
 	count(C_CONNECT_REDIRECT);
+	pod_count(pod_ip, PS_REDIRECTED);
 	return 1;
 }
 
@@ -216,25 +252,31 @@ static __always_inline void dns_udp(struct bpf_sock_addr *ctx, struct mesh_confi
 		return;
 	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
 	count(C_DNS_REDIRECT);
+	struct event ev = {.kind = EV_DNS, .reason = R_DNS_REDIRECT, .dip = dip, .dport = 53};
+	ev.netns = bpf_get_netns_cookie(ctx);
+	ev.uid = (__u32)bpf_get_current_uid_gid();
+	emit(&ev);
 }
 
 /* 1: the connect goes ahead (rewritten or not); 0: refused, the connection table is full. */
-static __always_inline int tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, __u32 dip, __u16 dport)
+static __always_inline int tcp(struct bpf_sock_addr *ctx, struct mesh_config *cfg, int v6, struct event *ev)
 {
 	/* A pod is in the mesh once its proxy listens; checking every time (no cache) means an app that
 	 * connects before its proxy is up is not stuck with the answer. */
 	if (!listening(ctx, cfg->outbound_port))
 		return 1;
-	if (bound_ip(ctx) == bpf_htonl(INBOUND_PASSTHROUGH_SRC)) {
+	ev->sip = bound_ip(ctx);
+	if (ev->sip == bpf_htonl(INBOUND_PASSTHROUGH_SRC)) {
 		count(C_CONNECT_PASSTHROUGH);
+		ev->reason = R_PASS_PASSTHROUGH;
 		return 1;
 	}
-	__u32 pod_ip = current_pod_ip(ctx);
-	if (is_loopback(dip) || (pod_ip && dip == pod_ip))
-		return local_dst(ctx, cfg, dip, dport, pod_ip);
+	ev->pod_ip = current_pod_ip(ctx);
+	if (is_loopback(ev->dip) || (ev->pod_ip && ev->dip == ev->pod_ip))
+		return local_dst(ctx, cfg, ev);
 	if (is_proxy(cfg))
-		return proxy_tcp(ctx, cfg, dip, dport);
-	return app_tcp(ctx, cfg, v6, dip, dport, pod_ip);
+		return proxy_tcp(ctx, cfg, ev);
+	return app_tcp(ctx, cfg, v6, ev);
 }
 
 static __always_inline int connect_any(struct bpf_sock_addr *ctx, int v6, __u32 dip, __u16 dport)
@@ -246,8 +288,16 @@ static __always_inline int connect_any(struct bpf_sock_addr *ctx, int v6, __u32 
 		count(C_CONNECT_HOST);
 		return 1;
 	}
-	if (ctx->protocol == IPPROTO_TCP)
-		return tcp(ctx, cfg, v6, dip, dport);
+	if (ctx->protocol == IPPROTO_TCP) {
+		struct event ev = {.kind = EV_CONNECT, .dip = dip, .dport = dport};
+		int allowed = tcp(ctx, cfg, v6, &ev);
+		if (ev.reason) {
+			ev.netns = bpf_get_netns_cookie(ctx);
+			ev.uid = (__u32)bpf_get_current_uid_gid();
+			emit(&ev);
+		}
+		return allowed;
+	}
 	if (ctx->protocol == IPPROTO_UDP && dport == 53 && !is_loopback(dip))
 		dns_udp(ctx, cfg, v6, dip);
 	return 1;

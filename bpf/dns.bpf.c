@@ -40,6 +40,10 @@ static __always_inline int sendmsg_any(struct bpf_sock_addr *ctx, int v6, __u32 
 	od->flags = ORIG_F_DNS;
 	set_sock_addr(ctx, v6, bpf_htonl(LOCALHOST), cfg->dns_port);
 	count(C_DNS_REDIRECT);
+	struct event ev = {.kind = EV_DNS, .reason = R_DNS_REDIRECT, .dip = dip, .dport = 53};
+	ev.netns = bpf_get_netns_cookie(ctx);
+	ev.uid = (__u32)ug;
+	emit(&ev);
 	return 1;
 }
 

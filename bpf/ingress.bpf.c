@@ -86,8 +86,23 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 	if (!pod)
 		return V_PASS;
 	__u16 dport = bpf_ntohs(p->tcp->dest);
-	if (!inbound_redirect(cfg, pod, dport)) {
+	int syn = p->tcp->syn && !p->tcp->ack;
+	/* One event per connection: its SYN. */
+	struct event ev = {
+		.kind = EV_INGRESS,
+		.pod_ip = dip,
+		.sip = p->ip->saddr,
+		.dip = dip,
+		.sport = bpf_ntohs(p->tcp->source),
+		.dport = dport,
+	};
+	enum event_reason why = inbound_rule(cfg, pod, dport);
+	if (why != R_IN_REWRITE) {
 		count(C_INGRESS_PASS);
+		if (syn) {
+			ev.reason = why;
+			emit(&ev);
+		}
 		return V_PASS;
 	}
 	struct pair_key k = {
@@ -97,14 +112,22 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 		.dip = dip,
 		.dport = cfg->inbound_port,
 	};
-	if (p->tcp->syn && !p->tcp->ack) {
-		if (!conn_admitted(cfg))
+	if (syn) {
+		ev.reason = R_REFUSED_TABLE_FULL;
+		if (!conn_admitted(cfg)) {
+			emit(&ev);
 			return V_DROP;
+		}
 		struct orig_dst od = {.ip = dip, .port = dport, .flags = ORIG_F_INGRESS};
 		if (bpf_map_update_elem(&ingress_syn, &k, &od, BPF_ANY)) {
 			count(C_MAP_ERROR);
 			return V_DROP;
 		}
+		ev.reason = R_IN_REWRITE;
+		ev.orig_ip = dip;
+		ev.orig_port = dport;
+		emit(&ev);
+		pod_count(dip, PS_INBOUND);
 	} else {
 		/* A connection that was open before we attached keeps its port: rewriting it midway would
 		 * break it. Only flows whose SYN we saw are ours. */

@@ -125,6 +125,40 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Decision events for `merbridge monitor`; written only while monitor_lease is in the future. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Key 0: bpf_ktime_get_ns() (CLOCK_MONOTONIC) until which a monitor is listening (it renews every second, so
+ * a monitor that dies stops the events within seconds). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} monitor_lease SEC(".maps");
+
+/*
+ * Per-pod counters, keyed by pod IP (network order). The agent creates an entry for each meshed pod
+ * of the node and removes it with the pod; the programs only count into entries that exist, so the
+ * series are bounded by the node's pods.
+ */
+struct pod_stats {
+	__u64 redirected;  /* outbound connections sent to the proxy */
+	__u64 passed;      /* connections of the pod's app its rules left alone */
+	__u64 inbound;     /* inbound connections rewritten to the proxy (XDP/TC, or same-node proxies) */
+	__u64 origdst_miss; /* SO_ORIGINAL_DST asked in the pod with nothing recorded */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct pod_stats);
+} pod_counters SEC(".maps");
+
 static __always_inline void count(enum counter c)
 {
 	__u32 k = c;
@@ -172,6 +206,57 @@ static __always_inline void pair_delete(struct pair_key *k)
 {
 	if (!bpf_map_delete_elem(&pair_orig_dst, k))
 		fill_add(T_PAIR, -1);
+}
+
+static __always_inline int monitoring(void)
+{
+	__u32 k = 0;
+	__u64 *until = bpf_map_lookup_elem(&monitor_lease, &k);
+	return until && *until > bpf_ktime_get_ns();
+}
+
+/* A real function (not inlined) so that the objects' BTF describes struct event and both enums, which
+ * the agent's decoder is checked against. */
+static __noinline int send_event(struct event *e, enum event_kind kind, enum event_reason reason)
+{
+	e->kind = kind;
+	e->reason = reason;
+	e->ts_ns = bpf_ktime_get_ns();
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(C_EVENTS_LOST);
+	return 0;
+}
+
+/* Sends an event if a monitor listens; `e` needs kind, reason and whatever addresses apply. */
+static __always_inline void emit(struct event *e)
+{
+	if (monitoring())
+		send_event(e, e->kind, e->reason);
+}
+
+enum pod_stat { PS_REDIRECTED, PS_PASSED, PS_INBOUND, PS_ORIGDST_MISS };
+
+static __always_inline void pod_count(__u32 pod_ip, enum pod_stat what)
+{
+	if (!pod_ip)
+		return;
+	struct pod_stats *s = bpf_map_lookup_elem(&pod_counters, &pod_ip);
+	if (!s)
+		return;
+	switch (what) {
+	case PS_REDIRECTED:
+		s->redirected++;
+		break;
+	case PS_PASSED:
+		s->passed++;
+		break;
+	case PS_INBOUND:
+		s->inbound++;
+		break;
+	case PS_ORIGDST_MISS:
+		s->origdst_miss++;
+		break;
+	}
 }
 
 static __always_inline struct mesh_config *get_config(void)

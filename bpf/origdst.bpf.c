@@ -43,10 +43,27 @@ int mb_getsockopt(struct bpf_sockopt *ctx)
 		k.netns = pair_netns(lip, rip, ns);
 		od = bpf_map_lookup_elem(&pair_orig_dst, &k);
 	}
+	__u32 *pod = bpf_map_lookup_elem(&netns_pod_ips, &ns);
+	struct event ev = {
+		.kind = EV_ORIGDST,
+		.netns = ns,
+		.pod_ip = pod ? *pod : 0,
+		.sip = rip,
+		.dip = lip,
+		.sport = rport,
+		.dport = lport,
+		.uid = (__u32)bpf_get_current_uid_gid(),
+	};
 	if (!od) {
 		count(C_ORIGDST_MISS);
+		pod_count(ev.pod_ip, PS_ORIGDST_MISS);
+		ev.reason = R_ORIGDST_MISS;
+		emit(&ev);
 		return 1;
 	}
+	ev.reason = R_ORIGDST_HIT;
+	ev.orig_ip = od->ip;
+	ev.orig_port = od->port;
 	if (v6) {
 		struct sockaddr_in6 *sa6 = ctx->optval;
 		if ((void *)(sa6 + 1) > ctx->optval_end)
@@ -69,6 +86,7 @@ int mb_getsockopt(struct bpf_sockopt *ctx)
 	}
 	ctx->retval = 0;
 	count(C_ORIGDST_HIT);
+	emit(&ev);
 	return 1;
 }
 

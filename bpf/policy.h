@@ -27,19 +27,19 @@ static __always_inline int ip_in(const struct cidr4 *list, __u8 n, __u32 ip)
 	return 0;
 }
 
-/* Outbound, for a pod whose policy is known. Order: excluded ports, excluded ranges, included ports,
- * included ranges; anything else is left alone. */
-static __always_inline int outbound_redirect(const struct pod_config *p, __u32 dip, __u16 dport)
+/* Outbound, for a pod whose policy is known: the rule that decides. Order: excluded ports, excluded
+ * ranges, included ports, included ranges; anything else is left alone. */
+static __always_inline enum event_reason outbound_rule(const struct pod_config *p, __u32 dip, __u16 dport)
 {
 	if ((p->flags & POD_F_EXCLUDE_OUT_PORTS_ALL) || port_in(p->exclude_out_ports, p->n_exclude_out_ports, dport))
-		return 0;
+		return R_PASS_EXCLUDED_PORT;
 	if ((p->flags & POD_F_EXCLUDE_OUT_CIDRS_ALL) || ip_in(p->exclude_out_cidrs, p->n_exclude_out_cidrs, dip))
-		return 0;
+		return R_PASS_EXCLUDED_CIDR;
 	if ((p->flags & POD_F_INCLUDE_OUT_PORTS_ALL) || port_in(p->include_out_ports, p->n_include_out_ports, dport))
-		return 1;
+		return R_REDIRECT;
 	if ((p->flags & POD_F_INCLUDE_OUT_CIDRS_ALL) || ip_in(p->include_out_cidrs, p->n_include_out_cidrs, dip))
-		return 1;
-	return 0;
+		return R_REDIRECT;
+	return R_PASS_NOT_INCLUDED;
 }
 
 static __always_inline int always_excluded_in(const struct mesh_config *cfg, __u16 port)
@@ -53,16 +53,20 @@ static __always_inline int always_excluded_in(const struct mesh_config *cfg, __u
 	return 0;
 }
 
-/* Inbound to a meshed pod on dport: should it go to the proxy's inbound port? */
-static __always_inline int inbound_redirect(const struct mesh_config *cfg, const struct pod_config *p, __u16 dport)
+/* Inbound to a meshed pod on dport: the rule that decides whether it goes to the proxy's inbound port
+ * (R_IN_REWRITE) or not. */
+static __always_inline enum event_reason inbound_rule(const struct mesh_config *cfg, const struct pod_config *p,
+						      __u16 dport)
 {
-	if (dport == cfg->inbound_port || always_excluded_in(cfg, dport))
-		return 0;
+	if (dport == cfg->inbound_port)
+		return R_IN_INBOUND_PORT;
+	if (always_excluded_in(cfg, dport))
+		return R_IN_MESH_PORT;
 	if (p->status_port && dport == p->status_port)
-		return 0;
+		return R_IN_STATUS_PORT;
 	if ((p->flags & POD_F_EXCLUDE_IN_PORTS_ALL) || port_in(p->exclude_in_ports, p->n_exclude_in_ports, dport))
-		return 0;
+		return R_IN_EXCLUDED_PORT;
 	if ((p->flags & POD_F_INCLUDE_IN_PORTS_ALL) || port_in(p->include_in_ports, p->n_include_in_ports, dport))
-		return 1;
-	return 0;
+		return R_IN_REWRITE;
+	return R_IN_NOT_INCLUDED;
 }

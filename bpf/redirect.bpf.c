@@ -39,7 +39,7 @@ static __always_inline int peer_backlogged(struct pair_key *peer)
 	return sk->sk_backlog.rmem_alloc.counter > limit;
 }
 
-static __always_inline void leave_fast_path(struct bpf_sock *sk, __u32 why)
+static __always_inline void leave_fast_path(struct bpf_sock *sk, struct pair_key *peer, __u32 why)
 {
 	__u32 *v = bpf_sk_storage_get(&sock_slow_path, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (v)
@@ -47,6 +47,16 @@ static __always_inline void leave_fast_path(struct bpf_sock *sk, __u32 why)
 	else
 		count(C_MAP_ERROR);
 	count(why);
+	struct event ev = {
+		.kind = EV_FASTPATH,
+		.reason = why == C_MSG_BACKLOG ? R_FAST_BACKLOG : R_FAST_FALLBACK,
+		.netns = peer->netns,
+		.sip = peer->dip, /* this socket's own end */
+		.sport = peer->dport,
+		.dip = peer->sip,
+		.dport = peer->sport,
+	};
+	emit(&ev);
 }
 
 SEC("sk_msg")
@@ -66,13 +76,13 @@ int mb_sk_msg(struct sk_msg_md *msg)
 	peer.dport = (__u16)msg->local_port;
 	peer.netns = pair_netns(peer.sip, peer.dip, bpf_get_netns_cookie(msg));
 	if (peer_backlogged(&peer)) {
-		leave_fast_path(sk, C_MSG_BACKLOG);
+		leave_fast_path(sk, &peer, C_MSG_BACKLOG);
 		return SK_PASS;
 	}
 	if (bpf_msg_redirect_hash(msg, &sock_pair_map, &peer, BPF_F_INGRESS) == SK_PASS)
 		count(C_MSG_REDIRECT);
 	else
-		leave_fast_path(sk, C_MSG_FALLBACK);
+		leave_fast_path(sk, &peer, C_MSG_FALLBACK);
 	return SK_PASS;
 }
 

@@ -64,6 +64,16 @@ static __always_inline void join_sockhash(struct bpf_sock_ops *skops)
 	}
 	count(C_SOCKMAP_ADD);
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	struct event ev = {
+		.kind = EV_FASTPATH,
+		.reason = R_FAST_JOIN,
+		.netns = k.netns,
+		.sip = k.sip,
+		.dip = k.dip,
+		.sport = k.sport,
+		.dport = k.dport,
+	};
+	emit(&ev);
 }
 
 /* The socket now owns the record under `k`: it is removed when the socket closes. */

@@ -16,7 +16,9 @@ import type { IngressHook, XdpModeOption } from "../xdp/attacher.ts";
 import { Attachments } from "./attachments.ts";
 import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
-import { reconcileLocalPods } from "./reconcile.ts";
+import { reconcileLocalPods, reconcilePodCounters } from "./reconcile.ts";
+import { IdentityReconciler, startIdentityTriggers } from "./identity.ts";
+import { NetnsDiscovery } from "../netns/discover.ts";
 import { pathExists } from "../util/fs.ts";
 import { currentNetnsCookie } from "../netns/cookie.ts";
 
@@ -72,6 +74,8 @@ export class Daemon {
   #ready = false;
   #syncError?: string;
   #watchDone?: Promise<void>;
+  #identity?: IdentityReconciler;
+  #identityDone?: Promise<void>;
   readonly #m;
 
   private constructor(readonly cfg: DaemonConfig, readonly source: PodSource) {
@@ -98,6 +102,22 @@ export class Daemon {
       cniInstall: r.counter("merbridge_cni_config_events_total", "CNI config installs, repairs and errors"),
       ready: r.gauge("merbridge_ready", "1 once programs are attached and the first pod sync is done"),
       attachments: r.gauge("merbridge_cni_attachments", "Pods with a mark listener and ingress programs"),
+      podConnections: r.counter(
+        "merbridge_pod_connections_total",
+        "Per meshed pod of this node: connections redirected, passed by its rules, inbound rewrites, original-destination misses",
+      ),
+      identified: r.gauge(
+        "merbridge_pods_identified",
+        "Meshed pods with an IP by how connect4 knows them: netns (found by the daemon), cni, none",
+      ),
+      netnsScan: r.gauge(
+        "merbridge_netns_scan_seconds",
+        "Time the last scan of the node's network namespaces took",
+      ),
+      namespaces: r.gauge(
+        "merbridge_netns_namespaces",
+        "Network namespaces of this node (the host's excluded)",
+      ),
     };
   }
 
@@ -149,6 +169,7 @@ export class Daemon {
       connAdmit: connAdmitLimit(cfg.connTableSize ?? DEFAULT_TABLE_SIZE),
     });
     dp.attach();
+    this.#identity = new IdentityReconciler(dp.maps, new NetnsDiscovery({ netnsDirs: cfg.netnsDirs }));
 
     if (cfg.metricsAddr) this.#http = serveHttp(cfg.metricsAddr, this.registry, this.#health());
     this.#collectors();
@@ -178,7 +199,11 @@ export class Daemon {
       n: this.table.entries().length,
     });
 
-    if (!cfg.cniMode) await this.#leaveCniMode();
+    if (!cfg.cniMode) {
+      await this.#leaveCniMode();
+      // Removed attachments took their namespace cookies with them; the scan puts them back now.
+      this.#runIdentity();
+    }
     if (cfg.cniMode) {
       const attachments = this.#attachments!;
       const found = attachments.rediscover(this.table.entries(), cfg.netnsDirs);
@@ -206,6 +231,16 @@ export class Daemon {
         log.error("CNI config watcher stopped: {error}", { error: (e as Error).message });
       });
     }
+    // After the first pod snapshot, so a restarted daemon keeps every entry that is still valid.
+    const identity = this.#identity!;
+    this.#identityDone = startIdentityTriggers({
+      netnsDirs: cfg.netnsDirs,
+      signal: this.#abort.signal,
+      run: () => {
+        this.#runIdentity();
+        return identity.discovery.settling(identity.wanted());
+      },
+    }).done;
     this.#ready = true;
     log.info("ready");
   }
@@ -285,6 +320,7 @@ export class Daemon {
     }
     try {
       const r = reconcileLocalPods(this.#dp.maps, desired);
+      reconcilePodCounters(this.#dp.maps, desired.keys());
       this.#m.reconciles.inc({ result: "ok" });
       this.#syncError = undefined;
       if (r.added.length + r.updated.length + r.removed.length) {
@@ -299,13 +335,53 @@ export class Daemon {
       this.#syncError = (e as Error).message;
       log.error("reconciling pod maps failed: {error}", { error: this.#syncError });
     }
+    this.#runIdentity();
+  }
+
+  /** Brings netns_pod_ips in line with the meshed pods found in this node's namespaces. */
+  #runIdentity(): void {
+    const identity = this.#identity;
+    // Before the first snapshot an empty table would mean "no pods" and drop every entry.
+    if (!identity || this.table.snapshots === 0) return;
+    const pods = this.table.entries().filter((e) => e.inMesh && e.ip).map((e) => ({
+      namespace: e.namespace,
+      name: e.name,
+      ip: e.ip,
+    }));
+    const pinned = (this.#attachments?.records() ?? []).filter((r) => r.netnsCookie).map((r) => ({
+      cookie: BigInt(r.netnsCookie!),
+      ip: r.podIp,
+      namespace: r.podNamespace,
+      name: r.podName,
+    }));
+    try {
+      const r = identity.run(pods, pinned);
+      if (r.added.length + r.updated.length + r.removed.length) {
+        log.debug("netns_pod_ips: +{added} ~{updated} -{removed}", {
+          added: r.added.length,
+          updated: r.updated.length,
+          removed: r.removed.length,
+        });
+      }
+    } catch (e) {
+      log.error("pod identity: {error}", { error: (e as Error).message });
+    }
   }
 
   #health() {
     return {
       notReady: () => this.#ready ? undefined : "starting",
       unhealthy: () => this.#syncError,
-      pods: () => this.table.entries(),
+      pods: () =>
+        this.table.entries().map((e) => {
+          const ids = this.#identity?.of(e.namespace, e.name);
+          return {
+            ...e,
+            identity:
+              ids?.map((i) => ({ via: i.via, cookie: i.cookie.toString(), netns: i.netns ?? null })) ??
+                null,
+          };
+        }),
     };
   }
 
@@ -315,6 +391,17 @@ export class Daemon {
       if (!dp) return;
       const c = dp.maps.counters();
       for (const name of COUNTER_NAMES) this.#m.bpf.set({ event: name }, c[name]);
+      // Only this node's meshed pods have entries (reconcilePodCounters), so the series are bounded
+      // and a pod's go with it.
+      this.#m.podConnections.reset();
+      for (const e of this.table.entries()) {
+        if (!e.inMesh || !e.ip) continue;
+        const pc = dp.maps.podCounters(e.ip);
+        if (!pc) continue;
+        for (const [event, v] of Object.entries(pc)) {
+          this.#m.podConnections.set({ pod: `${e.namespace}/${e.name}`, event }, v);
+        }
+      }
       const counts = this.table.counts();
       this.#m.pods.set({ state: "meshed" }, counts.meshed);
       this.#m.pods.set({ state: "not_meshed" }, counts.notMeshed);
@@ -330,6 +417,15 @@ export class Daemon {
       this.#m.cniInstall.set({ event: "error" }, cniInstallStats.errors);
       this.#m.ready.set({}, this.#ready ? 1 : 0);
       this.#m.attachments.set({}, this.#attachments?.records().length ?? 0);
+      if (this.#identity) {
+        const c = this.#identity.counts();
+        this.#m.identified.set({ via: "netns" }, c.netns);
+        this.#m.identified.set({ via: "cni" }, c.cni);
+        this.#m.identified.set({ via: "none" }, c.unidentified);
+        const st = this.#identity.discovery.lastStats;
+        this.#m.netnsScan.set({}, st.ms / 1000);
+        this.#m.namespaces.set({}, st.candidates);
+      }
       const s = this.source.stats();
       this.#m.source.set({ event: "list" }, s.lists);
       this.#m.source.set({ event: "watch_restart" }, s.watchRestarts);
@@ -349,6 +445,7 @@ export class Daemon {
     await this.source.stop().catch(() => {});
     await this.#server?.close().catch(() => {});
     await this.#watchDone;
+    await this.#identityDone;
     await this.#http?.shutdown().catch(() => {});
     if (uninstall) {
       const n = this.#attachments?.removeAll() ?? 0;

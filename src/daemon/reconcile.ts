@@ -32,3 +32,27 @@ export function reconcileLocalPods(maps: DatapathMaps, desired: Map<string, PodP
   }
   return res;
 }
+
+/**
+ * Gives every pod in `ips` a per-pod counter entry and removes the entries of pods gone, so that the
+ * per-pod series on /metrics are exactly this node's meshed pods. Existing entries are kept (their
+ * counts are the pod's history).
+ */
+export function reconcilePodCounters(maps: DatapathMaps, ips: Iterable<string>): ReconcileResult {
+  const res: ReconcileResult = { added: [], updated: [], removed: [] };
+  const want = new Set(ips);
+  const have = new Set(maps.podCounterIps());
+  for (const ip of have) {
+    if (!want.has(ip)) {
+      maps.deletePodCounters(ip);
+      res.removed.push(ip);
+    }
+  }
+  for (const ip of want) {
+    if (!have.has(ip)) {
+      maps.addPodCounters(ip);
+      res.added.push(ip);
+    }
+  }
+  return res;
+}

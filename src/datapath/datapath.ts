@@ -115,6 +115,8 @@ export class Datapath implements Disposable {
       ingress_syn: any.map("ingress_syn"),
       table_fill: any.map("table_fill"),
       counters: any.map("counters"),
+      pod_counters: any.map("pod_counters"),
+      monitor_lease: any.map("monitor_lease"),
     });
     const counted = ["pair_orig_dst", "sock_refs", "table_fill"];
     if (this.replacedPins.some((n) => counted.includes(n))) {
@@ -306,6 +308,8 @@ export class PinnedDatapathMaps implements Disposable {
       ingress_syn: m("ingress_syn"),
       table_fill: m("table_fill"),
       counters: m("counters"),
+      pod_counters: this.#maps.get("pod_counters"),
+      monitor_lease: this.#maps.get("monitor_lease"),
     });
   }
 

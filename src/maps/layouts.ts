@@ -127,6 +127,7 @@ export const COUNTER_NAMES = [
   "ingress_adopt",
   "ingress_untracked",
   "ingress_abort",
+  "events_lost",
 ] as const;
 export type CounterName = typeof COUNTER_NAMES[number];
 

@@ -2,6 +2,11 @@
 // opened by `merbridge status`), so the CLI can read and the daemon can write the same way.
 import type { MeshParams, PodPolicy } from "../mesh/types.ts";
 import { ip4Key, layout, u32Key, u64Key } from "./codec.ts";
+import { numPossibleCpus } from "../bpf/map_fd.ts";
+
+/** struct pod_stats in bpf/maps.h, in field order. */
+export const POD_STAT_NAMES = ["redirected", "passed", "inbound", "origdst_miss"] as const;
+export type PodStatName = typeof POD_STAT_NAMES[number];
 import {
   COUNTER_NAMES,
   type CounterName,
@@ -35,6 +40,14 @@ export interface RawPerCpuMap {
   lookupPerCpu(key: Uint8Array): Uint8Array[] | undefined;
 }
 
+/** A per-CPU hash map the agent also creates and deletes entries in. */
+export interface RawPerCpuHash extends RawPerCpuMap {
+  readonly valueSize: number;
+  updatePerCpu(key: Uint8Array, values: Uint8Array[]): void;
+  delete(key: Uint8Array): boolean;
+  keys(): Iterable<Uint8Array>;
+}
+
 export const MAP_NAMES = [
   "mesh_config",
   "local_pods",
@@ -45,6 +58,9 @@ export const MAP_NAMES = [
   "sock_pair_map",
   "sock_refs",
   "table_fill",
+  "pod_counters",
+  "monitor_lease",
+  "events",
   "counters",
 ] as const;
 export type MapName = typeof MAP_NAMES[number];
@@ -68,6 +84,8 @@ export class DatapathMaps {
       ingress_syn: RawMap;
       table_fill: RawMap;
       counters: RawPerCpuMap;
+      pod_counters?: RawPerCpuHash;
+      monitor_lease?: RawMap;
     },
   ) {}
 
@@ -173,6 +191,44 @@ export class DatapathMaps {
   /** Zeroes the fill counters (their table was replaced by an empty one). */
   resetTableFill(): void {
     TABLE_NAMES.forEach((_, i) => this.maps.table_fill.update(u32Key(i), new Uint8Array(8)));
+  }
+
+  /** Pods with a counter entry. */
+  podCounterIps(): string[] {
+    return [...(this.maps.pod_counters?.keys() ?? [])].map(ipOf);
+  }
+
+  /** Starts counting for a pod (zeroes on every CPU); the programs only count into existing entries. */
+  addPodCounters(ip: string): void {
+    const m = this.#podCounters();
+    m.updatePerCpu(ip4Key(ip), Array.from({ length: numPossibleCpus() }, () => new Uint8Array(m.valueSize)));
+  }
+
+  deletePodCounters(ip: string): boolean {
+    return this.#podCounters().delete(ip4Key(ip));
+  }
+
+  /** A pod's counters summed over CPUs; undefined when it has no entry. */
+  podCounters(ip: string): Record<PodStatName, bigint> | undefined {
+    const per = this.#podCounters().lookupPerCpu(ip4Key(ip));
+    if (!per) return undefined;
+    const out = Object.fromEntries(POD_STAT_NAMES.map((n) => [n, 0n])) as Record<PodStatName, bigint>;
+    for (const b of per) {
+      const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+      POD_STAT_NAMES.forEach((n, i) => out[n] += dv.getBigUint64(i * 8, true));
+    }
+    return out;
+  }
+
+  #podCounters(): RawPerCpuHash {
+    if (!this.maps.pod_counters) throw new Error("pod_counters map not opened");
+    return this.maps.pod_counters;
+  }
+
+  /** Lets the programs send monitor events until `untilNs` (CLOCK_MONOTONIC); 0 stops them. */
+  setMonitorLease(untilNs: bigint): void {
+    if (!this.maps.monitor_lease) throw new Error("monitor_lease map not opened");
+    this.maps.monitor_lease.update(u32Key(0), u64Key(untilNs));
   }
 
   /** Counter totals summed over CPUs. */

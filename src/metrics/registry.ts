@@ -44,6 +44,10 @@ export class Counter extends Metric {
   get(labels: Labels = {}): number | bigint {
     return this.#values.get(labelKey(labels)) ?? 0;
   }
+  /** Forgets every series (for counters read afresh from elsewhere, whose label sets come and go). */
+  reset(): void {
+    this.#values.clear();
+  }
   lines(): string[] {
     if (this.#values.size === 0) return [`${this.name} 0`];
     return [...this.#values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ""} ${fmt(v)}`);

@@ -9,7 +9,18 @@ import { meshParams } from "../../src/mesh/modes.ts";
 import { bridgeConflist, cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
 import { startDaemon, stopDaemon } from "./harness/daemon.ts";
 import { podYaml } from "./harness/pods.ts";
-import { createCgroup, createNetns, inNs, nettool, run, Scope, startNettool, uniq } from "./harness/mod.ts";
+import {
+  createCgroup,
+  createNetns,
+  inNs,
+  nettool,
+  run,
+  Scope,
+  sleep,
+  startNettool,
+  uniq,
+} from "./harness/mod.ts";
+import { readNetns } from "../../src/netns/discover.ts";
 
 const mesh = meshParams("istio");
 const PLUGINS = "/usr/lib/cni";
@@ -157,6 +168,16 @@ Deno.test("kernel: CNI ADD creates the mark listener and map entries; per-pod ou
     assert.equal(marks.size, 2);
   });
 
+  await t.step("the ADD's namespace cookies outlive the daemon's identity scans", async () => {
+    // The pods file gives no IPs here, so only the attachments keep these entries in the desired state.
+    await sleep(1500);
+    using m = new PinnedDatapathMaps(w.pinPath);
+    const cookies = m.maps.netnsPods();
+    for (const p of [p1, p2]) {
+      assert.equal(cookies.get(readNetns(`/run/netns/${p.ns}`).cookie), p.ip, `${p.ns}'s cookie`);
+    }
+  });
+
   await t.step("p1 excludes outbound 9090, p2 does not", async () => {
     for (const port of [8080, 9090]) {
       const s = startNettool(scope, { netns: w.client }, [
@@ -198,6 +219,7 @@ Deno.test("kernel: CNI ADD creates the mark listener and map entries; per-pod ou
     assert.deepEqual(await marksListening(p1.ns), []);
     using m = new PinnedDatapathMaps(w.pinPath);
     assert.ok(![...m.maps.marks().values()].includes(p1.ip));
+    assert.ok(![...m.maps.netnsPods().values()].includes(p1.ip));
     assert.ok(!m.maps.pods().has(p1.ip));
     const tc = await inNs(p1.ns, "tc", ["filter", "show", "dev", "eth0", "egress"]);
     assert.equal(tc.stdout.trim(), "", "no tc filter left on the pod interface");

@@ -175,6 +175,13 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.equal(pods[0].ip, s.a.ip);
   assert.equal(pods[0].pod, "default/a", "the name comes from the daemon's pod table");
   assert.equal(pods[0].policy.includeOutboundCidrs.all, true);
+  assert.equal(pods[0].identity.length, 1, JSON.stringify(pods[0].identity));
+  assert.equal(pods[0].identity[0].via, "netns", "found by the daemon's namespace scan");
+  // The default dirs name one directory twice (/var/run is /run): the namespace is still listed once.
+  assert.match(pods[0].identity[0].netns, new RegExp(`^(/var)?/run/netns/${s.a.ns}$`));
+  const podsTable = await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--daemon-addr=127.0.0.1:${port}`]);
+  assert.match(podsTable.stdout, /IDENTITY/);
+  assert.match(podsTable.stdout, new RegExp(`netns:${pods[0].identity[0].cookie}`));
 
   const dump = await cli(["maps", "dump", "local_pods", `--bpf-pin-path=${s.pinPath}`, "--output=json"]);
   assert.equal(JSON.parse(dump.stdout)[0].ip, s.a.ip);
@@ -189,6 +196,8 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.match(metrics, /merbridge_bpf_events_total\{event="connect_redirect"\} [1-9]/);
   assert.match(metrics, /merbridge_pods\{state="meshed"\} 1/);
   assert.match(metrics, /merbridge_ready 1/);
+  assert.match(metrics, /merbridge_pods_identified\{via="netns"\} 1/);
+  assert.match(metrics, /merbridge_pods_identified\{via="none"\} 0/);
   assert.match(metrics, /merbridge_map_entries\{map="local_pods"\} 1/);
   // Sized from the node's memory by default, and counted without walking the table.
   const cap = connTableSizeFor(nodeMemoryBytes());

@@ -10,6 +10,7 @@ import {
   POD_CONFIG,
 } from "../../src/maps/layouts.ts";
 import { defaultPolicy, podPolicy } from "../../src/mesh/policy.ts";
+import { EVENT, EVENT_KINDS, EVENT_REASONS, POD_STATS } from "../../src/monitor/events.ts";
 import { MAX_PORT_RANGES } from "../../src/mesh/types.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -58,6 +59,24 @@ Deno.test("struct layouts match the BTF of every compiled object", async (t) => 
     for (const x of await btf(obj)) if (x.kind === "STRUCT") seen.add(x.name);
   }
   for (const def of ALL_STRUCTS) assert.ok(seen.has(def.name), `struct ${def.name} is in no object's BTF`);
+});
+
+Deno.test("the monitor's event struct, kinds and reasons match the objects' BTF", async () => {
+  const types = (await Promise.all(OBJECTS.map(btf))).flat();
+  for (const def of [EVENT, POD_STATS]) {
+    const c = types.find((x) => x.kind === "STRUCT" && x.name === def.name);
+    assert.ok(c, `struct ${def.name} is in no object's BTF`);
+    const ts = layout(def);
+    assert.equal(ts.size, c.size, `sizeof(struct ${def.name})`);
+    assert.deepEqual(
+      ts.fields.map((f) => [f.name, f.offset]),
+      c.members!.map((m) => [m.name, m.bits_offset / 8]),
+    );
+  }
+  const values = (name: string) =>
+    types.find((x) => x.kind === "ENUM" && x.name === name)?.values?.map((v) => [v.name, v.val]);
+  assert.deepEqual(values("event_kind"), EVENT_KINDS.map((k, i) => [`EV_${k.toUpperCase()}`, i + 1]));
+  assert.deepEqual(values("event_reason"), EVENT_REASONS.map(([r], i) => [`R_${r.toUpperCase()}`, i + 1]));
 });
 
 Deno.test("counter names follow enum counter in bpf/common.h", async () => {

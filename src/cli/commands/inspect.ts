@@ -74,7 +74,7 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
       const m = pm.map(n);
       let entries: number | string = "-";
       if (n in fill) entries = fill[n as keyof typeof fill];
-      else if (m && n !== "sock_pair_map" && n !== "counters") entries = [...m.keys()].length;
+      else if (m && !["sock_pair_map", "counters", "events"].includes(n)) entries = [...m.keys()].length;
       return { map: n, entries, capacity: m?.maxEntries ?? 0 };
     });
     const counters = pm.maps.counters();
@@ -124,15 +124,24 @@ const PODS_FLAGS = {
   },
 } as const;
 
-/** The daemon's pod table (names, warnings), or undefined when no daemon answers. */
-async function daemonPods(addr: string): Promise<PodEntry[] | undefined> {
+/** How connect4 knows a pod: by the daemon's netns scan, by its CNI attachment (mark and cookie). */
+interface PodIdentity {
+  via: "netns" | "cni" | "mark";
+  cookie: string | null;
+  netns: string | null;
+}
+
+type DaemonPod = PodEntry & { identity?: PodIdentity[] | null };
+
+/** The daemon's pod table (names, warnings, identity), or undefined when no daemon answers. */
+async function daemonPods(addr: string): Promise<DaemonPod[] | undefined> {
   try {
     const res = await fetch(`http://${addr}/pods`, { signal: AbortSignal.timeout(1000) });
     if (!res.ok) {
       await res.body?.cancel();
       return undefined;
     }
-    return await res.json() as PodEntry[];
+    return await res.json() as DaemonPod[];
   } catch {
     return undefined;
   }
@@ -147,21 +156,42 @@ export const podsCommand: Command<typeof PODS_FLAGS> = {
     const attachments = readAttachments(f["state-dir"] as string);
     const known = await daemonPods(f["daemon-addr"] as string) ?? [];
     const marks = pm.maps.marks();
+    const cookies = pm.maps.netnsPods();
     const rows = [...pm.maps.pods()].map(([ip, policy]) => {
       const a = attachments.find((x) => x.podIp === ip);
       const e = known.find((x) => x.ip === ip);
       const mark = [...marks].find(([, mip]) => mip === ip)?.[0];
       const pod = e ? `${e.namespace}/${e.name}` : a ? `${a.podNamespace}/${a.podName}` : "";
-      return { ip, pod, mark: mark ?? null, policy, warnings: e?.warnings ?? [] };
+      // Without a daemon the maps still tell whether connect4 can know the pod, not how it was found.
+      const identity: PodIdentity[] = e?.identity ??
+        [...cookies].filter(([, cip]) => cip === ip).map(([c]) => ({
+          via: a?.netnsCookie === c.toString() ? "cni" : "netns",
+          cookie: c.toString(),
+          netns: null,
+        }));
+      if (mark !== undefined && !identity.some((i) => i.via === "cni")) {
+        identity.push({ via: "mark", cookie: null, netns: null });
+      }
+      return { ip, pod, mark: mark ?? null, identity, policy, warnings: e?.warnings ?? [] };
     }).sort((x, y) => x.ip.localeCompare(y.ip, undefined, { numeric: true }));
     if (f.output === "json") printJson(rows);
     else {
-      printTable(rows.map((r) => [r.ip, r.pod || "-", r.mark ?? "-", policySummary(r.policy)]), [
-        "IP",
-        "POD",
-        "MARK",
-        "CONFIG",
-      ]);
+      printTable(
+        rows.map((r) => [
+          r.ip,
+          r.pod || "-",
+          r.mark ?? "-",
+          r.identity.map((i) => i.cookie ? `${i.via}:${i.cookie}` : i.via).join(",") || "none",
+          policySummary(r.policy),
+        ]),
+        ["IP", "POD", "MARK", "IDENTITY", "CONFIG"],
+      );
+      const none = rows.filter((r) => r.identity.length === 0);
+      if (none.length) {
+        console.log(
+          `${none.length} pod(s) not identified: their connections get the mesh defaults, not their annotations`,
+        );
+      }
       for (const r of rows) {
         for (const w of r.warnings) {
           console.log(`warning: ${r.pod}: ${w.annotation}: ${JSON.stringify(w.item)}: ${w.reason}`);

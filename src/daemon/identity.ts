@@ -1,0 +1,258 @@
+// Pod identity by network-namespace cookie, in every mode: netns_pod_ips holds, for each meshed pod
+// whose IP is found on an interface of a namespace of this node, that namespace's cookie -> the pod
+// IP, which is how connect4 knows which pod is calling when no mark listener answers (any mode
+// without the CNI). The CNI attachments' own entries are part of the desired state, so this never
+// removes what an ADD wrote while the attachment lives. Desired state in, fewest map writes out.
+import { getLogger } from "../log/logger.ts";
+import type { NetnsDiscovery, NetnsInfo } from "../netns/discover.ts";
+
+const log = getLogger("identity");
+
+/** A meshed pod with an IP, as the pod table knows it. */
+export interface IdentityPod {
+  namespace: string;
+  name: string;
+  ip: string;
+}
+
+/** An entry someone else owns (a CNI attachment), kept as long as it is listed. */
+export interface PinnedIdentity {
+  cookie: bigint;
+  ip: string;
+  namespace: string;
+  name: string;
+}
+
+export interface Identity {
+  cookie: bigint;
+  ip: string;
+  /** "netns": found by this reconciler; "cni": written by the pod's CNI attachment. */
+  via: "netns" | "cni";
+  /** The namespace path it was found through (netns only). */
+  netns?: string;
+  /** namespace/name of the pod it belongs to, when known. */
+  pod?: string;
+}
+
+export function podKey(p: { namespace: string; name: string }): string {
+  return `${p.namespace}/${p.name}`;
+}
+
+/**
+ * cookie -> identity: every namespace that carries a meshed pod's IP, and every pinned entry. A pod
+ * IP in two namespaces (a pod being torn down while its IP is handed out again) maps both: either
+ * namespace's processes act for that IP.
+ */
+export function desiredIdentities(
+  pods: IdentityPod[],
+  namespaces: NetnsInfo[],
+  pinned: PinnedIdentity[],
+): Map<bigint, Identity> {
+  const byIp = new Map<string, IdentityPod>();
+  for (const p of pods) if (p.ip) byIp.set(p.ip, p);
+  const out = new Map<bigint, Identity>();
+  for (const ns of namespaces) {
+    for (const ip of ns.ips) {
+      const p = byIp.get(ip);
+      if (!p) continue;
+      out.set(ns.cookie, { cookie: ns.cookie, ip, via: "netns", netns: ns.path, pod: podKey(p) });
+      break;
+    }
+  }
+  for (const x of pinned) out.set(x.cookie, { cookie: x.cookie, ip: x.ip, via: "cni", pod: podKey(x) });
+  return out;
+}
+
+/** The part of DatapathMaps this needs, so tests can give a fake map. */
+export interface NetnsPodMap {
+  netnsPods(): Map<bigint, string>;
+  putNetnsPod(cookie: bigint, ip: string): void;
+  deleteNetnsPod(cookie: bigint): boolean;
+}
+
+export interface IdentityWrites {
+  added: bigint[];
+  updated: bigint[];
+  removed: bigint[];
+}
+
+/** Unchanged entries are not rewritten; entries not desired are deleted. */
+export function reconcileNetnsPods(map: NetnsPodMap, desired: Map<bigint, string>): IdentityWrites {
+  const res: IdentityWrites = { added: [], updated: [], removed: [] };
+  const cur = map.netnsPods();
+  for (const cookie of cur.keys()) {
+    if (!desired.has(cookie)) {
+      map.deleteNetnsPod(cookie);
+      res.removed.push(cookie);
+    }
+  }
+  for (const [cookie, ip] of desired) {
+    const had = cur.get(cookie);
+    if (had === ip) continue;
+    map.putNetnsPod(cookie, ip);
+    (had === undefined ? res.added : res.updated).push(cookie);
+  }
+  return res;
+}
+
+export interface IdentityRun extends IdentityWrites {
+  identified: number;
+  unidentified: number;
+}
+
+export class IdentityReconciler {
+  #current = new Map<bigint, Identity>();
+  #byPod = new Map<string, Identity[]>();
+  #pods: IdentityPod[] = [];
+  #runs = 0;
+
+  constructor(readonly map: NetnsPodMap, readonly discovery: NetnsDiscovery) {}
+
+  /** Scans (reading only what needs it), computes the desired entries and writes the difference. */
+  run(pods: IdentityPod[], pinned: PinnedIdentity[]): IdentityRun {
+    this.#pods = pods;
+    const namespaces = this.discovery.scan(this.wanted());
+    const desired = desiredIdentities(pods, namespaces, pinned);
+    const writes = reconcileNetnsPods(this.map, new Map([...desired].map(([c, i]) => [c, i.ip])));
+    if (this.#runs++ === 0) {
+      // A restarted daemon finds most entries already right: one line for those, not one per pod.
+      const written = new Set([...writes.added, ...writes.updated]);
+      this.#logChanges(
+        new Map([...desired].filter(([c]) => written.has(c))),
+        new Set(pods.map(podKey)),
+        new Set(namespaces.map((n) => n.cookie)),
+      );
+      log.info("pod identity: {n} namespace entries, {kept} kept from before, {removed} stale removed", {
+        n: desired.size,
+        kept: desired.size - written.size,
+        removed: writes.removed.length,
+      });
+    } else {
+      this.#logChanges(desired, new Set(pods.map(podKey)), new Set(namespaces.map((n) => n.cookie)));
+    }
+    this.#current = desired;
+    this.#byPod = new Map();
+    for (const i of desired.values()) {
+      if (!i.pod) continue;
+      const l = this.#byPod.get(i.pod);
+      if (l) l.push(i);
+      else this.#byPod.set(i.pod, [i]);
+    }
+    let identified = 0;
+    for (const p of pods) if (this.#byPod.has(podKey(p))) identified++;
+    return { ...writes, identified, unidentified: pods.length - identified };
+  }
+
+  /** Pod IPs still to be found in a namespace (the set the last run was given). */
+  wanted(): Set<string> {
+    return new Set(this.#pods.map((p) => p.ip));
+  }
+
+  /** How a pod is identified (one entry per namespace holding its IP), or undefined. */
+  of(namespace: string, name: string): Identity[] | undefined {
+    return this.#byPod.get(`${namespace}/${name}`);
+  }
+
+  counts(): { netns: number; cni: number; unidentified: number } {
+    let netns = 0, cni = 0;
+    for (const p of this.#pods) {
+      const ids = this.#byPod.get(podKey(p));
+      if (!ids) continue;
+      if (ids.some((i) => i.via === "cni")) cni++;
+      else netns++;
+    }
+    return { netns, cni, unidentified: this.#pods.length - netns - cni };
+  }
+
+  #logChanges(next: Map<bigint, Identity>, livePods: Set<string>, liveCookies: Set<bigint>): void {
+    for (const [cookie, i] of next) {
+      const was = this.#current.get(cookie);
+      if (was && was.ip === i.ip && was.pod === i.pod) continue;
+      log.info("identified {pod}: ip {ip}, netns cookie {cookie} ({via} {netns})", {
+        pod: i.pod ?? "?",
+        ip: i.ip,
+        cookie: cookie.toString(),
+        via: i.via,
+        netns: i.netns ?? "",
+      });
+    }
+    for (const [cookie, i] of this.#current) {
+      if (next.has(cookie)) continue;
+      const why = i.pod && !livePods.has(i.pod)
+        ? "the pod left the pod source (or the mesh)"
+        : !liveCookies.has(cookie) && i.via === "netns"
+        ? "its network namespace is gone"
+        : i.via === "cni"
+        ? "its CNI attachment was removed"
+        : "its IP is no longer on the namespace";
+      log.info("unidentified {pod}: ip {ip}, netns cookie {cookie}: {why}", {
+        pod: i.pod ?? "?",
+        ip: i.ip,
+        cookie: cookie.toString(),
+        why,
+      });
+    }
+  }
+}
+
+export interface IdentityTriggerOptions {
+  /** Directories to watch (those that exist when started). */
+  netnsDirs: string[];
+  /**
+   * Runs the reconciler; returns the age in ms of the youngest namespace a rescan soon could find
+   * more in, or undefined (see NetnsDiscovery.settling).
+   */
+  run(): number | undefined;
+  /** The periodic rescan; /proc has no events. */
+  intervalMs?: number;
+  /**
+   * The rescans while a namespace is settling (a runtime mounting a netns file, adding its address):
+   * every `settleMs[0]` ms in its first half second, then every `settleMs[1]` ms.
+   */
+  settleMs?: [number, number];
+  signal: AbortSignal;
+}
+
+/** Runs on changes in the netns dirs, periodically, and sooner while namespaces are settling. */
+export function startIdentityTriggers(o: IdentityTriggerOptions): { kick(): void; done: Promise<void> } {
+  const interval = o.intervalMs ?? 1000;
+  const [fast, slow] = o.settleMs ?? [10, 100];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const schedule = (ms: number) => {
+    if (o.signal.aborted) return;
+    clearTimeout(timer);
+    timer = setTimeout(tick, ms);
+  };
+  const tick = () => {
+    let age: number | undefined;
+    try {
+      age = o.run();
+    } catch (e) {
+      log.error("pod identity scan failed: {error}", { error: (e as Error).message });
+    }
+    schedule(age === undefined ? interval : age < 500 ? fast : slow);
+  };
+  o.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+  const dirs = o.netnsDirs.filter((d) => {
+    try {
+      return Deno.statSync(d).isDirectory;
+    } catch {
+      return false;
+    }
+  });
+  let done = Promise.resolve();
+  if (dirs.length) {
+    const w = Deno.watchFs(dirs, { recursive: false });
+    o.signal.addEventListener("abort", () => w.close(), { once: true });
+    done = (async () => {
+      try {
+        // A short debounce: a runtime creates the file and mounts on it in quick succession.
+        for await (const _ of w) schedule(5);
+      } catch (e) {
+        if (!o.signal.aborted) log.error("watching {dirs}: {error}", { dirs, error: (e as Error).message });
+      }
+    })();
+  }
+  schedule(interval);
+  return { kick: () => schedule(0), done };
+}

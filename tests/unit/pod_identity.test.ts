@@ -1,0 +1,352 @@
+// Pod identity without the kernel: listing and deduplicating namespaces, what a scan reads again,
+// the desired cookie -> IP entries, and the fewest writes that reach them.
+import assert from "node:assert/strict";
+import {
+  desiredIdentities,
+  IdentityReconciler,
+  type NetnsPodMap,
+  reconcileNetnsPods,
+} from "../../src/daemon/identity.ts";
+import {
+  type FsOps,
+  listNamespaces,
+  NetnsDiscovery,
+  type NetnsInfo,
+  type NetnsRead,
+  parseNsLink,
+  podAddresses,
+} from "../../src/netns/discover.ts";
+import { LibcError } from "../../src/ffi/errors.ts";
+
+const NSFS = 4;
+
+/** A node: netns files (path -> inode) and processes (pid -> inode), changed by the tests. */
+class FakeNode implements FsOps {
+  files = new Map<string, { ino: number; ctimeMs: number; mounted: boolean }>();
+  procs = new Map<number, number>();
+  /** inode -> what entering it reads. */
+  namespaces = new Map<number, NetnsRead>();
+  reads: string[] = [];
+
+  readDir(path: string): Iterable<string> {
+    if (path === "/proc") return [...this.procs.keys()].map(String).concat(["self", "sys"]);
+    const out = [];
+    for (const f of this.files.keys()) {
+      if (f.startsWith(`${path}/`)) out.push(f.slice(path.length + 1));
+    }
+    return out;
+  }
+  stat(path: string) {
+    const f = this.files.get(path);
+    if (!f) return undefined;
+    return f.mounted ? { ino: f.ino, dev: NSFS, ctimeMs: f.ctimeMs } : { ino: 77, dev: 25, ctimeMs: 0 };
+  }
+  readLink(path: string): string | undefined {
+    const m = /^\/proc\/(\d+)\/ns\/net$/.exec(path);
+    const ino = m ? this.procs.get(Number(m[1])) : undefined;
+    return ino === undefined ? undefined : `net:[${ino}]`;
+  }
+  read = (path: string): NetnsRead => {
+    this.reads.push(path);
+    const ino = this.stat(path)?.ino ?? Number(parseNsLink(this.readLink(path)));
+    const r = this.namespaces.get(ino);
+    if (!r) throw new LibcError(`open(${path})`, 2);
+    return r;
+  };
+  addPod(path: string, ino: number, cookie: bigint, ip: string, pids: number[] = []) {
+    this.files.set(path, { ino, ctimeMs: Number(cookie), mounted: true });
+    for (const p of pids) this.procs.set(p, ino);
+    this.namespaces.set(ino, {
+      cookie,
+      addresses: [{ ifName: "lo", ip: "127.0.0.1" }, { ifName: "eth0", ip }],
+    });
+  }
+}
+
+function discovery(node: FakeNode, exclude = ["1000"]) {
+  return new NetnsDiscovery({
+    netnsDirs: ["/run/netns", "/var/run/docker/netns"],
+    exclude: new Set(exclude),
+    nsfsDev: NSFS,
+    fs: node,
+    read: node.read,
+  });
+}
+
+Deno.test("parseNsLink and podAddresses", () => {
+  assert.equal(parseNsLink("net:[4026531840]"), "4026531840");
+  assert.equal(parseNsLink("mnt:[4026531840]"), undefined);
+  assert.equal(parseNsLink(undefined), undefined);
+  assert.deepEqual(
+    podAddresses([
+      { ifName: "lo", ip: "127.0.0.1" },
+      { ifName: "lo", ip: "10.0.0.9" },
+      { ifName: "eth0", ip: "10.1.0.4" },
+      { ifName: "eth0", ip: "10.1.0.4" },
+      { ifName: "net1", ip: "10.2.0.4" },
+    ]),
+    ["10.1.0.4", "10.2.0.4"],
+  );
+});
+
+Deno.test("listNamespaces: one candidate per inode, files before processes, never the host", () => {
+  const node = new FakeNode();
+  node.addPod("/run/netns/a", 11, 1n, "10.0.0.1", [200, 201]);
+  node.files.set("/var/run/docker/netns/a-again", { ino: 11, ctimeMs: 5, mounted: true });
+  node.addPod("/run/netns/b", 12, 2n, "10.0.0.2");
+  node.procs.set(300, 13); // a namespace only a process holds
+  node.procs.set(1, 1000); // the host's
+  node.procs.set(400, 1000);
+  node.files.set("/run/netns/new", { ino: 0, ctimeMs: 0, mounted: false });
+  const { candidates, pending } = listNamespaces(
+    { netnsDirs: ["/run/netns", "/var/run/docker/netns"], proc: "/proc", exclude: new Set(["1000"]) },
+    NSFS,
+    node,
+  );
+  assert.deepEqual([...candidates.keys()].sort(), ["11", "12", "13"]);
+  assert.deepEqual(candidates.get("11")!.paths, [
+    "/run/netns/a",
+    "/var/run/docker/netns/a-again",
+    "/proc/200/ns/net",
+    "/proc/201/ns/net",
+  ]);
+  assert.deepEqual(candidates.get("13")!.paths, ["/proc/300/ns/net"]);
+  assert.deepEqual(pending, ["/run/netns/new"], "a file not mounted yet is not a namespace");
+});
+
+Deno.test("NetnsDiscovery reads a namespace once, then again only when it matters", async (t) => {
+  const node = new FakeNode();
+  node.addPod("/run/netns/a", 11, 101n, "10.0.0.1", [200]);
+  node.addPod("/run/netns/b", 12, 102n, "10.0.0.2");
+  const d = discovery(node);
+
+  await t.step("the first scan reads each namespace once, through its file", () => {
+    const ns = d.scan(new Set(["10.0.0.1"]));
+    assert.deepEqual(node.reads.sort(), ["/run/netns/a", "/run/netns/b"]);
+    assert.deepEqual(ns.map((n) => [n.ino, n.cookie, n.ips]).sort(), [
+      ["11", 101n, ["10.0.0.1"]],
+      ["12", 102n, ["10.0.0.2"]],
+    ]);
+  });
+  await t.step("nothing is read while every wanted IP is known", () => {
+    node.reads = [];
+    d.scan(new Set(["10.0.0.1", "10.0.0.2"]));
+    d.scan(new Set(["10.0.0.1"]));
+    assert.deepEqual(node.reads, []);
+    assert.equal(d.lastStats.read, 0);
+  });
+  await t.step("a wanted IP nowhere yet: namespaces holding no wanted IP are read again", () => {
+    node.namespaces.set(12, { cookie: 102n, addresses: [{ ifName: "eth0", ip: "10.0.0.3" }] });
+    const ns = d.scan(new Set(["10.0.0.1", "10.0.0.3"]));
+    assert.deepEqual(node.reads, ["/run/netns/b"], "a, which is matched, is not entered");
+    assert.deepEqual(ns.find((n) => n.ino === "12")!.ips, ["10.0.0.3"]);
+  });
+  await t.step("a new namespace is read once", () => {
+    node.reads = [];
+    node.addPod("/run/netns/c", 13, 103n, "10.0.0.4");
+    d.scan(new Set(["10.0.0.1"]));
+    d.scan(new Set(["10.0.0.1"]));
+    assert.deepEqual(node.reads, ["/run/netns/c"]);
+  });
+  await t.step("a vanished namespace is forgotten", () => {
+    node.files.delete("/run/netns/c");
+    const ns = d.scan(new Set(["10.0.0.1"]));
+    assert.equal(ns.some((n) => n.ino === "13"), false);
+  });
+  await t.step("an inode reused by a new namespace between scans is read again", () => {
+    node.reads = [];
+    node.files.delete("/run/netns/b");
+    node.addPod("/run/netns/d", 12, 104n, "10.0.0.5");
+    const ns = d.scan(new Set(["10.0.0.1", "10.0.0.3"]));
+    assert.deepEqual(node.reads, ["/run/netns/d"]);
+    assert.deepEqual(ns.find((n) => n.ino === "12")!.cookie, 104n);
+  });
+  await t.step("a process-only namespace outlives the process it was first read through", () => {
+    node.reads = [];
+    node.procs.set(500, 14);
+    node.procs.set(501, 14);
+    node.namespaces.set(14, { cookie: 105n, addresses: [{ ifName: "eth0", ip: "10.0.0.6" }] });
+    d.scan(new Set(["10.0.0.6"]));
+    node.procs.delete(500);
+    d.scan(new Set(["10.0.0.6"]));
+    assert.deepEqual(node.reads, ["/proc/500/ns/net"], "pid 501 still proves it is the same namespace");
+  });
+  await t.step("a path that cannot be entered falls back to the next; an unreadable one is retried", () => {
+    node.reads = [];
+    node.files.set("/run/netns/e", { ino: 15, ctimeMs: 1, mounted: true });
+    node.procs.set(600, 15);
+    const real = node.read;
+    node.read = (p) => {
+      if (p === "/run/netns/e") {
+        node.reads.push(p);
+        throw new LibcError("setns", 22);
+      }
+      return real(p);
+    };
+    node.namespaces.set(15, { cookie: 106n, addresses: [{ ifName: "eth0", ip: "10.0.0.7" }] });
+    const d2 = new NetnsDiscovery({
+      netnsDirs: ["/run/netns"],
+      exclude: new Set(),
+      nsfsDev: NSFS,
+      fs: node,
+      read: (p) => node.read(p),
+    });
+    const ns = d2.scan(new Set());
+    assert.equal(ns.find((n) => n.ino === "15")!.path, "/proc/600/ns/net");
+    node.read = real;
+  });
+});
+
+Deno.test("NetnsDiscovery.settling: quick rescans only while a new namespace could still change", () => {
+  const node = new FakeNode();
+  let now = 0;
+  const d = new NetnsDiscovery({
+    netnsDirs: ["/run/netns"],
+    exclude: new Set(),
+    nsfsDev: NSFS,
+    fs: node,
+    read: node.read,
+    now: () => now,
+  });
+  node.files.set("/run/netns/x", { ino: 0, ctimeMs: 0, mounted: false });
+  d.scan(new Set());
+  assert.equal(d.settling(new Set()), 0, "a file being mounted");
+  now = 5000;
+  d.scan(new Set());
+  assert.equal(d.settling(new Set()), undefined, "a stray file does not keep the scan fast");
+  node.files.delete("/run/netns/x");
+  node.addPod("/run/netns/p", 20, 1n, "10.0.0.1");
+  node.namespaces.set(20, { cookie: 1n, addresses: [] }); // its address comes after the namespace
+  d.scan(new Set(["10.0.0.1"]));
+  now = 5200;
+  assert.equal(d.settling(new Set(["10.0.0.1"])), 200, "its age");
+  assert.equal(d.settling(new Set()), undefined, "nothing is missing");
+  node.namespaces.set(20, { cookie: 1n, addresses: [{ ifName: "eth0", ip: "10.0.0.1" }] });
+  d.scan(new Set(["10.0.0.1"]));
+  assert.equal(d.settling(new Set(["10.0.0.1"])), undefined, "found");
+});
+
+function info(ino: string, cookie: bigint, ips: string[]): NetnsInfo {
+  return { ino, path: `/run/netns/${ino}`, cookie, ips, firstSeen: 0, readAt: 0 };
+}
+
+Deno.test("desiredIdentities: meshed pods found in a namespace, plus the CNI's entries", () => {
+  const d = desiredIdentities(
+    [
+      { namespace: "default", name: "a", ip: "10.0.0.1" },
+      { namespace: "default", name: "b", ip: "10.0.0.2" }, // not in any namespace (yet)
+      { namespace: "default", name: "c", ip: "10.0.0.3" },
+    ],
+    [
+      info("1", 11n, ["10.0.0.1"]),
+      info("2", 12n, ["10.9.9.9"]), // not a meshed pod's
+      info("3", 13n, ["10.0.0.3"]),
+      info("4", 14n, ["10.0.0.3"]), // the same IP twice: both namespaces act for it
+    ],
+    [{ cookie: 20n, ip: "10.0.0.8", namespace: "default", name: "cni" }, {
+      cookie: 13n,
+      ip: "10.0.0.3",
+      namespace: "default",
+      name: "c",
+    }],
+  );
+  assert.deepEqual(
+    [...d].map(([c, i]) => [c, i.ip, i.via, i.pod]).sort((x, y) => Number(x[0]) - Number(y[0])),
+    [
+      [11n, "10.0.0.1", "netns", "default/a"],
+      [13n, "10.0.0.3", "cni", "default/c"],
+      [14n, "10.0.0.3", "netns", "default/c"],
+      [20n, "10.0.0.8", "cni", "default/cni"],
+    ],
+  );
+});
+
+class FakeMap implements NetnsPodMap {
+  entries = new Map<bigint, string>();
+  writes: string[] = [];
+  netnsPods() {
+    return new Map(this.entries);
+  }
+  putNetnsPod(cookie: bigint, ip: string) {
+    this.writes.push(`put ${cookie} ${ip}`);
+    this.entries.set(cookie, ip);
+  }
+  deleteNetnsPod(cookie: bigint) {
+    this.writes.push(`del ${cookie}`);
+    return this.entries.delete(cookie);
+  }
+}
+
+Deno.test("reconcileNetnsPods writes only the difference", () => {
+  const m = new FakeMap();
+  m.entries = new Map([[1n, "10.0.0.1"], [2n, "10.0.0.2"], [3n, "10.0.0.3"]]);
+  const r = reconcileNetnsPods(m, new Map([[1n, "10.0.0.1"], [2n, "10.0.0.9"], [4n, "10.0.0.4"]]));
+  assert.deepEqual(r, { added: [4n], updated: [2n], removed: [3n] });
+  assert.deepEqual(m.writes, ["del 3", "put 2 10.0.0.9", "put 4 10.0.0.4"]);
+  m.writes = [];
+  reconcileNetnsPods(m, new Map([[1n, "10.0.0.1"], [2n, "10.0.0.9"], [4n, "10.0.0.4"]]));
+  assert.deepEqual(m.writes, [], "a second pass changes nothing");
+});
+
+Deno.test("IdentityReconciler: new pods, deleted pods, vanished namespaces, a restart", () => {
+  const node = new FakeNode();
+  node.addPod("/run/netns/a", 11, 101n, "10.0.0.1");
+  node.addPod("/run/netns/b", 12, 102n, "10.0.0.2");
+  const map = new FakeMap();
+  map.entries.set(999n, "10.0.0.50"); // left by an earlier daemon for a namespace gone since
+  const rec = new IdentityReconciler(map, discovery(node));
+  const a = { namespace: "default", name: "a", ip: "10.0.0.1" };
+  const b = { namespace: "default", name: "b", ip: "10.0.0.2" };
+
+  let r = rec.run([a], []);
+  assert.deepEqual(map.entries, new Map([[101n, "10.0.0.1"]]));
+  assert.equal(r.identified, 1);
+  assert.deepEqual(rec.of("default", "a")?.map((i) => [i.via, i.cookie, i.netns]), [
+    ["netns", 101n, "/run/netns/a"],
+  ]);
+  assert.equal(rec.of("default", "b"), undefined);
+
+  r = rec.run([a, b], [{ cookie: 300n, ip: "10.0.0.3", namespace: "default", name: "c" }]);
+  assert.deepEqual(r.added.sort(), [102n, 300n]);
+  assert.deepEqual(rec.counts(), { netns: 2, cni: 0, unidentified: 0 });
+
+  map.writes = [];
+  rec.run([a], [{ cookie: 300n, ip: "10.0.0.3", namespace: "default", name: "c" }]);
+  assert.deepEqual(map.writes, ["del 102"], "b left the pod source; a and the CNI entry are not rewritten");
+
+  node.files.delete("/run/netns/a");
+  map.writes = [];
+  r = rec.run([a], []);
+  assert.deepEqual(map.writes.sort(), ["del 101", "del 300"]);
+  assert.equal(r.unidentified, 1);
+
+  // A restarted daemon (a new reconciler on the same map) keeps what is still right.
+  node.addPod("/run/netns/a2", 13, 103n, "10.0.0.1");
+  rec.run([a], []);
+  map.writes = [];
+  const again = new IdentityReconciler(map, discovery(node));
+  again.run([a], []);
+  assert.deepEqual(map.writes, []);
+  assert.deepEqual(map.entries, new Map([[103n, "10.0.0.1"]]));
+});
+
+Deno.test("NetnsDiscovery: an old namespace without a wanted IP is entered again only now and then", () => {
+  const node = new FakeNode();
+  let now = 0;
+  const d = new NetnsDiscovery({
+    netnsDirs: ["/run/netns"],
+    exclude: new Set(),
+    nsfsDev: NSFS,
+    fs: node,
+    read: node.read,
+    now: () => now,
+  });
+  node.addPod("/run/netns/other", 30, 1n, "10.5.0.1");
+  const gone = new Set(["10.5.0.99"]); // a completed pod's IP: in the pod source, in no namespace
+  d.scan(gone);
+  now = 2000;
+  d.scan(gone);
+  assert.equal(node.reads.length, 2, "while young, every scan looks again");
+  for (now = 20_000; now < 25_000; now += 1000) d.scan(gone);
+  assert.equal(node.reads.length, 3, "then once per 10 s");
+});
