@@ -108,6 +108,13 @@ Deno.test("istio oracle: istio-cni excludes outbound 15020 unless the pod says o
     [9090],
   );
   assert.deepEqual(istioFlags({}, { installer: "cni" }).excludeInboundPorts, [15020, 15021, 15090]);
+  assert.deepEqual(
+    istioFlags({ "status.sidecar.istio.io/port": "15030", [`${T}excludeInboundPorts`]: "9091" }, {
+      installer: "cni",
+    }).excludeInboundPorts,
+    [9091, 15030, 15020, 15021, 15090],
+    "15020 stays excluded under istio-cni whatever the status port",
+  );
   assert.deepEqual(istioFlags({}).excludeOutboundPorts, []);
 });
 

@@ -34,8 +34,8 @@ export interface IstioFlags {
 export interface FlagOptions {
   /**
    * How the rules get installed. "init": the injector's istio-init container (the default install).
-   * "cni": the istio-cni plugin, which reads the annotations itself, excludes outbound 15020 when
-   * excludeOutboundPorts is absent and always excludes inbound 15020, 15021 and 15090.
+   * "cni": the istio-cni plugin, which reads the annotations the injector rewrote, excludes outbound
+   * 15020 when excludeOutboundPorts is absent and always excludes inbound 15020, 15021 and 15090.
    */
   installer?: "init" | "cni";
 }
@@ -87,20 +87,20 @@ export function istioFlags(annotations: Record<string, string>, o: FlagOptions =
   const status = ports(A.statusPort, statusText, false) as number[];
   if (status.length > 1) throw new IstioRejects(`${A.statusPort}: one port expected`);
   const podExcluded = ports(A.excludeInboundPorts, get(A.excludeInboundPorts, ""), false) as number[];
+  // The injector turns the status port into an inbound exclusion (unless it is 0 or already listed):
+  // on the istio-init command line, and in the excludeInboundPorts annotation it writes for istio-cni.
+  const statusPort = status[0] ?? 0;
+  const withStatus = dedup([...podExcluded, ...(statusPort ? [statusPort] : [])]);
   let excludeInbound: number[];
   let excludeOutbound: number[];
   if (installer === "init") {
-    // The injector writes the Envoy metrics and health ports, then the pod's list, then the status
-    // port unless it is 0 or already listed.
-    const statusPort = status[0] ?? 0;
-    excludeInbound = dedup([15090, 15021, ...podExcluded, ...(statusPort ? [statusPort] : [])]);
+    // Envoy's metrics and health ports first; 15020 only as the default status port.
+    excludeInbound = dedup([15090, 15021, ...withStatus]);
     excludeOutbound = ports(A.excludeOutboundPorts, get(A.excludeOutboundPorts, ""), false) as number[];
   } else {
-    // istio-cni does not read the status port annotation; it appends its fixed three.
-    const defaultPod = Object.hasOwn(annotations, A.excludeInboundPorts)
-      ? podExcluded
-      : [DEFAULT_STATUS_PORT];
-    excludeInbound = dedup([...defaultPod, 15020, 15021, 15090]);
+    // istio-cni appends its fixed three to the annotation, and excludes outbound 15020 unless the pod
+    // lists outbound exclusions of its own.
+    excludeInbound = dedup([...withStatus, 15020, 15021, 15090]);
     excludeOutbound = ports(
       A.excludeOutboundPorts,
       get(A.excludeOutboundPorts, String(DEFAULT_STATUS_PORT)),
