@@ -270,7 +270,11 @@ async function differential(cniMode: boolean) {
     );
   }
   const meshed = [...twins.map((t) => t.bpf.ip), pods.bc!.ip];
-  await waitMaps(pinPath, (m) => meshed.every((ip) => m.maps.pods().has(ip)), 5000);
+  // Known by IP and identified by network namespace (the CNI plugin or the daemon's own scan).
+  await waitMaps(pinPath, (m) => {
+    const identified = new Set(m.maps.netnsPods().values());
+    return meshed.every((ip) => m.maps.pods().has(ip) && identified.has(ip));
+  }, 10_000);
 
   // Istio's rules in each iptables twin's own namespace, never the host's.
   for (const [i, set] of sets.entries()) {
