@@ -503,15 +503,21 @@ async function differential(cniMode: boolean) {
   );
   const differ = rows.filter((r) => r.iptables !== r.ebpf);
   // One entry per probe and pair of outcomes, naming every annotation set where it happened.
+  const where = (sets: string[]) => {
+    const others = SETS.map((x) => x.name).filter((n) => !sets.includes(n));
+    return !others.length
+      ? "every set"
+      : others.length < sets.length
+      ? `every set but: ${others.join("; ")}`
+      : sets.join("; ");
+  };
   const grouped = (rs: typeof rows) => {
     const g = new Map<string, string[]>();
     for (const r of rs) {
       const key = `  ${r.id}\n    iptables: ${r.iptables}\n    eBPF:     ${r.ebpf}`;
       g.set(key, [...(g.get(key) ?? []), r.set]);
     }
-    return [...g.entries()].map(([k, sets]) =>
-      `${k}\n    in ${sets.length === SETS.length ? "every set" : sets.join("; ")}`
-    ).join("\n");
+    return [...g.entries()].map(([k, sets]) => `${k}\n    in ${where(sets)}`).join("\n");
   };
   const loops = (w: World) =>
     Object.values(pods).filter((p) => p.world === w).reduce(
