@@ -223,7 +223,7 @@ async function differential(cniMode: boolean) {
     ], {
       netns: r.ns,
     });
-    await s.waitFor((l) => l.event === "listening");
+    await s.waitFor((l) => l.event === "listening", 30_000);
   }
   const sets = SETS.map((s) => ({ ...s, ann: s.annotations({ r1: r1.ip, r2: r2.ip }) }));
 
@@ -274,7 +274,7 @@ async function differential(cniMode: boolean) {
   await waitMaps(pinPath, (m) => {
     const identified = new Set(m.maps.netnsPods().values());
     return meshed.every((ip) => m.maps.pods().has(ip) && identified.has(ip));
-  }, 10_000);
+  }, 30_000);
 
   // Istio's rules in each iptables twin's own namespace, never the host's.
   for (const [i, set] of sets.entries()) {
@@ -302,9 +302,9 @@ async function differential(cniMode: boolean) {
       gid: SERVER_UID,
     });
     ready.push(
-      p.sidecar.waitFor((l) => l.event === "listening" && l.kind === "outbound", 10_000),
-      p.sidecar.waitFor((l) => l.event === "listening" && l.kind === "inbound", 10_000),
-      app.waitFor((l) => l.event === "listening", 10_000),
+      p.sidecar.waitFor((l) => l.event === "listening" && l.kind === "outbound", 30_000),
+      p.sidecar.waitFor((l) => l.event === "listening" && l.kind === "inbound", 30_000),
+      app.waitFor((l) => l.event === "listening", 30_000),
     );
   }
   await Promise.all(ready);
@@ -315,7 +315,9 @@ async function differential(cniMode: boolean) {
     id: { uid: number; gid: number },
     specs: { id: string; target: string; family?: number; bind?: string }[],
   ): Promise<Result[]> => {
-    const p = start(from, ["probe", JSON.stringify(specs)], id);
+    // Generous timeouts: a failed probe ends at once (refused, reset, closed), so they only matter on
+    // a machine busy enough to be slow.
+    const p = start(from, ["probe", JSON.stringify(specs), "--timeout", "5"], id);
     await p.done;
     const res = (p.lines.filter((l) => typeof l.id === "string") as unknown as Result[]).map((r) => ({
       ...r,
