@@ -167,11 +167,12 @@ struct caller {
  * listeners), except on the tunnel port and on the pod's excluded outbound ports, which iptables
  * returns first. Everyone else, and the proxy by group only, goes direct.
  */
-static __always_inline int local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, struct event *ev)
+static __always_inline int local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, struct event *ev,
+				     int by_group)
 {
 	__u16 dport = ev->dport;
 	ev->reason = R_PASS_LOCAL;
-	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !proxy_uid(cfg) || is_localhost(&ev->dip)) {
+	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !(by_group || proxy_uid(cfg)) || is_localhost(&ev->dip)) {
 		if (!is_proxy(cfg))
 			pod_count(&ev->pod_ip, PS_PASSED);
 		return 1;
@@ -337,8 +338,20 @@ static __always_inline int tcp(struct bpf_sock_addr *ctx, struct mesh_config *cf
 		ev->pod_ip = addr4(c.pod.ip4);
 	else
 		ev->pod_ip = c.pod.ip6;
-	if (addr_loopback(&ev->dip) || (!addr_zero(&c.self) && addr_eq(&ev->dip, &c.self)))
-		return local_dst(ctx, cfg, ev);
+	if (addr_loopback(&ev->dip) || (!addr_zero(&c.self) && addr_eq(&ev->dip, &c.self))) {
+		struct pod_config *self = addr_zero(&ev->pod_ip) ? 0 : bpf_map_lookup_elem(&local_pods, &ev->pod_ip);
+		/* The flag is of the IPv4 ranges: ip6tables keeps its loopback rules (IPv6 has no loopback
+		 * range to include but ::1, which never matters here). */
+		if (!six && self && (self->flags & POD_F_INCLUDE_OUT_LOOPBACK) && !proxy_uid(cfg) &&
+		    !is_localhost(&ev->dip)) {
+			/* No "loopback goes direct" rule: the proxy's group reaches the inbound port by the
+			 * group rule, the app's connection follows the pod's rules like any other. */
+			if (is_proxy(cfg))
+				return local_dst(ctx, cfg, ev, 1);
+			return app_tcp(ctx, cfg, v6, &c, ev);
+		}
+		return local_dst(ctx, cfg, ev, 0);
+	}
 	if (is_proxy(cfg))
 		return proxy_tcp(ctx, cfg, ev);
 	return app_tcp(ctx, cfg, v6, &c, ev);
