@@ -138,3 +138,31 @@ Deno.test("istio oracle: the restore text is one nat table with a COMMIT", () =>
   assert.match(text, /^\*nat\n-N ISTIO_INBOUND\n/);
   assert.match(text, /\n-A ISTIO_OUTPUT -j ISTIO_REDIRECT\nCOMMIT\n$/);
 });
+
+Deno.test("istio oracle: the ip6tables rules of a dual-stack pod use ::6, ::1 and the IPv6 ranges only", () => {
+  const f = istioFlags({
+    [`${T}excludeOutboundIPRanges`]: "10.96.0.0/12,fd00:96::/64",
+    [`${T}includeOutboundIPRanges`]: "10.0.0.0/8,fd00::/8",
+  });
+  const six = istioNatRules(f, 6).filter((r) => r.startsWith("-A ISTIO_OUTPUT"));
+  assert.deepEqual(six, [
+    "-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN",
+    "-A ISTIO_OUTPUT -o lo ! -d ::1/128 -p tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT",
+    "-A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN",
+    "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+    "-A ISTIO_OUTPUT -o lo ! -d ::1/128 -p tcp ! --dport 15008 -m owner --gid-owner 1337 -j ISTIO_IN_REDIRECT",
+    "-A ISTIO_OUTPUT -o lo -m owner ! --gid-owner 1337 -j RETURN",
+    "-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN",
+    "-A ISTIO_OUTPUT -d ::1/128 -j RETURN",
+    "-A ISTIO_OUTPUT -d fd00:96::/64 -j RETURN",
+    "-A ISTIO_OUTPUT -d fd00::/8 -j ISTIO_REDIRECT",
+    "-A ISTIO_OUTPUT -j RETURN",
+  ]);
+  const four = istioNatRules(f, 4);
+  assert.ok(four.includes("-A ISTIO_OUTPUT -d 10.96.0.0/12 -j RETURN"));
+  assert.ok(!four.some((r) => r.includes("fd00")), "no IPv6 range in the IPv4 rules");
+  // Only IPv4 ranges included: the IPv6 rules redirect nothing by address.
+  const only4 = istioNatRules(istioFlags({ [`${T}includeOutboundIPRanges`]: "10.0.0.0/8" }), 6);
+  assert.ok(!only4.some((r) => r.includes("-j ISTIO_REDIRECT") && r.includes("ISTIO_OUTPUT")));
+  assert.throws(() => istioFlags({ [`${T}excludeOutboundIPRanges`]: "fd00::/129" }), IstioRejects);
+});

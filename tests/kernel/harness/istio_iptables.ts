@@ -59,6 +59,7 @@ function ports(key: string, v: string, wildcard: boolean): number[] | "*" {
 }
 
 const CIDR4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+const CIDR6 = /^([0-9a-fA-F:]+)\/(\d{1,3})$/;
 
 function cidrs(key: string, v: string, wildcard: boolean): string[] | "*" {
   if (v.trim() === "*") {
@@ -67,6 +68,13 @@ function cidrs(key: string, v: string, wildcard: boolean): string[] | "*" {
   }
   return items(v).map((c) => {
     // A prefix is required: Istio parses each item as a network prefix, so a bare address is refused.
+    const m6 = CIDR6.exec(c);
+    if (m6) {
+      if (!m6[1]!.includes(":") || Number(m6[2]) > 128) {
+        throw new IstioRejects(`${key}: bad IPv6 CIDR "${c}"`);
+      }
+      return c;
+    }
     const m = CIDR4.exec(c);
     if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) {
       throw new IstioRejects(`${key}: bad IPv4 CIDR "${c}"`);
@@ -126,8 +134,16 @@ function loopback(cidr: string): boolean {
   return cidr.startsWith("127.");
 }
 
-/** The nat rules istio-iptables writes for these flags, in order, as iptables-restore lines. */
-export function istioNatRules(f: IstioFlags): string[] {
+/**
+ * The nat rules istio-iptables writes for these flags, in order, as iptables-restore lines; with
+ * `family` 6 the ip6tables ones of a dual-stack pod: the same builder with ::6 for 127.0.0.6, ::1 for
+ * 127.0.0.1 and the IPv6 ranges only (each family's tables get the ranges of that family).
+ */
+export function istioNatRules(f: IstioFlags, family: 4 | 6 = 4): string[] {
+  const v6 = family === 6;
+  const ofFamily = (c: string) => c.includes(":") === v6;
+  const passthrough = v6 ? "::6/128" : "127.0.0.6/32";
+  const localhost = v6 ? "::1/128" : "127.0.0.1/32";
   const r: string[] = [];
   const out = (rule: string) => r.push(`-A ISTIO_OUTPUT ${rule}`);
   for (const c of ["ISTIO_INBOUND", "ISTIO_REDIRECT", "ISTIO_IN_REDIRECT", "ISTIO_OUTPUT"]) r.push(`-N ${c}`);
@@ -156,28 +172,32 @@ export function istioNatRules(f: IstioFlags): string[] {
     out(`-p udp --dport ${p} -j RETURN`);
   }
   // Envoy's inbound passthrough connects from 127.0.0.6: never captured, whoever owns the socket.
-  out("-o lo -s 127.0.0.6/32 -j RETURN");
-  const keepLo = f.includeOutboundIPRanges !== "*" && f.includeOutboundIPRanges.some(loopback);
+  out(`-o lo -s ${passthrough} -j RETURN`);
+  const keepLo = !v6 && f.includeOutboundIPRanges !== "*" && f.includeOutboundIPRanges.some(loopback);
   for (const owner of [`--uid-owner ${PROXY_UID}`, `--gid-owner ${PROXY_GID}`]) {
     // The proxy calling its own pod (not plain localhost, not the tunnel port) goes to inbound.
-    out(`-o lo ! -d 127.0.0.1/32 -p tcp ! --dport ${TUNNEL_PORT} -m owner ${owner} -j ISTIO_IN_REDIRECT`);
+    out(`-o lo ! -d ${localhost} -p tcp ! --dport ${TUNNEL_PORT} -m owner ${owner} -j ISTIO_IN_REDIRECT`);
     // The app calling its own pod IP goes direct, unless loopback ranges were asked for.
     if (!keepLo) out(`-o lo -m owner ! ${owner} -j RETURN`);
     out(`-m owner ${owner} -j RETURN`);
   }
-  out("-d 127.0.0.1/32 -j RETURN");
-  for (const c of f.excludeOutboundIPRanges) out(`-d ${c} -j RETURN`);
+  out(`-d ${localhost} -j RETURN`);
+  for (const c of f.excludeOutboundIPRanges.filter(ofFamily)) out(`-d ${c} -j RETURN`);
   for (const p of f.includeOutboundPorts) out(`-p tcp --dport ${p} -j ISTIO_REDIRECT`);
   if (f.includeOutboundIPRanges === "*") {
     out("-j ISTIO_REDIRECT");
-  } else if (f.includeOutboundIPRanges.length > 0) {
-    for (const c of f.includeOutboundIPRanges) out(`-d ${c} -j ISTIO_REDIRECT`);
+  } else if (f.includeOutboundIPRanges.filter(ofFamily).length > 0) {
+    for (const c of f.includeOutboundIPRanges.filter(ofFamily)) out(`-d ${c} -j ISTIO_REDIRECT`);
     out("-j RETURN");
   }
   return r;
 }
 
 /** iptables-restore input with Istio's nat rules for a pod with these annotations. */
-export function istioIptablesRestore(annotations: Record<string, string>, o: FlagOptions = {}): string {
-  return ["*nat", ...istioNatRules(istioFlags(annotations, o)), "COMMIT", ""].join("\n");
+export function istioIptablesRestore(
+  annotations: Record<string, string>,
+  o: FlagOptions = {},
+  family: 4 | 6 = 4,
+): string {
+  return ["*nat", ...istioNatRules(istioFlags(annotations, o), family), "COMMIT", ""].join("\n");
 }
