@@ -54,12 +54,21 @@ static __always_inline void current_pod(struct bpf_sock_addr *ctx, struct pod_ip
 		bpf_sk_release(sk);
 		ips = bpf_map_lookup_elem(&mark_pod_ips, &mark);
 	}
+	__u64 ns = bpf_get_netns_cookie(ctx);
 	if (!ips) {
-		__u64 ns = bpf_get_netns_cookie(ctx);
 		ips = bpf_map_lookup_elem(&netns_pod_ips, &ns);
+		if (ips)
+			*out = *ips;
+		return;
 	}
-	if (ips)
-		*out = *ips;
+	*out = *ips;
+	/* The CNI's mark entry is written from the CNI result's IPv4; the pod's IPv6, from the pod
+	 * source, is in the namespace's entry. */
+	if (addr_zero(&out->ip6)) {
+		struct pod_ips *byns = bpf_map_lookup_elem(&netns_pod_ips, &ns);
+		if (byns && byns->ip4 == out->ip4)
+			out->ip6 = byns->ip6;
+	}
 }
 
 static __always_inline int record(struct bpf_sock_addr *ctx, const struct addr16 *ip, __u16 port, __u16 flags)

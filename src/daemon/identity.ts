@@ -74,7 +74,11 @@ export function desiredIdentities(
       break;
     }
   }
-  for (const x of pinned) out.set(x.cookie, { cookie: x.cookie, ip: x.ip, via: "cni", pod: podKey(x) });
+  for (const x of pinned) {
+    // The CNI's entry knows the pod's IPv4 from the CNI result; its IPv6 comes from the pod source.
+    const ip6 = byIp.get(x.ip)?.ip6;
+    out.set(x.cookie, { cookie: x.cookie, ip: x.ip, ...(ip6 ? { ip6 } : {}), via: "cni", pod: podKey(x) });
+  }
   return out;
 }
 

@@ -242,6 +242,19 @@ Deno.test("kernel: a pod identified by its IPv6 alone gets its own rules and its
   await expect(w, c, { ip: a!.ip6, port: 8080 }, "inbound", { uid: PROXY });
 });
 
+Deno.test("kernel: a mark entry with only the pod's IPv4 (as CNI mode writes it) takes its IPv6 from the namespace entry", async () => {
+  await using scope = new Scope();
+  const w = await dualWorld(scope);
+  const { a, r } = w.pods as Record<string, { ip: string; ip6: string }>;
+  const { policy } = w.identify("a", { [I.excludeOutboundPorts]: "9090" }, { asCni: true });
+  assert.equal([...w.dp.maps.markIps().values()][0]!.ip6, "", "the mark entry has no IPv6");
+  const c = { pod: { ip: a!.ip, ip6: a!.ip6, policy } };
+  const s = await expect(w, c, { ip: r!.ip6, port: 8080 }, "redirect");
+  assert.equal(hostOf(s.sidecar[0]!.peer), a!.ip6, "the pod's IPv6 was bound: the sidecar sees it");
+  await expect(w, c, { ip: a!.ip6, port: 8080 }, "pass");
+  await expect(w, c, { ip: a!.ip6, port: 8080 }, "inbound", { uid: PROXY });
+});
+
 Deno.test("kernel: DNS capture over IPv6 sends queries to [::1] and restores the resolver's address", async () => {
   await using scope = new Scope();
   const w = await createWorld(scope, { dnsCapture: true, meshed: ["a"], outside: { r: [8080] }, ipv6: true });

@@ -272,6 +272,9 @@ Deno.test("desiredIdentities: a dual-stack pod is found by either IP, its entry 
     [...d].map(([c, i]) => [c, i.ip, i.ip6, i.pod]),
     [[11n, "10.0.0.4", "fd00::4", "default/d"], [12n, "", "fd00::6", "default/six"]],
   );
+  // A CNI entry (by IPv4, from the CNI result) gets the pod's IPv6 from the pod source.
+  const cni = desiredIdentities(pods, [], [{ cookie: 30n, ip: "10.0.0.4", namespace: "default", name: "d" }]);
+  assert.deepEqual([...cni.values()].map((i) => [i.ip, i.ip6, i.via]), [["10.0.0.4", "fd00::4", "cni"]]);
   const m = new FakeMap();
   const r = reconcileNetnsPods(m, new Map([...d].map(([c, i]) => [c, { ip: i.ip, ip6: i.ip6 }])));
   assert.deepEqual(r.added, [11n, 12n]);

@@ -53,7 +53,11 @@ export interface World {
    * listener is opened once and closed with the scope). A dual-stack pod is identified by both of its
    * IPs and its policy written under each; `ipv6Only` identifies it by its IPv6 alone.
    */
-  identify(pod: string, annotations?: Record<string, string>, o?: { ipv6Only?: boolean }): PolicyResult;
+  identify(
+    pod: string,
+    annotations?: Record<string, string>,
+    o?: { ipv6Only?: boolean; asCni?: boolean },
+  ): PolicyResult;
   /**
    * Makes a pod known by its network namespace cookie alone (no mark listener), as the daemon records
    * a pod it found without CNI mode; the policy as in identify().
@@ -111,6 +115,7 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   const pods: Record<string, TestPod> = {};
   const sidecars: Record<string, Proc> = {};
   const marks = new Map<string, number>();
+  const cookies = new Map<string, bigint>();
   let octet = 10;
   for (const name of opts.meshed ?? ["a", "b"]) {
     const pod = await createPod(scope, node, name, octet++);
@@ -185,8 +190,15 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
         const l = openMarkListener(`/run/netns/${p.ns}`, mark);
         scope.defer(() => closeMarkListener(l));
         marks.set(pod, mark);
+        cookies.set(pod, listenerNetnsCookie(l));
       }
-      dp.maps.putMark(mark, ip4, p.ip6 ?? "");
+      if (o.asCni) {
+        // As in CNI mode: the mark entry from the CNI result's IPv4, the namespace entry with both.
+        dp.maps.putMark(mark, ip4);
+        dp.maps.putNetnsPod(cookies.get(pod)!, ip4, p.ip6 ?? "");
+      } else {
+        dp.maps.putMark(mark, ip4, p.ip6 ?? "");
+      }
       const result = podPolicy(annotations, mesh.mode);
       if (ip4) dp.maps.putPod(ip4, result.policy);
       else dp.maps.deletePod(p.ip);
