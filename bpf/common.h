@@ -205,6 +205,7 @@ enum counter {
 	C_INGRESS_UNTRACKED,    /* an inbound packet to an intercepted port of a flow with no record */
 	C_INGRESS_ABORT,        /* an inbound handshake's record dropped on RST */
 	C_EVENTS_LOST,          /* monitor events that did not fit in the ring buffer */
+	C_INGRESS_COLLISION,    /* an inbound SYN refused (RST): its rewritten 4-tuple is another connection's */
 	C_MAX,
 };
 
@@ -246,6 +247,7 @@ enum event_reason {
 	R_FAST_BACKLOG,        /* left it: the peer's queue was over its receive buffer */
 	R_FAST_FALLBACK,       /* left it: a redirect failed */
 	R_DNS_REDIRECT,
+	R_REFUSED_COLLISION,   /* inbound: refused with RST, the rewritten 4-tuple is another connection's */
 };
 
 struct event {

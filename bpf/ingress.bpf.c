@@ -129,6 +129,26 @@ static __always_inline struct orig_dst *flow_record(struct pair_key *k)
 
 enum verdict { V_PASS, V_REWRITE, V_DROP };
 
+/*
+ * Rewriting the port maps client:P -> pod:A and client:P -> pod:B onto one 4-tuple, client:P ->
+ * pod:inbound. While one of them lives, the other cannot be carried (NAT would pick another source
+ * port; a port rewrite cannot): it is refused at once, as a closed port would refuse it, rather than
+ * left to time out or, worse, take over the first connection's record. The refusal is the pod's own
+ * kernel's: the SYN is sent to port REFUSE_PORT, where nothing can listen, and the RST that comes back
+ * gets the original port on TC egress like any reply (a reset the kernel builds has the checksum the
+ * packet's offload state needs, which one built here could not know).
+ */
+#define REFUSE_PORT 0
+static __always_inline int collides(struct pair_key *k, __u16 dport)
+{
+	struct orig_dst *live = bpf_map_lookup_elem(&pair_orig_dst, k);
+	if (live && (live->flags & ORIG_F_INGRESS))
+		return 1;
+	struct orig_dst *handshake = bpf_map_lookup_elem(&ingress_syn, k);
+	/* The same port again is the client retransmitting its SYN. */
+	return handshake && handshake->port != dport;
+}
+
 /* Decides for an inbound packet: leave it, rewrite it to the inbound port, or drop it (a SYN that
  * cannot get a record). */
 static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
@@ -168,6 +188,20 @@ static __always_inline enum verdict inbound_verdict(struct parsed *p, __u16 *to)
 		.dport = cfg->inbound_port,
 	};
 	if (syn) {
+		if (collides(&k, dport)) {
+			struct pair_key rk = k;
+			rk.dport = REFUSE_PORT;
+			struct orig_dst od = {.ip = dip, .port = dport, .flags = ORIG_F_INGRESS};
+			if (bpf_map_update_elem(&ingress_syn, &rk, &od, BPF_ANY)) {
+				count(C_MAP_ERROR);
+				return V_DROP;
+			}
+			count(C_INGRESS_COLLISION);
+			ev.reason = R_REFUSED_COLLISION;
+			emit(&ev);
+			*to = REFUSE_PORT;
+			return V_REWRITE;
+		}
 		ev.reason = R_REFUSED_TABLE_FULL;
 		if (!conn_admitted(cfg)) {
 			emit(&ev);
@@ -244,14 +278,17 @@ int mb_tc_egress(struct __sk_buff *skb)
 	if (!parse_tcp((void *)(long)skb->data, (void *)(long)skb->data_end, &p))
 		return TC_ACT_OK;
 	struct mesh_config *cfg = get_config();
-	if (!cfg || bpf_ntohs(p.tcp->source) != cfg->inbound_port)
+	if (!cfg)
+		return TC_ACT_OK;
+	__u16 sport = bpf_ntohs(p.tcp->source);
+	if (sport != cfg->inbound_port && !(sport == REFUSE_PORT && p.tcp->rst))
 		return TC_ACT_OK;
 	struct pair_key k = {
 		.netns = 0,
 		.sip = p.daddr,
 		.sport = bpf_ntohs(p.tcp->dest),
 		.dip = p.saddr,
-		.dport = cfg->inbound_port,
+		.dport = sport,
 	};
 	struct orig_dst *od = flow_record(&k);
 	if (!od || !(od->flags & ORIG_F_INGRESS))

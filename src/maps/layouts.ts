@@ -149,6 +149,7 @@ export const COUNTER_NAMES = [
   "ingress_untracked",
   "ingress_abort",
   "events_lost",
+  "ingress_collision",
 ] as const;
 export type CounterName = typeof COUNTER_NAMES[number];
 

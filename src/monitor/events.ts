@@ -60,6 +60,10 @@ export const EVENT_REASONS = [
   ["fast_backlog", "left the fast path: the peer's queue was over its receive buffer"],
   ["fast_fallback", "left the fast path: a redirect failed"],
   ["dns_redirect", "DNS query sent to the proxy's DNS port"],
+  [
+    "refused_collision",
+    "inbound: refused (RST): from the same client port, another connection to this pod already holds the rewritten 4-tuple",
+  ],
 ] as const;
 export type EventReason = typeof EVENT_REASONS[number][0];
 

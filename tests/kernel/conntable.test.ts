@@ -31,7 +31,14 @@ async function appServer(scope: Scope, w: World, pod: string, port = 8080) {
 }
 
 /** A connection opened now and used again only once `go()` is called. */
-async function idleConnection(scope: Scope, w: World, from: string, target: string, inCgroup: boolean) {
+async function idleConnection(
+  scope: Scope,
+  w: World,
+  from: string,
+  target: string,
+  inCgroup: boolean,
+  sport?: number,
+) {
   const dir = await Deno.makeTempDir({ prefix: "merbridge-idle-" });
   scope.defer(() => Deno.remove(dir, { recursive: true }));
   await Deno.chmod(dir, 0o755); // the peer runs as the app's uid
@@ -40,7 +47,7 @@ async function idleConnection(scope: Scope, w: World, from: string, target: stri
     netns: w.pods[from]!.ns,
     cgroup: inCgroup ? w.cgroup : undefined,
     uid: APP_UID,
-  }, ["idle-echo", target, "--go", go]);
+  }, ["idle-echo", target, "--go", go, ...(sport ? ["--sport", String(sport)] : [])]);
   const open = await p.waitFor((l) => l.event === "open" || l.ok === false, 5000, "idle connection open");
   assert.equal(open.event, "open", JSON.stringify(open));
   return {
@@ -157,3 +164,46 @@ Deno.test("kernel: a full connection table refuses connect() at once, and live c
   const again = await w.client("a", `${r!.ip}:8080`);
   assert.equal(again.ok, true, `room again: ${JSON.stringify(again)}`);
 });
+
+for (const hook of ["xdp", "tc"] as IngressHook[]) {
+  Deno.test(`kernel: ${hook}: a second connection from the same client port to another port of the pod is refused at once`, async () => {
+    await using scope = new Scope();
+    const w = await createWorld(scope, { meshed: ["a"], outside: { r: [] } });
+    const { a } = w.pods as Record<string, { ns: string; ip: string }>;
+    await appServer(scope, w, "a", 8080);
+    await appServer(scope, w, "a", 8090);
+    w.identify("a");
+    const target = { netnsPath: `/run/netns/${a!.ns}`, ifName: "eth0", pinDir: `${w.pinPath}/pods/a` };
+    attachIngress(target, w.dp.ingressPrograms(), { hook, hardwareChecksum: false });
+    scope.defer(() => detachIngress(target, true));
+    const sport = 40000 + (Deno.pid % 20000);
+    // Both become client:sport -> pod:15006 once rewritten: only one of them can be carried.
+    const first = await idleConnection(scope, w, "r", `${a!.ip}:8090`, false, sport);
+    const before = w.dp.maps.counters();
+    const t0 = Date.now();
+    const second = await nettool({ netns: w.pods.r!.ns }, [
+      "client",
+      `${a!.ip}:8080`,
+      "--sport",
+      String(sport),
+      "--timeout",
+      "10",
+    ]);
+    const ms = Date.now() - t0;
+    assert.equal(second.ok, false, JSON.stringify(second));
+    assert.equal(second.errno, 111, `refused (ECONNREFUSED), not timed out: ${JSON.stringify(second)}`);
+    assert.ok(ms < 3000, `refused at once, took ${ms} ms`);
+    assert.equal(w.dp.maps.counters().ingress_collision - before.ingress_collision, 1n);
+    const used = await first.use();
+    assert.equal(used.ok, true, `the first connection is untouched: ${JSON.stringify(used)}`);
+    // Once the first is gone, the same client port reaches the other pod port.
+    await until("the first connection's record is gone", () => w.dp.maps.tableFill().pair_orig_dst === 0);
+    const again = await nettool({ netns: w.pods.r!.ns }, [
+      "client",
+      `${a!.ip}:8080`,
+      "--sport",
+      String(sport),
+    ]);
+    assert.equal(again.ok, true, JSON.stringify(again));
+  });
+}

@@ -380,8 +380,11 @@ def client(args):
     try:
         s = socket.socket(fam, socket.SOCK_STREAM)
         s.settimeout(args.timeout)
-        if args.bind:
-            s.bind((args.bind, 0))
+        if args.sport:
+            # Another socket may hold the same source port towards another destination.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if args.bind or args.sport:
+            s.bind((args.bind or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), args.sport))
         s.connect((host, int(port)))
         # Asked at once: after the peer's FIN and ours the kernel answers ENOTCONN.
         peer = fmt_addr(s.getpeername())
@@ -403,7 +406,7 @@ def client(args):
         emit(ok=got == payload, hello=json.loads(hello) if hello else None, sent=len(payload),
              received=len(got), local=fmt_addr(s.getsockname()), peer=peer, **extra)
     except OSError as e:
-        emit(ok=False, error=str(e))
+        emit(ok=False, error=str(e), errno=e.errno)
 
 
 def http_server(args):
@@ -967,7 +970,12 @@ def idle_echo(args):
     """Opens a connection, then idles until the file --go exists, then checks one echo on it: a long
     pooled connection that must survive whatever happened to the node meanwhile."""
     host, port = args.target.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=args.timeout)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(args.timeout)
+    if args.sport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", args.sport))
+    s.connect((host, int(port)))
     hello = read_line(s)
     emit(event="open", hello=json.loads(hello) if hello else None, local="%s:%d" % s.getsockname())
     while not os.path.exists(args.go):
@@ -1043,6 +1051,7 @@ def main():
     a.add_argument("--family", choices=["inet", "inet6"], default="inet")
     a.add_argument("--bind", default="", help="source address to bind before connecting")
     a.add_argument("--ask-origdst", action="store_true", help="report SO_ORIGINAL_DST on the client socket")
+    a.add_argument("--sport", type=int, default=0, help="fixed source port (SO_REUSEADDR)")
     a = sub.add_parser("http-server")
     a.add_argument("--bind", default="0.0.0.0")
     a.add_argument("--port", type=int, required=True)
@@ -1132,6 +1141,7 @@ def main():
     a = sub.add_parser("idle-echo")
     a.add_argument("target")
     a.add_argument("--go", required=True, help="file whose existence ends the idle time")
+    a.add_argument("--sport", type=int, default=0, help="fixed source port (SO_REUSEADDR)")
     a.add_argument("--bytes", type=int, default=1000)
     a.add_argument("--timeout", type=float, default=10)
     args = p.parse_args()
