@@ -312,26 +312,22 @@ export class Daemon {
   reconcile(): void {
     if (!this.#dp) return;
     const desired = new Map<string, PodPolicy>();
-    // A dual-stack pod's policy is written under each of its IPs; its counters under its primary one
-    // (its IPv4, else its IPv6), the key the programs count under.
-    const primaries: string[] = [];
+    // A dual-stack pod's policy is written under each of its IPs, and it gets a counter entry under
+    // each: connect() counts under its IPv4 (else its IPv6), the ingress program under the address a
+    // packet was sent to. /metrics sums them.
     for (const e of this.table.entries()) {
       if (!e.inMesh) continue;
       if (e.ip) desired.set(e.ip, e.policy);
       if (e.ip6) desired.set(e.ip6, e.policy);
-      if (e.ip || e.ip6) primaries.push(e.ip || e.ip6!);
     }
     if (this.#attachments) {
       for (const [ip, p] of this.#attachments.policies((ns, n) => this.table.get(ns, n))) {
-        if (!desired.has(ip)) {
-          desired.set(ip, p ?? defaultPolicy(this.cfg.mode));
-          primaries.push(ip);
-        }
+        if (!desired.has(ip)) desired.set(ip, p ?? defaultPolicy(this.cfg.mode));
       }
     }
     try {
       const r = reconcileLocalPods(this.#dp.maps, desired);
-      reconcilePodCounters(this.#dp.maps, primaries);
+      reconcilePodCounters(this.#dp.maps, desired.keys());
       this.#m.reconciles.inc({ result: "ok" });
       this.#syncError = undefined;
       if (r.added.length + r.updated.length + r.removed.length) {
@@ -407,8 +403,10 @@ export class Daemon {
       // and a pod's go with it.
       this.#m.podConnections.reset();
       for (const e of this.table.entries()) {
-        if (!e.inMesh || !e.ip) continue;
-        const pc = dp.maps.podCounters(e.ip);
+        if (!e.inMesh || !(e.ip || e.ip6)) continue;
+        const pc = sumCounters(
+          [e.ip, e.ip6 ?? ""].filter((ip) => ip !== "").map((ip) => dp.maps.podCounters(ip)),
+        );
         if (!pc) continue;
         for (const [event, v] of Object.entries(pc)) {
           this.#m.podConnections.set({ pod: `${e.namespace}/${e.name}`, event }, v);
@@ -471,4 +469,15 @@ export class Daemon {
       log.info("stopped; the datapath stays attached for the next daemon");
     }
   }
+}
+
+/** A dual-stack pod's counters: the sum of its entries (undefined when it has none). */
+function sumCounters<K extends string>(
+  parts: (Record<K, bigint> | undefined)[],
+): Record<K, bigint> | undefined {
+  const have = parts.filter((p): p is Record<K, bigint> => p !== undefined);
+  if (!have.length) return undefined;
+  const out = { ...have[0]! };
+  for (const p of have.slice(1)) for (const k of Object.keys(p) as K[]) out[k] += p[k];
+  return out;
 }

@@ -598,6 +598,8 @@ async function inboundCase6(flags: string[]) {
   const c = m.maps.counters();
   assert.ok(c.ingress_redirect > before.ingress_redirect, "the ingress program rewrote IPv6 packets");
   assert.ok(c.egress_restore > before.egress_restore, "and restored the replies' source port");
+  // The pod's counters include its IPv6 inbound connections (an entry under each of its IPs).
+  assert.ok((m.maps.podCounters(pod6)?.inbound ?? 0n) >= 5n, `pod counters: ${m.maps.podCounterIps()}`);
   // IPv4 to the same pod is still intercepted alongside.
   const down4 = await nettool({ netns: w.client }, [
     "bulk-client",
