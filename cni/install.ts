@@ -85,6 +85,8 @@ export class CniInstallError extends Error {
 const log = getLogger("cni", "install");
 
 const STATE_FILE = "cni-install.json";
+/** Credentials the plugin reads pods with when the daemon cannot be asked (written by the daemon). */
+export const PLUGIN_KUBECONFIG_FILE = "cni-kubeconfig";
 const ORIGINAL_PREFIX = "original-";
 
 type ConfRecord =
@@ -508,6 +510,11 @@ export function uninstallCni(opts: UninstallOptions): Promise<UninstallResult> {
     if (await exists(bin)) {
       await Deno.remove(bin);
       out.changes.push(`removed ${bin}`);
+    }
+    const creds = join(opts.stateDir, PLUGIN_KUBECONFIG_FILE);
+    if (await exists(creds)) {
+      await Deno.remove(creds);
+      out.changes.push(`removed ${creds}`);
     }
     if (state) {
       await removeIfExists(state.conf?.original ?? null);

@@ -1,7 +1,13 @@
 // The node agent: loads and attaches the datapath, keeps the pod maps in step with the pod source,
 // and in CNI mode serves the plugin, owns per-pod attachments and keeps itself chained in the CNI
 // config. SIGTERM leaves the pinned datapath running for the next daemon unless told to uninstall.
-import { cniInstallStats, installCni, uninstallCni, watchCniConfig } from "../../cni/install.ts";
+import {
+  cniInstallStats,
+  installCni,
+  PLUGIN_KUBECONFIG_FILE,
+  uninstallCni,
+  watchCniConfig,
+} from "../../cni/install.ts";
 import { type DaemonSocketServer, serveDaemonSocket } from "../../cni/protocol.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
 import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, uninstallDatapath } from "../datapath/datapath.ts";
@@ -21,6 +27,7 @@ import { IdentityReconciler, startIdentityTriggers } from "./identity.ts";
 import { NetnsDiscovery } from "../netns/discover.ts";
 import { pathExists } from "../util/fs.ts";
 import { currentNetnsCookie } from "../netns/cookie.ts";
+import { inClusterKubeconfigText, writeRootOnly } from "../kube/plugin_kubeconfig.ts";
 
 const log = getLogger("daemon");
 
@@ -52,6 +59,11 @@ export interface DaemonConfig {
   /** The plugin as installed into the CNI bin dir. */
   pluginSource: { kind: "binary"; path: string } | { kind: "launcher"; denoPath: string; mainPath: string };
   logLevel: string;
+  /**
+   * Where the pods come from, for the plugin to judge a pod itself when the daemon cannot be asked:
+   * a pods file, a kubeconfig (absolute paths), or neither for the in-cluster service account.
+   */
+  podSourceRef?: { podsFile?: string; kubeconfig?: string; context?: string };
 }
 
 export function socketPath(runDir: string): string {
@@ -220,6 +232,8 @@ export class Daemon {
       this.#sweep = setInterval(() => {
         const n = attachments.sweep();
         if (n) log.info("removed {n} attachments whose pod namespace disappeared", { n });
+        // The kubelet rotates the service-account token; the plugin's copy follows.
+        this.#pluginMembership();
       }, 10_000);
       const installOpts = this.#cniInstallOptions();
       const first = await installCni(installOpts).catch((e) => {
@@ -280,8 +294,34 @@ export class Daemon {
     }
   }
 
+  /**
+   * What the plugin needs to judge membership without the daemon. In a cluster the service
+   * account's token is copied into a root-only kubeconfig on the host, and kept current.
+   */
+  #pluginMembership(): Record<string, unknown> | undefined {
+    const cfg = this.cfg;
+    const base = { mode: cfg.mode, nodeName: cfg.nodeName };
+    const ref = cfg.podSourceRef;
+    if (!ref) return undefined;
+    if (ref.podsFile) return { ...base, podsFile: ref.podsFile };
+    if (ref.kubeconfig) {
+      return { ...base, kubeconfig: ref.kubeconfig, ...(ref.context ? { context: ref.context } : {}) };
+    }
+    const path = `${cfg.stateDir}/${PLUGIN_KUBECONFIG_FILE}`;
+    try {
+      const text = inClusterKubeconfigText();
+      if (text === undefined) return undefined;
+      if (writeRootOnly(path, text)) log.info("wrote the plugin's API credentials to {path}", { path });
+    } catch (e) {
+      log.error("cannot write the plugin's API credentials: {error}", { error: (e as Error).message });
+      return undefined;
+    }
+    return { ...base, kubeconfig: path };
+  }
+
   #cniInstallOptions() {
     const cfg = this.cfg;
+    const membership = cfg.cniMode ? this.#pluginMembership() : undefined;
     return {
       binDir: cfg.cniBinDir,
       confDir: cfg.cniConfigDir,
@@ -291,6 +331,7 @@ export class Daemon {
         socketPath: socketPath(cfg.runDir),
         logFile: `${cfg.runDir}/cni.log`,
         logLevel: cfg.logLevel,
+        ...(membership ? { membership } : {}),
       },
     };
   }

@@ -339,6 +339,43 @@ Deno.test("kernel: CNI error cases answer per spec, and DEL succeeds with the da
   await run("true", []);
 });
 
+Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a meshed one waits for it", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const entry = JSON.parse(await Deno.readTextFile(w.conflist)).plugins[1];
+  assert.equal(
+    entry.membership?.podsFile,
+    w.daemonOpts.podsFile,
+    "the installer told the plugin the pod source",
+  );
+  assert.equal(await stopDaemon(w.daemon), 0);
+
+  const plain = await w.addPod("plain");
+  assert.deepEqual(await marksListening(plain.ns), [], "nothing set up for a pod outside the mesh");
+
+  const ns = await createNetns(scope, `${uniq()}m`);
+  const inv = w.inv("p1", ns);
+  let refused = "";
+  await assert.rejects(cniAdd(inv), (e: Error) => {
+    refused = e.message;
+    return true;
+  });
+  assert.match(refused, /ADD merbridge-cni failed/, "the bridge plugin succeeded; ours refused");
+  // The harness puts the plugin's stdout (one line: the error document) first, then its stderr.
+  const doc = JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n")));
+  assert.equal(doc.code, 11, "try again later: the runtime retries the sandbox");
+  assert.match(doc.msg, /pod default\/p1 is in the mesh and the merbridge daemon is not reachable/);
+  // A runtime tears down a sandbox whose ADD failed before retrying.
+  await cniDel(inv);
+
+  await w.restartDaemonAfterStop();
+  const p1 = await w.addPod("p1");
+  assert.equal((await marksListening(p1.ns)).length, 1, "the retried ADD set up the mark listener");
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.ok(m.maps.pods().has(p1.ip), "the meshed pod is in local_pods");
+  assert.ok(!m.maps.pods().has(plain.ip), "the plain pod is not");
+});
+
 Deno.test("kernel: 50 parallel ADDs then DELs leave zero residue", async () => {
   await using scope = new Scope();
   const names = Array.from({ length: 50 }, (_, i) => `q${i}`);
