@@ -9,6 +9,8 @@ export const DEFAULT_SOCKET_PATH = `${DEFAULT_RUN_DIR}/cni.sock`;
 
 /** Requests and responses are small; a peer sending more than this is broken or hostile. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
+/** The pod table of a node with thousands of pods is larger than any request. */
+export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
 /** A client that connects and then stalls must not hold a server connection forever. */
 const SERVER_READ_TIMEOUT_MS = 10_000;
@@ -16,7 +18,11 @@ const SERVER_READ_TIMEOUT_MS = 10_000;
 /** How long close() lets in-flight requests finish before cutting their connections. */
 const CLOSE_GRACE_MS = 2_000;
 
-export const DAEMON_OPS = ["add", "del", "check", "status", "gc"] as const;
+/**
+ * "pods" is the local API's read of the daemon's pod table (for `merbridge pods`): it lives on this
+ * root-only socket rather than on the network port, where anything reaching the node could read it.
+ */
+export const DAEMON_OPS = ["add", "del", "check", "status", "gc", "pods"] as const;
 export type DaemonOp = (typeof DAEMON_OPS)[number];
 
 /** One (container, interface) pair the runtime still considers live (GC). */
@@ -48,6 +54,8 @@ export interface DaemonOkResponse {
   inMesh?: boolean;
   podIp?: string;
   detail?: string;
+  /** "pods" only: the daemon's pod table. */
+  pods?: unknown[];
 }
 
 export interface DaemonErrorResponse {
@@ -173,6 +181,10 @@ export function parseDaemonResponse(v: unknown): DaemonResponse {
       if (typeof v.detail !== "string") throw new ProtocolError(`field "detail" must be a string`);
       res.detail = v.detail;
     }
+    if (v.pods !== undefined) {
+      if (!Array.isArray(v.pods)) throw new ProtocolError(`field "pods" must be an array`);
+      res.pods = v.pods;
+    }
     return res;
   }
   if (v.ok === false) {
@@ -202,7 +214,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
  * Reads up to the first newline (or end of stream). Returns null when the peer closed without
  * sending anything; throws ProtocolError when the line exceeds MAX_MESSAGE_BYTES.
  */
-async function readLine(conn: Deno.Conn): Promise<string | null> {
+async function readLine(conn: Deno.Conn, max = MAX_MESSAGE_BYTES): Promise<string | null> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   const buf = new Uint8Array(16 * 1024);
@@ -212,7 +224,7 @@ async function readLine(conn: Deno.Conn): Promise<string | null> {
     const nl = buf.subarray(0, n).indexOf(0x0a);
     const take = nl >= 0 ? nl : n;
     total += take;
-    if (total > MAX_MESSAGE_BYTES) throw new ProtocolError(`message longer than ${MAX_MESSAGE_BYTES} bytes`);
+    if (total > max) throw new ProtocolError(`message longer than ${max} bytes`);
     chunks.push(buf.slice(0, take));
     if (nl >= 0) break;
   }
@@ -286,7 +298,7 @@ export async function callDaemon(
     }
     conn = c;
     await writeAll(c, enc.encode(JSON.stringify(req) + "\n"));
-    return await readLine(c);
+    return await readLine(c, MAX_RESPONSE_BYTES);
   })();
   // After a timeout the exchange fails on its closed connection; that outcome is already reported.
   exchange.catch(() => {});

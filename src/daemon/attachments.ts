@@ -96,6 +96,9 @@ export class Attachments {
         for (const id of stale) this.#del(id);
         return { ok: true, detail: `removed ${stale.length} stale attachments` };
       }
+      case "pods":
+        // Answered by the daemon itself, from its pod table.
+        return { ok: false, code: 4, msg: "the attachments do not answer pods requests" };
     }
   }
 

@@ -213,6 +213,7 @@ export class Daemon {
 
     if (!cfg.cniMode) {
       await this.#leaveCniMode();
+      this.#serveLocalApi();
       // Removed attachments took their namespace cookies with them; the scan puts them back now.
       this.#runIdentity();
     }
@@ -222,13 +223,7 @@ export class Daemon {
       if (found) {
         log.info("found {n} running meshed pods without an attachment record; attached", { n: found });
       }
-      this.#server = serveDaemonSocket(socketPath(cfg.runDir), async (req) => {
-        const t0 = performance.now();
-        const res = await attachments.handle(req);
-        this.#m.cniRequests.inc({ op: req.op, result: res.ok ? "ok" : "error" });
-        this.#m.cniLatency.observe({ op: req.op }, (performance.now() - t0) / 1000);
-        return res;
-      });
+      this.#serveLocalApi(attachments);
       this.#sweep = setInterval(() => {
         const n = attachments.sweep();
         if (n) log.info("removed {n} attachments whose pod namespace disappeared", { n });
@@ -257,6 +252,25 @@ export class Daemon {
     }).done;
     this.#ready = true;
     log.info("ready");
+  }
+
+  /**
+   * The local API on the root-only unix socket: the plugin's requests in CNI mode, and the pod
+   * table in every mode. Nothing of it is on the network port.
+   */
+  #serveLocalApi(attachments?: Attachments): void {
+    this.#server = serveDaemonSocket(socketPath(this.cfg.runDir), async (req) => {
+      if (req.op === "pods") return { ok: true, pods: this.#podRows() };
+      if (!attachments) {
+        if (req.op === "status") return { ok: true, detail: "not in CNI mode" };
+        return { ok: false, code: 50, msg: "this merbridge daemon is not in CNI mode" };
+      }
+      const t0 = performance.now();
+      const res = await attachments.handle(req);
+      this.#m.cniRequests.inc({ op: req.op, result: res.ok ? "ok" : "error" });
+      this.#m.cniLatency.observe({ op: req.op }, (performance.now() - t0) / 1000);
+      return res;
+    });
   }
 
   /**
@@ -413,17 +427,19 @@ export class Daemon {
     return {
       notReady: () => this.#ready ? undefined : "starting",
       unhealthy: () => this.#syncError,
-      pods: () =>
-        this.table.entries().map((e) => {
-          const ids = this.#identity?.of(e.namespace, e.name);
-          return {
-            ...e,
-            identity:
-              ids?.map((i) => ({ via: i.via, cookie: i.cookie.toString(), netns: i.netns ?? null })) ??
-                null,
-          };
-        }),
     };
+  }
+
+  /** The pod table with how connect4 knows each pod, for `merbridge pods`. */
+  #podRows(): unknown[] {
+    return this.table.entries().map((e) => {
+      const ids = this.#identity?.of(e.namespace, e.name);
+      return {
+        ...e,
+        identity: ids?.map((i) => ({ via: i.via, cookie: i.cookie.toString(), netns: i.netns ?? null })) ??
+          null,
+      };
+    });
   }
 
   #collectors(): void {

@@ -10,8 +10,9 @@ import { UsageError } from "../args.ts";
 import { type Command, printJson, printTable } from "../command.ts";
 import { CNI_INSTALL_FLAGS, DEFAULTS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
 import { formatPortRange } from "../../mesh/annotations.ts";
-import type { PodEntry, PodPolicy, PortList } from "../../mesh/types.ts";
+import type { PodPolicy, PortList } from "../../mesh/types.ts";
 import { VERSION } from "../../version.ts";
+import { daemonPods, type PodIdentity } from "../local_api.ts";
 
 const INSPECT_FLAGS = {
   ...PIN_FLAGS,
@@ -116,36 +117,8 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
 
 const PODS_FLAGS = {
   ...INSPECT_FLAGS,
-  "daemon-addr": {
-    type: "string",
-    default: `127.0.0.1:${DEFAULTS.metricsAddr.split(":").at(-1)}`,
-    placeholder: "HOST:PORT",
-    description: "the running daemon's HTTP address, for pod names and annotation warnings",
-  },
+  "run-dir": CNI_INSTALL_FLAGS["run-dir"],
 } as const;
-
-/** How connect4 knows a pod: by the daemon's netns scan, by its CNI attachment (mark and cookie). */
-interface PodIdentity {
-  via: "netns" | "cni" | "mark";
-  cookie: string | null;
-  netns: string | null;
-}
-
-type DaemonPod = PodEntry & { identity?: PodIdentity[] | null };
-
-/** The daemon's pod table (names, warnings, identity), or undefined when no daemon answers. */
-async function daemonPods(addr: string): Promise<DaemonPod[] | undefined> {
-  try {
-    const res = await fetch(`http://${addr}/pods`, { signal: AbortSignal.timeout(1000) });
-    if (!res.ok) {
-      await res.body?.cancel();
-      return undefined;
-    }
-    return await res.json() as DaemonPod[];
-  } catch {
-    return undefined;
-  }
-}
 
 export const podsCommand: Command<typeof PODS_FLAGS> = {
   name: "pods",
@@ -154,7 +127,7 @@ export const podsCommand: Command<typeof PODS_FLAGS> = {
   async run(f) {
     using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
     const attachments = readAttachments(f["state-dir"] as string);
-    const known = await daemonPods(f["daemon-addr"] as string) ?? [];
+    const known = await daemonPods(f["run-dir"] as string) ?? [];
     const marks = pm.maps.marks();
     const cookies = pm.maps.netnsPods();
     const rows = [...pm.maps.pods()].map(([ip, policy]) => {
