@@ -41,6 +41,8 @@ export interface AttachmentRecord {
   hook: IngressHook;
   txChanged: boolean;
   createdAt: string;
+  /** Where the per-pod pins live when not under the container ID (a record adopted by a later ADD). */
+  pinKey?: string;
 }
 
 export interface AttachmentsOptions {
@@ -67,17 +69,84 @@ function safeName(containerId: string): string {
   return containerId.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 200);
 }
 
+/** Records the daemon made for running pods it found without a CNI ADD (their DEL never names them). */
+export const SYNTHETIC_PREFIX = "found:";
+
+export function isSynthetic(containerId: string): boolean {
+  return containerId.startsWith(SYNTHETIC_PREFIX);
+}
+
+/** The namespace a path names (device and inode of the nsfs file), or undefined when it is gone. */
+function nsIdentity(path: string): string | undefined {
+  try {
+    const st = Deno.statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What one pass of rediscovery did, for the caller's metrics, logs and health. */
+export interface RediscoverResult {
+  attached: { pod: string; netns: string; ip: string }[];
+  failed: { pod: string; error: string }[];
+}
+
 export class Attachments {
   readonly #live = new Map<string, Live>();
-  #queue: Promise<unknown> = Promise.resolve();
+  /** One chain per container: requests for different pods never wait on each other. */
+  readonly #chains = new Map<string, Promise<unknown>>();
+  readonly #busy = new Map<number, string>();
+  #seq = 0;
 
   constructor(readonly opts: AttachmentsOptions) {}
 
-  /** Requests are handled one at a time: each one changes shared maps and the state file. */
+  /**
+   * Requests for one container are handled in order; those for different containers run side by
+   * side. Each request's changes to the maps and the state file are made without an await in
+   * between, so interleaved requests never see each other half done.
+   */
   handle(req: DaemonRequest): Promise<DaemonResponse> {
-    const run = this.#queue.then(() => this.#dispatch(req));
-    this.#queue = run.catch(() => {});
+    const key = req.containerId;
+    const prev = this.#chains.get(key) ?? Promise.resolve();
+    const n = ++this.#seq;
+    if (req.podName) this.#busy.set(n, `${req.podNamespace}/${req.podName}`);
+    const run = prev.then(() => this.#dispatch(req)).finally(() => this.#busy.delete(n));
+    const tail = run.catch(() => {});
+    this.#chains.set(key, tail);
+    tail.then(() => {
+      if (this.#chains.get(key) === tail) this.#chains.delete(key);
+    });
     return run;
+  }
+
+  /** A record the daemon made itself for the namespace `netns` names, if any. */
+  #syntheticFor(netns: string): Live | undefined {
+    if (!netns) return undefined;
+    const id = nsIdentity(netns);
+    for (const l of this.#live.values()) {
+      if (!isSynthetic(l.rec.containerId)) continue;
+      if (l.rec.netns === netns || (id !== undefined && nsIdentity(l.rec.netns) === id)) return l;
+    }
+    return undefined;
+  }
+
+  /** The runtime names a pod the daemon attached on its own: the record takes the runtime's ID. */
+  #adopt(live: Live, req: DaemonRequest): void {
+    const old = live.rec.containerId;
+    this.#live.delete(old);
+    // The pins stay where they are: they are found by the record's pinDir, kept below.
+    live.rec.pinKey ??= safeName(old);
+    live.rec.containerId = req.containerId;
+    if (req.ifName) live.rec.ifName = req.ifName;
+    this.#live.set(req.containerId, live);
+    this.#save();
+    log.info("{id} is the pod {ns}/{name} attached as {old}; the record now carries the runtime's ID", {
+      id: req.containerId,
+      ns: live.rec.podNamespace,
+      name: live.rec.podName,
+      old,
+    });
   }
 
   async #dispatch(req: DaemonRequest): Promise<DaemonResponse> {
@@ -85,14 +154,15 @@ export class Attachments {
       case "add":
         return await this.#add(req);
       case "del":
-        return this.#del(req.containerId);
+        return this.#del(req.containerId, req.netns);
       case "check":
         return this.#check(req);
       case "status":
         return { ok: true, detail: `${this.#live.size} pods attached` };
       case "gc": {
         const valid = new Set((req.validAttachments ?? []).map((a) => a.containerId));
-        const stale = [...this.#live.keys()].filter((id) => !valid.has(id));
+        // The runtime never knew the daemon's own IDs; those records go with their namespace (sweep).
+        const stale = [...this.#live.keys()].filter((id) => !valid.has(id) && !isSynthetic(id));
         for (const id of stale) this.#del(id);
         return { ok: true, detail: `removed ${stale.length} stale attachments` };
       }
@@ -102,14 +172,28 @@ export class Attachments {
     }
   }
 
-  #pinDir(containerId: string): string {
-    return `${this.opts.pinPath}/pods/${safeName(containerId)}`;
+  #pinDir(rec: AttachmentRecord): string {
+    return `${this.opts.pinPath}/pods/${rec.pinKey ?? safeName(rec.containerId)}`;
   }
 
   async #add(req: DaemonRequest): Promise<DaemonResponse> {
     const existing = this.#live.get(req.containerId);
     if (existing) return { ok: true, inMesh: true, podIp: existing.rec.podIp, detail: "already attached" };
-    const entry = await this.opts.lookupPod(req.podNamespace, req.podName);
+    let entry: PodEntry | undefined;
+    try {
+      entry = await this.opts.lookupPod(req.podNamespace, req.podName);
+    } catch (e) {
+      // Not knowing is not "not meshed": the runtime retries, and a meshed pod never starts bare.
+      const msg = `cannot tell whether pod ${req.podNamespace}/${req.podName} is in the mesh`;
+      log.warn("ADD {id}: {msg}: {error}", { id: req.containerId, msg, error: (e as Error).message });
+      return { ok: false, code: 11, msg, details: (e as Error).message };
+    }
+    // Attached meanwhile by the repair pass (it found the namespace by the pod's IP).
+    const again = this.#live.get(req.containerId) ?? this.#syntheticFor(req.netns);
+    if (again) {
+      if (again.rec.containerId !== req.containerId) this.#adopt(again, req);
+      return { ok: true, inMesh: true, podIp: again.rec.podIp, detail: "already attached" };
+    }
     if (!entry) {
       log.warn("ADD for {ns}/{name}: the pod is unknown to the daemon; treated as not in the mesh", {
         ns: req.podNamespace,
@@ -171,7 +255,7 @@ export class Attachments {
     // --xdp-mode or --hardware-checksum moves pods that were attached before it.
     r.hook = this.opts.hook;
     const res = attachIngress(
-      { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },
+      { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r) },
       this.opts.programs,
       {
         hook: r.hook,
@@ -191,7 +275,7 @@ export class Attachments {
     if (r.netnsCookie) this.opts.maps.deleteNetnsPod(BigInt(r.netnsCookie));
     try {
       detachIngress(
-        { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r.containerId) },
+        { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r) },
         r.txChanged,
       );
     } catch (e) {
@@ -199,9 +283,10 @@ export class Attachments {
     }
   }
 
-  #del(containerId: string): DaemonResponse {
-    const live = this.#live.get(containerId);
+  #del(containerId: string, netns = ""): DaemonResponse {
+    const live = this.#live.get(containerId) ?? this.#syntheticFor(netns);
     if (!live) return { ok: true, detail: "nothing attached" };
+    containerId = live.rec.containerId;
     this.#undo(live);
     this.#live.delete(containerId);
     this.#save();
@@ -211,6 +296,8 @@ export class Attachments {
   }
 
   #check(req: DaemonRequest): DaemonResponse {
+    const found = this.#syntheticFor(req.netns);
+    if (!this.#live.has(req.containerId) && found) this.#adopt(found, req);
     const live = this.#live.get(req.containerId);
     if (!live) return { ok: true, detail: "not attached" };
     const problems: string[] = [];
@@ -261,7 +348,7 @@ export class Attachments {
     }
     // Per-pod pins no record owns (a lost or older state file) would keep XDP attached to pods we
     // no longer track, and block attaching them again.
-    const owned = new Set([...this.#live.keys()].map((id) => safeName(id)));
+    const owned = new Set([...this.#live.values()].map((l) => l.rec.pinKey ?? safeName(l.rec.containerId)));
     try {
       for (const e of Deno.readDirSync(`${this.opts.pinPath}/pods`)) {
         if (!owned.has(e.name)) {
@@ -282,13 +369,19 @@ export class Attachments {
    * Records made this way carry a synthetic container ID; their DEL never comes, so the sweep removes
    * them when the namespace goes.
    */
-  rediscover(entries: PodEntry[], netnsDirs: string[]): number {
+  rediscover(
+    entries: PodEntry[],
+    netnsDirs: string[],
+    busy: ReadonlySet<string> = new Set(),
+  ): RediscoverResult {
+    const out: RediscoverResult = { attached: [], failed: [] };
     const attached = new Set([...this.#live.values()].map((l) => l.rec.podIp));
     const wanted = new Map(
-      entries.filter((e) => e.inMesh && e.ip && !attached.has(e.ip)).map((e) => [e.ip, e]),
+      entries.filter((e) => e.inMesh && e.ip && !attached.has(e.ip) && !busy.has(`${e.namespace}/${e.name}`))
+        .map((e) => [e.ip, e]),
     );
-    if (wanted.size === 0) return 0;
-    let found = 0;
+    if (wanted.size === 0) return out;
+    const seen = new Set<string>();
     for (const dir of netnsDirs) {
       let names: string[];
       try {
@@ -298,6 +391,10 @@ export class Attachments {
       }
       for (const name of names) {
         const path = `${dir}/${name}`;
+        // Directories can name one place twice (/var/run is /run on most hosts).
+        const id = nsIdentity(path);
+        if (id === undefined || seen.has(id)) continue;
+        seen.add(id);
         let hit: { ifName: string; ip: string } | undefined;
         try {
           hit = withNetns(path, () => {
@@ -333,22 +430,23 @@ export class Attachments {
         try {
           this.#apply(live);
           this.#live.set(live.rec.containerId, live);
-          found++;
+          out.attached.push({ pod: `${e.namespace}/${e.name}`, netns: path, ip: hit.ip });
         } catch (err) {
           this.#undo(live);
-          log.error("attaching found pod {ns}/{name}: {error}", {
-            ns: e.namespace,
-            name: e.name,
-            error: (err as Error).message,
-          });
+          out.failed.push({ pod: `${e.namespace}/${e.name}`, error: (err as Error).message });
         }
       }
     }
-    if (found) {
+    if (out.attached.length) {
       this.#save();
       this.opts.onChange();
     }
-    return found;
+    return out;
+  }
+
+  /** Pods with a request in flight: the repair pass leaves them to that request. */
+  get busyPods(): Set<string> {
+    return new Set(this.#busy.values());
   }
 
   /** Drops attachments whose namespace disappeared without a DEL (runtime crash, lost DEL). */

@@ -83,6 +83,9 @@ export class Daemon {
   #http?: Deno.HttpServer;
   #abort = new AbortController();
   #sweep?: ReturnType<typeof setInterval>;
+  #repairTimer?: ReturnType<typeof setTimeout>;
+  /** Meshed pods found running that could not be attached, with the reason: /readyz reports them. */
+  #unattached = new Map<string, string>();
   #ready = false;
   #syncError?: string;
   #watchDone?: Promise<void>;
@@ -130,7 +133,17 @@ export class Daemon {
         "merbridge_netns_namespaces",
         "Network namespaces of this node (the host's excluded)",
       ),
+      repaired: r.counter(
+        "merbridge_pods_repaired_total",
+        "Meshed pods found running without their CNI attachment and attached in place",
+      ),
+      unattached: r.gauge(
+        "merbridge_pods_unattached",
+        "Meshed pods running on this node that could not be attached (see /readyz)",
+      ),
     };
+    // Present from the first scrape, so a rate over it works before the first repair.
+    this.#m.repaired.inc({}, 0);
   }
 
   static async start(cfg: DaemonConfig, source: PodSource): Promise<Daemon> {
@@ -205,6 +218,8 @@ export class Daemon {
     await this.source.start((pods) => {
       const changed = this.table.set(pods);
       if (changed || this.table.snapshots === 1) this.reconcile();
+      // A pod the daemon did not know at its ADD (or did not know was meshed) may be known now.
+      if (changed) this.#scheduleRepair();
     });
     log.info("pods from {source}: {n} on this node", {
       source: this.source.description,
@@ -219,14 +234,12 @@ export class Daemon {
     }
     if (cfg.cniMode) {
       const attachments = this.#attachments!;
-      const found = attachments.rediscover(this.table.entries(), cfg.netnsDirs);
-      if (found) {
-        log.info("found {n} running meshed pods without an attachment record; attached", { n: found });
-      }
+      this.#repair();
       this.#serveLocalApi(attachments);
       this.#sweep = setInterval(() => {
         const n = attachments.sweep();
         if (n) log.info("removed {n} attachments whose pod namespace disappeared", { n });
+        this.#repair();
         // The kubelet rotates the service-account token; the plugin's copy follows.
         this.#pluginMembership();
       }, 10_000);
@@ -252,6 +265,43 @@ export class Daemon {
     }).done;
     this.#ready = true;
     log.info("ready");
+  }
+
+  #scheduleRepair(): void {
+    if (!this.#attachments || this.#abort.signal.aborted) return;
+    clearTimeout(this.#repairTimer);
+    this.#repairTimer = setTimeout(() => this.#repair(), 200);
+  }
+
+  /**
+   * Finds meshed pods running without their attachment (ADD while the pod was unknown or its
+   * membership could not be read, a failed restore, a pod started before the plugin was chained)
+   * and attaches them in place; the ones that fail are reported by /readyz until they succeed.
+   */
+  #repair(): void {
+    const a = this.#attachments;
+    // Before the first snapshot an empty table says nothing about which pods should be attached.
+    if (!a || this.table.snapshots === 0) return;
+    let r;
+    try {
+      r = a.rediscover(this.table.entries(), this.cfg.netnsDirs, a.busyPods);
+    } catch (e) {
+      log.error("repair pass failed: {error}", { error: (e as Error).message });
+      return;
+    }
+    for (const x of r.attached) {
+      this.#m.repaired.inc();
+      log.info(
+        "repaired {pod}: meshed but running without its attachment; attached in place ({netns}, ip {ip})",
+        x,
+      );
+    }
+    const before = this.#unattached;
+    this.#unattached = new Map(r.failed.map((f) => [f.pod, f.error]));
+    for (const [pod, error] of this.#unattached) {
+      if (before.get(pod) !== error) log.error("cannot attach meshed pod {pod}: {error}", { pod, error });
+    }
+    this.#m.unattached.set({}, this.#unattached.size);
   }
 
   /**
@@ -357,7 +407,8 @@ export class Daemon {
       if (e) return e;
       await new Promise((r) => setTimeout(r, 100));
     }
-    const pod = await this.source.get(ns, name).catch(() => undefined);
+    // An error is not "not meshed": it reaches the plugin, and the runtime retries.
+    const pod = await this.source.get(ns, name);
     if (!pod) return undefined;
     const { podEntry } = await import("../mesh/membership.ts");
     return podEntry(pod, this.cfg.mode);
@@ -425,8 +476,18 @@ export class Daemon {
 
   #health() {
     return {
-      notReady: () => this.#ready ? undefined : "starting",
+      notReady: () => {
+        if (!this.#ready) return "starting";
+        if (this.#unattached.size === 0) return undefined;
+        return `${this.#unattached.size} meshed pod(s) could not be attached: ` +
+          [...this.#unattached].map(([pod, e]) => `${pod} (${e})`).join("; ");
+      },
       unhealthy: () => this.#syncError,
+      // Not a reason to restart the agent (other pods are fine), but said on /healthz too.
+      degraded: () =>
+        this.#unattached.size
+          ? `meshed pods not attached: ${[...this.#unattached.keys()].join(", ")}`
+          : undefined,
     };
   }
 
@@ -499,6 +560,7 @@ export class Daemon {
     this.#ready = false;
     this.#abort.abort();
     clearInterval(this.#sweep);
+    clearTimeout(this.#repairTimer);
     await this.source.stop().catch(() => {});
     await this.#server?.close().catch(() => {});
     await this.#watchDone;

@@ -11,6 +11,8 @@ export interface HealthState {
   notReady(): string | undefined;
   /** Why the daemon is unhealthy (should be restarted), or undefined. */
   unhealthy(): string | undefined;
+  /** Something the operator should know that a restart would not fix, or undefined. */
+  degraded?(): string | undefined;
 }
 
 export function parseListenAddr(addr: string): { hostname: string; port: number } {
@@ -32,7 +34,9 @@ export function serveHttp(addr: string, registry: Registry, health: HealthState)
     switch (path) {
       case "/healthz": {
         const why = health.unhealthy();
-        return new Response(why ? `unhealthy: ${why}\n` : "ok\n", { status: why ? 500 : 200 });
+        if (why) return new Response(`unhealthy: ${why}\n`, { status: 500 });
+        const degraded = health.degraded?.();
+        return new Response(degraded ? `ok, degraded: ${degraded}\n` : "ok\n");
       }
       case "/readyz": {
         const why = health.notReady();

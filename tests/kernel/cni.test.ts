@@ -376,6 +376,62 @@ Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a mes
   assert.ok(!m.maps.pods().has(plain.ip), "the plain pod is not");
 });
 
+Deno.test("kernel: a meshed pod unknown at its ADD is repaired in place; GC, CHECK and DEL handle its record", async () => {
+  await using scope = new Scope();
+  const plainOnly = podYaml("plain", { meshed: false });
+  const w = await cniWorld(scope, { pods: plainOnly, flags: ["--metrics-addr=127.0.0.1:0"] });
+  const late = await w.addPod("late");
+  assert.deepEqual(await marksListening(late.ns), [], "unknown at ADD: nothing attached");
+
+  await Deno.writeTextFile(w.daemonOpts.podsFile, plainOnly + podYaml("late", { ip: late.ip }));
+  const deadline = Date.now() + 5_000;
+  while ((await marksListening(late.ns)).length === 0) {
+    if (Date.now() > deadline) throw new Error(`not repaired: ${w.daemon.stderr.join("\n")}`);
+    await sleep(100);
+  }
+  assert.ok(w.daemon.stderr.some((l) => l.includes("repaired default/late")), "a log line names the pod");
+  const addr = w.daemon.stderr.map((l) => /HTTP endpoints on ([\d.]+:\d+)/.exec(l)?.[1]).find(Boolean);
+  const metrics = await (await fetch(`http://${addr}/metrics`)).text();
+  assert.match(metrics, /merbridge_pods_repaired_total 1\n/);
+  assert.match(metrics, /merbridge_pods_unattached 0\n/);
+  const ready = await fetch(`http://${addr}/readyz`);
+  assert.equal(ready.status, 200, await ready.text());
+  {
+    using m = new PinnedDatapathMaps(w.pinPath);
+    assert.ok(m.maps.pods().has(late.ip), "in local_pods");
+    assert.deepEqual([...m.maps.marks().values()], [late.ip]);
+  }
+
+  const entry = {
+    ...JSON.parse(await Deno.readTextFile(w.conflist)).plugins[1],
+    cniVersion: "1.1.0",
+    name: "testnet",
+  };
+  const inv = w.inv("late", late.ns);
+  // The runtime's list never names the daemon's own record; GC must not take it.
+  const gc = await cniExec(inv, "GC", "merbridge-cni", {
+    ...entry,
+    "cni.dev/valid-attachments": [{ containerID: "someone-else", ifname: "eth0" }],
+  });
+  assert.equal(gc.code, 0, gc.stderr);
+  assert.equal((await marksListening(late.ns)).length, 1, "GC kept the repaired pod");
+
+  const check = await cniExec(inv, "CHECK", "merbridge-cni", { ...entry, prevResult: late.result });
+  assert.equal(check.code, 0, `${check.stdout} ${check.stderr}`);
+  const recs = JSON.parse(await Deno.readTextFile(`${w.dir}/state/attachments.json`));
+  assert.deepEqual(
+    recs.map((r: { containerId: string }) => r.containerId),
+    [inv.containerId],
+    "adopted the runtime's ID",
+  );
+
+  await w.delPod("late");
+  assert.deepEqual(await marksListening(late.ns).catch(() => []), []);
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.equal(m.maps.marks().size, 0, "DEL found the repaired record");
+  assert.deepEqual([...Deno.readDirSync(`${w.pinPath}/pods`)], [], "its pins went with it");
+});
+
 Deno.test("kernel: 50 parallel ADDs then DELs leave zero residue", async () => {
   await using scope = new Scope();
   const names = Array.from({ length: 50 }, (_, i) => `q${i}`);
