@@ -352,8 +352,23 @@ function serialized<T>(fn: () => Promise<T>): Promise<T> {
   return run;
 }
 
+/** Half-written files of ours from an installer that was killed mid-write. */
+async function removeOurTempFiles(dir: string): Promise<void> {
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && isTempPath(e.name)) await removeIfExists(join(dir, e.name));
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}
+
 async function installOnce(opts: InstallOptions, changes: string[] = [], depth = 0): Promise<InstallResult> {
   cniInstallStats.checks++;
+  if (depth === 0) {
+    await removeOurTempFiles(opts.confDir);
+    await removeOurTempFiles(opts.binDir);
+  }
   let entry: Record<string, unknown>;
   try {
     entry = pluginEntry(opts.pluginConf);

@@ -24,26 +24,11 @@ import {
   type XdpModeOption,
 } from "../xdp/attacher.ts";
 import { pathExists } from "../util/fs.ts";
+import { type AttachmentRecord, readAttachmentState, writeAttachmentState } from "./state_store.ts";
+
+export type { AttachmentRecord };
 
 const log = getLogger("cni");
-
-export interface AttachmentRecord {
-  containerId: string;
-  ifName: string;
-  netns: string;
-  podNamespace: string;
-  podName: string;
-  podUid?: string;
-  podIp: string;
-  mark: number;
-  /** Namespace cookie (decimal string), the restart-proof second key of the pod's identity. */
-  netnsCookie?: string;
-  hook: IngressHook;
-  txChanged: boolean;
-  createdAt: string;
-  /** Where the per-pod pins live when not under the container ID (a record adopted by a later ADD). */
-  pinKey?: string;
-}
 
 export interface AttachmentsOptions {
   maps: DatapathMaps;
@@ -69,6 +54,21 @@ function safeName(containerId: string): string {
   return containerId.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 200);
 }
 
+/**
+ * A pod's pin directory carries its IP as well as its container: when the state file is lost or
+ * damaged, the running pod found by its IP takes its own pins back (the XDP link is updated in
+ * place, never detached).
+ */
+function pinKeyFor(containerId: string, podIp: string): string {
+  // bpffs refuses names with a dot.
+  return `${safeName(containerId)}@${podIp.replaceAll(".", "_")}`;
+}
+
+function pinKeyIp(key: string): string | undefined {
+  const ip = key.slice(key.lastIndexOf("@") + 1).replaceAll("_", ".");
+  return key.includes("@") && /^\d+\.\d+\.\d+\.\d+$/.test(ip) ? ip : undefined;
+}
+
 /** Records the daemon made for running pods it found without a CNI ADD (their DEL never names them). */
 export const SYNTHETIC_PREFIX = "found:";
 
@@ -86,6 +86,8 @@ function nsIdentity(path: string): string | undefined {
   }
 }
 
+const TOMBSTONE_MS = 10 * 60_000;
+
 /** What one pass of rediscovery did, for the caller's metrics, logs and health. */
 export interface RediscoverResult {
   attached: { pod: string; netns: string; ip: string }[];
@@ -97,6 +99,10 @@ export class Attachments {
   /** One chain per container: requests for different pods never wait on each other. */
   readonly #chains = new Map<string, Promise<unknown>>();
   readonly #busy = new Map<number, string>();
+  /** Pin directories no record owns (a damaged state file), by key, with the pod IP they carry. */
+  readonly #orphans = new Map<string, string | undefined>();
+  /** Namespaces the runtime sent DEL for, until they are gone (or a while has passed). */
+  readonly #tombstones = new Map<string, { path: string; until: number }>();
   #seq = 0;
 
   constructor(readonly opts: AttachmentsOptions) {}
@@ -220,17 +226,23 @@ export class Attachments {
       hook: this.opts.hook,
       txChanged: false,
       createdAt: new Date().toISOString(),
+      pinKey: pinKeyFor(req.containerId, podIp),
     };
     const live: Live = { rec, policy: entry.policy };
+    // Recorded before anything is attached: a daemon killed half-way finds the record at restart and
+    // finishes the attachment (or removes it with its namespace) instead of leaking filters and entries.
+    this.#live.set(rec.containerId, live);
+    this.#save();
     try {
       this.#apply(live);
     } catch (e) {
+      this.#live.delete(rec.containerId);
       this.#undo(live);
+      this.#save();
       const msg = `attaching ${req.podNamespace}/${req.podName}: ${(e as Error).message}`;
       log.error(msg);
       return { ok: false, code: 5, msg };
     }
-    this.#live.set(rec.containerId, live);
     this.#save();
     this.opts.onChange();
     log.info("attached {ns}/{name} ip {ip} mark {mark} via {hook}", {
@@ -284,12 +296,18 @@ export class Attachments {
   }
 
   #del(containerId: string, netns = ""): DaemonResponse {
+    // The runtime removes the namespace only after DEL, and the pod may stay listed while it
+    // terminates: the repair pass must not attach it again in between.
+    const id = netns ? nsIdentity(netns) : undefined;
+    if (id) this.#tombstones.set(id, { path: netns, until: Date.now() + TOMBSTONE_MS });
     const live = this.#live.get(containerId) ?? this.#syntheticFor(netns);
     if (!live) return { ok: true, detail: "nothing attached" };
     containerId = live.rec.containerId;
-    this.#undo(live);
+    // Forgotten before it is undone: a daemon killed in between leaves pins and entries no record
+    // owns, which the next start removes, rather than a record of a pod being deleted.
     this.#live.delete(containerId);
     this.#save();
+    this.#undo(live);
     this.opts.onChange();
     log.info("detached {ns}/{name}", { ns: live.rec.podNamespace, name: live.rec.podName });
     return { ok: true };
@@ -309,21 +327,22 @@ export class Attachments {
       : { ok: true };
   }
 
-  /** Rebuilds from the state file after a restart; drops records whose namespace is gone. */
-  restore(): { restored: number; dropped: number } {
+  /**
+   * Rebuilds from the state file after a restart; drops records whose namespace is gone. A damaged
+   * file (and previous copy) detaches nothing: pins no record owns are kept for the pods the next
+   * repair pass finds by IP, and only what is still unclaimed after that pass is removed.
+   */
+  restore(): { restored: number; dropped: number; problem?: string } {
+    const state = readAttachmentState(this.opts.stateFile);
     let recs: AttachmentRecord[] = [];
-    try {
-      recs = JSON.parse(Deno.readTextFileSync(this.opts.stateFile));
-      if (!Array.isArray(recs)) throw new Error("not a list");
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) {
-        log.error("state file {file} unreadable ({error}); starting without attachments", {
-          file: this.opts.stateFile,
-          error: (e as Error).message,
-        });
-      }
-      recs = [];
+    let problem: string | undefined;
+    if (state.kind === "ok") {
+      recs = state.records;
+      if (state.from === "previous") problem = `${state.problem}; used the previous copy`;
+    } else if (state.kind === "invalid") {
+      problem = `${state.problem}; rebuilding from what is attached`;
     }
+    if (problem) log.error("attachment state: {problem}", { problem });
     let restored = 0, dropped = 0;
     for (const rec of recs) {
       const live: Live = { rec };
@@ -346,21 +365,58 @@ export class Attachments {
         dropped++;
       }
     }
-    // Per-pod pins no record owns (a lost or older state file) would keep XDP attached to pods we
-    // no longer track, and block attaching them again.
-    const owned = new Set([...this.#live.values()].map((l) => l.rec.pinKey ?? safeName(l.rec.containerId)));
+    const owned = new Set([...this.#live.values()].map((l) => this.#keyOf(l.rec)));
     try {
       for (const e of Deno.readDirSync(`${this.opts.pinPath}/pods`)) {
-        if (!owned.has(e.name)) {
-          removePinTree(`${this.opts.pinPath}/pods/${e.name}`);
-          dropped++;
-        }
+        if (!owned.has(e.name)) this.#orphans.set(e.name, pinKeyIp(e.name));
       }
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
+    if (!problem) {
+      // The file is the whole truth: anything it does not name was being removed (or never added)
+      // when the previous daemon stopped.
+      dropped += this.dropOrphans(new Set());
+    } else {
+      // Pins without the IP in their name cannot be matched to a pod: they would block attaching it.
+      for (const [key, ip] of this.#orphans) {
+        if (ip === undefined) {
+          removePinTree(`${this.opts.pinPath}/pods/${key}`);
+          this.#orphans.delete(key);
+          dropped++;
+        }
+      }
+    }
     this.#save();
-    return { restored, dropped };
+    return { restored, dropped, problem };
+  }
+
+  #keyOf(rec: AttachmentRecord): string {
+    return rec.pinKey ?? safeName(rec.containerId);
+  }
+
+  /**
+   * Removes pins and mark entries no record owns, except those of `keepIps` (meshed pods not yet
+   * found). Returns how many pin directories went.
+   */
+  dropOrphans(keepIps: ReadonlySet<string>): number {
+    let n = 0;
+    for (const [key, ip] of this.#orphans) {
+      if (ip !== undefined && keepIps.has(ip)) continue;
+      removePinTree(`${this.opts.pinPath}/pods/${key}`);
+      this.#orphans.delete(key);
+      n++;
+    }
+    const ownedMarks = new Set([...this.#live.values()].map((l) => l.rec.mark));
+    for (const [mark, ip] of this.opts.maps.marks()) {
+      if (!ownedMarks.has(mark) && !keepIps.has(ip)) this.opts.maps.deleteMark(mark);
+    }
+    return n;
+  }
+
+  /** Pins found at restore that no record owns yet. */
+  get orphanCount(): number {
+    return this.#orphans.size;
   }
 
   /**
@@ -380,6 +436,11 @@ export class Attachments {
       entries.filter((e) => e.inMesh && e.ip && !attached.has(e.ip) && !busy.has(`${e.namespace}/${e.name}`))
         .map((e) => [e.ip, e]),
     );
+    const now = Date.now();
+    // Namespace inode numbers are reused: a tombstone goes with its namespace.
+    for (const [id, t] of this.#tombstones) {
+      if (t.until < now || nsIdentity(t.path) !== id) this.#tombstones.delete(id);
+    }
     if (wanted.size === 0) return out;
     const seen = new Set<string>();
     for (const dir of netnsDirs) {
@@ -393,7 +454,7 @@ export class Attachments {
         const path = `${dir}/${name}`;
         // Directories can name one place twice (/var/run is /run on most hosts).
         const id = nsIdentity(path);
-        if (id === undefined || seen.has(id)) continue;
+        if (id === undefined || seen.has(id) || this.#tombstones.has(id)) continue;
         seen.add(id);
         let hit: { ifName: string; ip: string } | undefined;
         try {
@@ -410,18 +471,27 @@ export class Attachments {
         if (!hit) continue;
         const e = wanted.get(hit.ip)!;
         wanted.delete(hit.ip);
-        const taken = new Set(this.opts.maps.marks().keys());
+        const marks = this.opts.maps.marks();
+        const taken = new Set(marks.keys());
+        const ownedMarks = new Set([...this.#live.values()].map((l) => l.rec.mark));
+        // A pod whose record was lost keeps its mark and its pins: nothing it has is detached.
+        const oldMark = [...marks].find(([m, ip]) => ip === hit.ip && !ownedMarks.has(m))?.[0];
+        const oldKey = [...this.#orphans].find(([, ip]) => ip === hit.ip)?.[0];
+        if (oldKey) this.#orphans.delete(oldKey);
+        const containerId = `${SYNTHETIC_PREFIX}${name}`;
         const live: Live = {
           rec: {
-            containerId: `found:${name}`,
+            containerId,
+            pinKey: oldKey ?? pinKeyFor(containerId, hit.ip),
             ifName: hit.ifName,
             netns: path,
             podNamespace: e.namespace,
             podName: e.name,
             podUid: e.uid,
             podIp: hit.ip,
-            mark: randomMark((m) => taken.has(m)),
+            mark: oldMark ?? randomMark((m) => taken.has(m)),
             hook: this.opts.hook,
+            // Unknown for adopted pins; offload is switched off again below if it is on.
             txChanged: false,
             createdAt: new Date().toISOString(),
           },
@@ -489,9 +559,6 @@ export class Attachments {
   }
 
   #save(): void {
-    const tmp = `${this.opts.stateFile}.tmp`;
-    Deno.mkdirSync(this.opts.stateFile.replace(/\/[^/]*$/, ""), { recursive: true, mode: 0o700 });
-    Deno.writeTextFileSync(tmp, JSON.stringify(this.records(), null, 2) + "\n", { mode: 0o600 });
-    Deno.renameSync(tmp, this.opts.stateFile);
+    writeAttachmentState(this.opts.stateFile, this.records());
   }
 }

@@ -20,6 +20,7 @@ import { Registry } from "../metrics/registry.ts";
 import type { PodSource } from "../pods/source.ts";
 import type { IngressHook, XdpModeOption } from "../xdp/attacher.ts";
 import { Attachments } from "./attachments.ts";
+import { attachmentsFile } from "./state_store.ts";
 import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
 import { reconcileLocalPods, reconcilePodCounters } from "./reconcile.ts";
@@ -70,9 +71,7 @@ export function socketPath(runDir: string): string {
   return `${runDir}/cni.sock`;
 }
 
-export function attachmentsFile(stateDir: string): string {
-  return `${stateDir}/attachments.json`;
-}
+export { attachmentsFile };
 
 export class Daemon {
   readonly registry = new Registry();
@@ -86,6 +85,8 @@ export class Daemon {
   #repairTimer?: ReturnType<typeof setTimeout>;
   /** Meshed pods found running that could not be attached, with the reason: /readyz reports them. */
   #unattached = new Map<string, string>();
+  /** What was wrong with the attachment state file at start, for /healthz. */
+  #stateProblem?: string;
   #ready = false;
   #syncError?: string;
   #watchDone?: Promise<void>;
@@ -212,6 +213,7 @@ export class Daemon {
         onChange: () => this.reconcile(),
       });
       const r = this.#attachments.restore();
+      this.#stateProblem = r.problem;
       log.info("CNI attachments restored: {restored}, dropped: {dropped}", r);
     }
 
@@ -296,6 +298,12 @@ export class Daemon {
         x,
       );
     }
+    if (a.orphanCount > 0) {
+      // After a damaged state file: what no running pod claimed is what deleted pods left.
+      const meshed = new Set(this.table.entries().filter((e) => e.inMesh && e.ip).map((e) => e.ip));
+      const n = a.dropOrphans(meshed);
+      if (n) log.info("removed {n} per-pod pin directories no running pod claimed", { n });
+    }
     const before = this.#unattached;
     this.#unattached = new Map(r.failed.map((f) => [f.pod, f.error]));
     for (const [pod, error] of this.#unattached) {
@@ -354,7 +362,9 @@ export class Daemon {
         onChange: () => {},
       });
       a.restore();
-      log.info("CNI mode is off: removed {n} pod attachments", { n: a.removeAll() });
+      log.info("CNI mode is off: removed {n} pod attachments", {
+        n: a.removeAll() + a.dropOrphans(new Set()),
+      });
     }
   }
 
@@ -484,10 +494,14 @@ export class Daemon {
       },
       unhealthy: () => this.#syncError,
       // Not a reason to restart the agent (other pods are fine), but said on /healthz too.
-      degraded: () =>
-        this.#unattached.size
-          ? `meshed pods not attached: ${[...this.#unattached.keys()].join(", ")}`
-          : undefined,
+      degraded: () => {
+        const parts = [];
+        if (this.#unattached.size) {
+          parts.push(`meshed pods not attached: ${[...this.#unattached.keys()].join(", ")}`);
+        }
+        if (this.#stateProblem) parts.push(`attachment state at start: ${this.#stateProblem}`);
+        return parts.length ? parts.join("; ") : undefined;
+      },
     };
   }
 

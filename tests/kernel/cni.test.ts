@@ -4,6 +4,7 @@
 // off on the client's and the forwarding node's veths, so no hop trusts a partial checksum.
 import assert from "node:assert/strict";
 import { removePinTree } from "../../src/bpf/pins.ts";
+import { BpfLink } from "../../src/bpf/link.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { bridgeConflist, cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
@@ -557,6 +558,7 @@ Deno.test("kernel: a lost state file: the restarted daemon finds the running pod
   const p1 = await w.addPod("p1");
   await stopDaemon(w.daemon);
   await Deno.remove(`${w.dir}/state/attachments.json`);
+  await Deno.remove(`${w.dir}/state/attachments.json.prev`);
   // By now the API reports the pod's IP, as it does for any running pod.
   await Deno.writeTextFile(`${w.dir}/pods.yaml`, podYaml("p1", { ip: p1.ip }));
   await w.restartDaemonAfterStop(["--netns-dirs=/run/netns"]);
@@ -567,6 +569,47 @@ Deno.test("kernel: a lost state file: the restarted daemon finds the running pod
   const state = JSON.parse(await Deno.readTextFile(`${w.dir}/state/attachments.json`));
   assert.equal(state.length, 1);
   assert.equal(state[0].podName, "p1");
+});
+
+Deno.test("kernel: a torn state file detaches no running pod: it keeps its XDP link, mark and pins", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const p1 = await w.addPod("p1");
+  const pins = () => [...Deno.readDirSync(`${w.pinPath}/pods`)].map((e) => e.name).sort();
+  const [key] = pins();
+  assert.ok(key?.endsWith(`@${p1.ip.replaceAll(".", "_")}`), `the pin directory carries the pod IP: ${key}`);
+  const linkId = () => {
+    using l = BpfLink.openPinned(`${w.pinPath}/pods/${key}/xdp`);
+    return l.info().id;
+  };
+  const linkBefore = linkId();
+  const marksBefore = await marksListening(p1.ns);
+  await stopDaemon(w.daemon);
+  const file = `${w.dir}/state/attachments.json`;
+  const text = await Deno.readTextFile(file);
+  await Deno.writeTextFile(file, text.slice(0, 40));
+  await Deno.writeTextFile(`${file}.prev`, "{");
+  await Deno.writeTextFile(w.daemonOpts.podsFile, podYaml("p1", { ip: p1.ip }) + podYaml("p2"));
+  await w.restartDaemonAfterStop(["--netns-dirs=/run/netns"]);
+  assert.ok(
+    w.daemon.stderr.some((l) => l.includes("rebuilding from what is attached")),
+    "the damage is reported",
+  );
+  assert.deepEqual(pins(), [key], "the pod took its own pins back");
+  assert.equal(linkId(), linkBefore, "the same XDP link: never detached");
+  assert.deepEqual(await marksListening(p1.ns), marksBefore, "the same mark is listening again");
+  {
+    using m = new PinnedDatapathMaps(w.pinPath);
+    assert.deepEqual([...m.maps.marks()], [[parseInt(marksBefore[0]!, 16), p1.ip]], "no stale mark entry");
+  }
+  const recs = JSON.parse(await Deno.readTextFile(file));
+  assert.deepEqual(recs.map((r: { podName: string }) => r.podName), ["p1"], "the state file is whole again");
+  await w.delPod("p1");
+  assert.deepEqual(pins(), [], "DEL of the rebuilt record removed the pins");
+  await sleep(500);
+  assert.deepEqual(pins(), [], "and the repair pass did not bring back a pod the runtime deleted");
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.equal(m.maps.marks().size, 0);
 });
 
 Deno.test("kernel: switching CNI mode off removes the chain entry, the plugin and the pod attachments", async () => {

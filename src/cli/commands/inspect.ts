@@ -1,8 +1,7 @@
 // Read-only views of a node's datapath, from the pins: they work whether or not a daemon runs.
 import { progInfo } from "../../bpf/info.ts";
 import { BpfLink } from "../../bpf/link.ts";
-import type { AttachmentRecord } from "../../daemon/attachments.ts";
-import { attachmentsFile } from "../../daemon/daemon.ts";
+import { attachmentsFile, readRecordsForDisplay } from "../../daemon/state_store.ts";
 import { PinnedDatapathMaps, pinnedLinks } from "../../datapath/datapath.ts";
 import { decodePairKey } from "../../maps/layouts.ts";
 import { MAP_NAMES } from "../../maps/manager.ts";
@@ -21,12 +20,8 @@ const INSPECT_FLAGS = {
   ...LOG_FLAGS,
 } as const;
 
-function readAttachments(stateDir: string): AttachmentRecord[] {
-  try {
-    return JSON.parse(Deno.readTextFileSync(attachmentsFile(stateDir)));
-  } catch {
-    return [];
-  }
+function readAttachments(stateDir: string) {
+  return readRecordsForDisplay(attachmentsFile(stateDir));
 }
 
 function linkRows(pinPath: string) {
