@@ -24,10 +24,12 @@ import {
   sameBytes,
   sameFileContent,
   sha256,
+  syncDir,
   tempPath,
   writeAtomic,
 } from "./files.ts";
 import { PLUGIN_TYPE } from "./spec.ts";
+import { crashPoint } from "../src/util/crash_point.ts";
 
 const enc = new TextEncoder();
 
@@ -315,14 +317,18 @@ async function revertConf(rec: ConfRecord, out: UninstallResult): Promise<void> 
     );
     return;
   }
-  // The .conf goes back before the list goes away, so the runtime never sees an empty directory.
+  // The list goes before the .conf comes back: with both, the runtime would read the .conf first
+  // while believing the chain still in place. A crash in between leaves neither; the runtime waits,
+  // and the next install or uninstall puts the .conf back from the saved bytes.
+  if (cur !== null) {
+    await Deno.remove(rec.conflistFile);
+    await syncDir(dirname(rec.conflistFile));
+    out.changes.push(`removed ${rec.conflistFile}`);
+  }
+  crashPoint("cni-uninstall:list-removed");
   if (original !== null && !(await exists(rec.confFile))) {
     await writeAtomic(rec.confFile, original, rec.confMode);
     out.changes.push(`restored ${rec.confFile}`);
-  }
-  if (cur !== null) {
-    await Deno.remove(rec.conflistFile);
-    out.changes.push(`removed ${rec.conflistFile}`);
   }
 }
 
@@ -375,14 +381,24 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
   } catch (err) {
     throw new CniInstallError((err as Error).message);
   }
-  const active = await activeConfFile(opts.confDir);
+  let active = await activeConfFile(opts.confDir);
+  const prior = await readState(opts.stateDir);
+  const rec = prior?.conf ?? null;
+  if (active === null && rec?.mode === "wrapped" && depth === 0) {
+    // Killed between taking the .conf away and putting the list in its place (install), or between
+    // removing the list and putting the .conf back (uninstall): the saved bytes bring the .conf back.
+    const original = await readIfExists(rec.original);
+    if (original !== null) {
+      await writeAtomic(rec.confFile, original, rec.confMode);
+      changes.push(`restored ${rec.confFile} left out by an interrupted change`);
+      active = rec.confFile;
+    }
+  }
   if (active === null) return { kind: "no-config", confDir: opts.confDir };
 
   // Everything is read and checked before the first write, so a bad file changes nothing.
   const { file, bytes, stat } = await readConf(active);
   const binary = await planBinary(opts.binDir, opts.source);
-  const prior = await readState(opts.stateDir);
-  const rec = prior?.conf ?? null;
 
   // Our entry lives in one place only: when the runtime's file changed (a new file sorts first),
   // the previous change is undone before the new one is made.
@@ -443,10 +459,21 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
       writtenSha256: await sha256(newBytes),
     };
     original = bytes;
+    const conf = active;
     writeConf = async () => {
-      await writeAtomic(conflistFile, newBytes, fileMode(stat), stat);
-      await Deno.remove(active);
-      changes.push(`replaced ${active} with ${conflistFile}`);
+      // The runtime reads the first file by name and .conf sorts before .conflist: both at once would
+      // make it use the .conf, without us. So the list is staged under a hidden name, the .conf is moved
+      // aside, and only then does the list take its name; a crash in between leaves neither, which the
+      // next install repairs from the saved bytes, and the runtime waits meanwhile.
+      const staged = tempPath(conflistFile);
+      const aside = tempPath(conf);
+      await writeAtomic(staged, newBytes, fileMode(stat), stat);
+      await Deno.rename(conf, aside);
+      crashPoint("cni-install:conf-aside");
+      await Deno.rename(staged, conflistFile);
+      await syncDir(dirname(conflistFile));
+      await Deno.remove(aside);
+      changes.push(`replaced ${conf} with ${conflistFile}`);
     };
   }
 
@@ -467,6 +494,7 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
   };
   // The record is written before the configuration, so a crash in between still uninstalls.
   if (JSON.stringify(prior) !== JSON.stringify(state)) await writeState(opts.stateDir, state);
+  crashPoint("cni-install:state-written");
   await writeConf();
   // A saved copy the new record no longer points at (the list was taken over) is dropped.
   if (rec?.original && rec.original !== next.original) await removeIfExists(rec.original);
@@ -515,6 +543,7 @@ export function uninstallCni(opts: UninstallOptions): Promise<UninstallResult> {
     const state = await readState(opts.stateDir);
     if (state?.conf) {
       await revertConf(state.conf, out);
+      crashPoint("cni-uninstall:conf-reverted");
     } else if (state === null) {
       for (const path of await confFiles(opts.confDir)) {
         const bytes = await readIfExists(path);

@@ -24,6 +24,7 @@ import {
   type XdpModeOption,
 } from "../xdp/attacher.ts";
 import { pathExists } from "../util/fs.ts";
+import { crashPoint } from "../util/crash_point.ts";
 import { type AttachmentRecord, readAttachmentState, writeAttachmentState } from "./state_store.ts";
 
 export type { AttachmentRecord };
@@ -233,6 +234,7 @@ export class Attachments {
     // finishes the attachment (or removes it with its namespace) instead of leaking filters and entries.
     this.#live.set(rec.containerId, live);
     this.#save();
+    crashPoint("attach:recorded");
     try {
       this.#apply(live);
     } catch (e) {
@@ -243,6 +245,7 @@ export class Attachments {
       log.error(msg);
       return { ok: false, code: 5, msg };
     }
+    crashPoint("attach:applied");
     this.#save();
     this.opts.onChange();
     log.info("attached {ns}/{name} ip {ip} mark {mark} via {hook}", {
@@ -259,6 +262,7 @@ export class Attachments {
   #apply(live: Live): void {
     const r = live.rec;
     live.listener ??= openMarkListener(r.netns, r.mark);
+    crashPoint("attach:listener-open");
     this.opts.maps.putMark(r.mark, r.podIp);
     const cookie = listenerNetnsCookie(live.listener);
     r.netnsCookie = cookie.toString();
@@ -266,6 +270,7 @@ export class Attachments {
     // The daemon's current flags win over the record's: a restart with another --ingress-hook,
     // --xdp-mode or --hardware-checksum moves pods that were attached before it.
     r.hook = this.opts.hook;
+    crashPoint("attach:before-ingress");
     const res = attachIngress(
       { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r) },
       this.opts.programs,
@@ -307,6 +312,7 @@ export class Attachments {
     // owns, which the next start removes, rather than a record of a pod being deleted.
     this.#live.delete(containerId);
     this.#save();
+    crashPoint("detach:forgotten");
     this.#undo(live);
     this.opts.onChange();
     log.info("detached {ns}/{name}", { ns: live.rec.podNamespace, name: live.rec.podName });

@@ -4,6 +4,7 @@
 // file is kept beside it, so one damaged file never makes the daemon forget the pods it attached.
 import { dirname } from "node:path";
 import type { IngressHook } from "../xdp/attacher.ts";
+import { crashPoint } from "../util/crash_point.ts";
 
 export interface AttachmentRecord {
   containerId: string;
@@ -139,6 +140,7 @@ export function writeAttachmentState(file: string, records: AttachmentRecord[]):
   } finally {
     f.close();
   }
+  crashPoint("state:temp-written");
   if (Array.isArray(readOne(file))) {
     // A hard link keeps the good file's bytes under the previous name without copying them.
     const prevTmp = `${previousFile(file)}.tmp`;
