@@ -49,6 +49,15 @@ export function parseMembershipConf(v: unknown): MembershipConf | string {
   return conf;
 }
 
+/** A pod too malformed to judge is not judged "not meshed". */
+function judge<P, M>(isInMesh: (p: P, m: M) => boolean, pod: P, mode: M): boolean {
+  try {
+    return isInMesh(pod, mode);
+  } catch (e) {
+    throw new MembershipUnknownError(`the pod's object cannot be read: ${(e as Error).message}`);
+  }
+}
+
 export interface LocalDecision {
   inMesh: boolean;
   /** For logs and error messages: where the answer came from. */
@@ -77,7 +86,10 @@ export async function decideMembership(
       (p.metadata?.namespace ?? "default") === pod.namespace && p.metadata?.name === pod.name
     );
     // The file is the whole truth for the daemon too: a pod it does not list is not meshed.
-    return { inMesh: found !== undefined && isInMesh(found, conf.mode), source: `file ${conf.podsFile}` };
+    return {
+      inMesh: found !== undefined && judge(isInMesh, found, conf.mode),
+      source: `file ${conf.podsFile}`,
+    };
   }
   const { loadKubeconfig } = await import("../src/kube/config.ts");
   const { KubeClient } = await import("../src/kube/client.ts");
@@ -97,7 +109,7 @@ export async function decideMembership(
         `the API server (${client.server}) has no pod ${pod.namespace}/${pod.name}`,
       );
     }
-    return { inMesh: isInMesh(found, conf.mode), source: `API server ${client.server}` };
+    return { inMesh: judge(isInMesh, found, conf.mode), source: `API server ${client.server}` };
   } catch (e) {
     if (e instanceof MembershipUnknownError) throw e;
     throw new MembershipUnknownError(`reading the pod from ${client.server}: ${(e as Error).message}`);
