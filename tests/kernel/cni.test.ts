@@ -433,6 +433,26 @@ Deno.test("kernel: a meshed pod unknown at its ADD is repaired in place; GC, CHE
   assert.deepEqual([...Deno.readDirSync(`${w.pinPath}/pods`)], [], "its pins went with it");
 });
 
+Deno.test("kernel: CNI requests for different pods do not wait on each other", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  // A pod the daemon does not know: it waits a second for the pod source before answering.
+  const order: string[] = [];
+  const slow = w.addPod("stranger").then(() => order.push("stranger"));
+  await sleep(200);
+  const t0 = performance.now();
+  await w.addPod("p1");
+  order.push("p1");
+  const fastMs = performance.now() - t0;
+  await slow;
+  assert.deepEqual(
+    order,
+    ["p1", "stranger"],
+    `p1's ADD (${fastMs.toFixed(0)} ms) did not queue behind the slow one`,
+  );
+  assert.equal((await marksListening(w.pod("p1").ns)).length, 1);
+});
+
 Deno.test("kernel: 50 parallel ADDs then DELs leave zero residue", async () => {
   await using scope = new Scope();
   const names = Array.from({ length: 50 }, (_, i) => `q${i}`);
