@@ -140,10 +140,12 @@ export async function measure(
     const sampler = section === "outbound" && test.startsWith("bulk") && end.client.netns
       ? sampleQueues(end.client.netns, 50)
       : undefined;
+    await end.during?.start();
     try {
       s.result = await runPinned(pin, tools.loadgen, args, end.client, cfg.timeoutMs);
     } finally {
       if (sampler) s.queues = await sampler.stop();
+      await end.during?.stop();
     }
     if (end.dp && c0) s.counters = counterDelta(end.dp, c0);
     if (end.proxy && p0) s.proxy = proxyDelta(p0, await proxyStats(end.proxy));

@@ -35,7 +35,9 @@ import {
   createPod,
   inNs,
   type Proc,
+  ROOT,
   type Scope,
+  spawn,
   type SpawnOptions,
   type TestNode,
   type TestPod,
@@ -51,7 +53,7 @@ export const SERVER_UID = 2000;
 export const ECHO_PORT = 8080;
 export const BULK_PORT = 8081;
 
-export const OUT_PATHS = ["direct", "iptables", "ebpf", "ebpf_fast"] as const;
+export const OUT_PATHS = ["direct", "iptables", "ebpf", "ebpf_monitor", "ebpf_fast"] as const;
 export type OutPath = typeof OUT_PATHS[number];
 export const IN_PATHS = ["direct", "iptables", "xdp", "xdp_native", "xdp_hwcsum", "tc", "tc_hwcsum"] as const;
 export type InPath = typeof IN_PATHS[number];
@@ -60,6 +62,7 @@ export const PATH_LABELS: Record<OutPath | InPath, string> = {
   direct: "direct (no mesh)",
   iptables: "iptables REDIRECT + proxy",
   ebpf: "eBPF connect4 + proxy, no sockmap",
+  ebpf_monitor: "eBPF connect4 + proxy, no sockmap, with merbridge monitor attached",
   ebpf_fast: "eBPF connect4 + proxy + sockmap",
   xdp: "eBPF XDP ingress + proxy (generic on veth, the default)",
   xdp_native: "eBPF XDP ingress + proxy, native mode",
@@ -80,6 +83,45 @@ export interface PathEnd {
   proxy?: Proc;
   dp?: Datapath;
   expect: Expect;
+  /** Runs around each measurement of the path (e.g. a monitor attached for its duration). */
+  during?: { start(): Promise<void>; stop(): Promise<void> };
+}
+
+/**
+ * `merbridge monitor` on a datapath for the length of a measurement: it runs where this orchestrator
+ * runs (off the measured CPU), as an operator's would, and is ready once it holds the lease.
+ */
+function attachedMonitor(scope: Scope, pinPath: string, dp: Datapath): NonNullable<PathEnd["during"]> {
+  let p: Proc | undefined;
+  const leased = () => {
+    const v = dp.maps.maps.monitor_lease!.lookup(new Uint8Array(4));
+    return v !== undefined && new DataView(v.buffer, v.byteOffset, 8).getBigUint64(0, true) > 0n;
+  };
+  return {
+    async start() {
+      p = spawn(scope, Deno.execPath(), [
+        "run",
+        "-A",
+        "--quiet",
+        `${ROOT}main.ts`,
+        "monitor",
+        "--output=json",
+        `--bpf-pin-path=${pinPath}`,
+        "--daemon-addr=127.0.0.1:1",
+      ]);
+      for (let i = 0; !leased(); i++) {
+        if (i > 300) throw new Error(`the monitor never attached: ${p.stderr.join("\n")}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async stop() {
+      p?.kill("SIGTERM");
+      await p?.done;
+      // Its lines are not kept: a long connection-rate run would fill memory with them.
+      p?.lines.splice(0);
+      if (leased()) throw new Error("the monitor did not give its lease back");
+    },
+  };
 }
 
 export interface Dataplane {
@@ -287,6 +329,15 @@ export async function buildDataplane(
         proxy: proxies.on,
         dp: nofast,
         expect: "connect",
+      },
+      ebpf_monitor: {
+        id: "ebpf_monitor",
+        client: app("on", cg.nofast),
+        serverIp: sIp,
+        proxy: proxies.on,
+        dp: nofast,
+        expect: "connect",
+        during: attachedMonitor(scope, `/sys/fs/bpf/${prefix}-nofast`, nofast),
       },
       ebpf_fast: {
         id: "ebpf_fast",

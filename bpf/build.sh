@@ -7,6 +7,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/bpf/build"
 CLANG="${CLANG:-clang-19}"
+# The kernel headers' name for this machine's architecture, which CO-RE's PT_REGS macros need.
+case "$(uname -m)" in
+  x86_64) ARCH=x86 ;;
+  aarch64) ARCH=arm64 ;;
+  *) echo "bpf: unsupported architecture $(uname -m)" >&2; exit 1 ;;
+esac
 mkdir -p "$OUT"
 
 VMLINUX="$OUT/vmlinux.h"
@@ -25,7 +31,7 @@ build() { # src out
   if [[ -f "$out" && "$out" -nt "$newest" ]]; then return 0; fi
   echo "bpf: building $(basename "$src")" >&2
   "$CLANG" -target bpf -O2 -g -Wall -Werror -Wno-unused-function \
-    -D__TARGET_ARCH_x86 -I"$OUT" -I"$ROOT/bpf" -c "$src" -o "$out.tmp"
+    -D__TARGET_ARCH_${ARCH} -I"$OUT" -I"$ROOT/bpf" -c "$src" -o "$out.tmp"
   mv "$out.tmp" "$out"
 }
 

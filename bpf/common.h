@@ -70,6 +70,9 @@ struct mesh_config {
 #define POD_F_EXCLUDE_IN_PORTS_ALL (1 << 3)
 #define POD_F_INCLUDE_OUT_CIDRS_ALL (1 << 4)
 #define POD_F_EXCLUDE_OUT_CIDRS_ALL (1 << 5)
+/* An included outbound range is a loopback one: istio-iptables then drops its "the app on loopback
+ * goes direct" rules, so the app's loopback traffic follows the pod's rules like any other. */
+#define POD_F_INCLUDE_OUT_LOOPBACK (1 << 6)
 
 /* An IPv4 network; both fields in network byte order, addr already masked. */
 struct cidr4 {

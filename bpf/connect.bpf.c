@@ -125,12 +125,13 @@ static __always_inline int out_port_excluded(const struct pod_config *p, __u16 d
  * the tunnel port and on the pod's excluded outbound ports, which iptables returns first. Everyone
  * else, and the proxy by group only, goes direct.
  */
-static __always_inline int local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, struct event *ev)
+static __always_inline int local_dst(struct bpf_sock_addr *ctx, struct mesh_config *cfg, struct event *ev,
+				     int by_group)
 {
 	__u32 dip = ev->dip, pod_ip = ev->pod_ip;
 	__u16 dport = ev->dport;
 	ev->reason = R_PASS_LOCAL;
-	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !proxy_uid(cfg) || dip == bpf_htonl(LOCALHOST)) {
+	if (!(cfg->flags & CFG_F_SELF_INBOUND) || !(by_group || proxy_uid(cfg)) || dip == bpf_htonl(LOCALHOST)) {
 		if (!is_proxy(cfg))
 			pod_count(pod_ip, PS_PASSED);
 		return 1;
@@ -272,8 +273,18 @@ static __always_inline int tcp(struct bpf_sock_addr *ctx, struct mesh_config *cf
 		return 1;
 	}
 	ev->pod_ip = current_pod_ip(ctx);
-	if (is_loopback(ev->dip) || (ev->pod_ip && ev->dip == ev->pod_ip))
-		return local_dst(ctx, cfg, ev);
+	if (is_loopback(ev->dip) || (ev->pod_ip && ev->dip == ev->pod_ip)) {
+		struct pod_config *self = ev->pod_ip ? bpf_map_lookup_elem(&local_pods, &ev->pod_ip) : 0;
+		if (self && (self->flags & POD_F_INCLUDE_OUT_LOOPBACK) && !proxy_uid(cfg) &&
+		    ev->dip != bpf_htonl(LOCALHOST)) {
+			/* No "loopback goes direct" rule: the proxy's group reaches the inbound port by the
+			 * group rule, the app's connection follows the pod's rules like any other. */
+			if (is_proxy(cfg))
+				return local_dst(ctx, cfg, ev, 1);
+			return app_tcp(ctx, cfg, v6, ev);
+		}
+		return local_dst(ctx, cfg, ev, 0);
+	}
 	if (is_proxy(cfg))
 		return proxy_tcp(ctx, cfg, ev);
 	return app_tcp(ctx, cfg, v6, ev);

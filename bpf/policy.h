@@ -60,13 +60,17 @@ static __always_inline enum event_reason inbound_rule(const struct mesh_config *
 {
 	if (dport == cfg->inbound_port)
 		return R_IN_INBOUND_PORT;
+	if (cfg->tunnel_port && dport == cfg->tunnel_port)
+		return R_IN_MESH_PORT;
+	/* An explicit list of included ports is all that is captured: istio-iptables writes only those
+	 * rules, and no exclusion is consulted. */
+	if (!(p->flags & POD_F_INCLUDE_IN_PORTS_ALL))
+		return port_in(p->include_in_ports, p->n_include_in_ports, dport) ? R_IN_REWRITE : R_IN_NOT_INCLUDED;
 	if (always_excluded_in(cfg, dport))
 		return R_IN_MESH_PORT;
 	if (p->status_port && dport == p->status_port)
 		return R_IN_STATUS_PORT;
 	if ((p->flags & POD_F_EXCLUDE_IN_PORTS_ALL) || port_in(p->exclude_in_ports, p->n_exclude_in_ports, dport))
 		return R_IN_EXCLUDED_PORT;
-	if ((p->flags & POD_F_INCLUDE_IN_PORTS_ALL) || port_in(p->include_in_ports, p->n_include_in_ports, dport))
-		return R_IN_REWRITE;
-	return R_IN_NOT_INCLUDED;
+	return R_IN_REWRITE;
 }

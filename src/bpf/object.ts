@@ -265,7 +265,7 @@ export class BpfObject implements Disposable {
     return this.#ptr;
   }
 
-  /** @internal the native pointer, checked to be open; for the program and map wrappers. */
+  /** @internal throws unless the object is still open; the program and map wrappers check first. */
   requireOpen(): void {
     this.#handle();
   }

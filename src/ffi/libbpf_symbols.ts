@@ -410,6 +410,30 @@ export const LIBBPF_SYMBOLS = {
     result: "i32", // 0 or -errno (ENOENT: no such filter)
   },
 
+  // ---- ring buffers --------------------------------------------------------------------------
+  ring_buffer__new: {
+    parameters: [
+      "i32", // int map_fd (a BPF_MAP_TYPE_RINGBUF)
+      "function", // ring_buffer_sample_fn sample_cb: int (*)(void *ctx, void *data, size_t size)
+      "pointer", // void *ctx
+      "pointer", // const struct ring_buffer_opts *opts (NULL: defaults)
+    ],
+    result: "pointer", // struct ring_buffer *, NULL + errno on failure
+  },
+  ring_buffer__poll: {
+    parameters: [
+      "pointer", // struct ring_buffer *rb
+      "i32", // int timeout_ms
+    ],
+    result: "i32", // records consumed, or -errno
+  },
+  ring_buffer__free: {
+    parameters: [
+      "pointer", // struct ring_buffer *rb
+    ],
+    result: "void",
+  },
+
   // ---- library-wide --------------------------------------------------------------------------
   libbpf_num_possible_cpus: {
     parameters: [],

@@ -163,6 +163,15 @@ export function ioctlPtr(fd: number, request: number | bigint, arg: Uint8Array):
   return check(`ioctl(${fd}, 0x${req.toString(16)})`, libc().ioctl(fd, req, asBuffer(arg)));
 }
 
+const CLOCK_MONOTONIC = 1;
+
+/** CLOCK_MONOTONIC in nanoseconds: the clock bpf_ktime_get_ns() reads. */
+export function monotonicNs(): bigint {
+  const ts = new BigInt64Array(2);
+  check("clock_gettime(CLOCK_MONOTONIC)", libc().clock_gettime(CLOCK_MONOTONIC, new Uint8Array(ts.buffer)));
+  return ts[0]! * 1_000_000_000n + ts[1]!;
+}
+
 export function getPid(): number {
   return libc().getpid();
 }

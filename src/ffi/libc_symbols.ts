@@ -29,6 +29,13 @@ export const LIBC_SYMBOLS = {
     parameters: [],
     result: "i32", // pid_t
   },
+  clock_gettime: {
+    parameters: [
+      "i32", // clockid_t clockid
+      "buffer", // struct timespec *tp (out: tv_sec, tv_nsec as two longs)
+    ],
+    result: "i32", // 0, -1 + errno
+  },
   open: {
     parameters: [
       "buffer", // const char *pathname

@@ -3,6 +3,7 @@
 import { MAX_ALWAYS_EXCLUDED, MAX_CIDRS, MAX_PORT_RANGES } from "../mesh/types.ts";
 import type { Cidr4, CidrList, MeshParams, PodPolicy, PortList, PortRange } from "../mesh/types.ts";
 import { decode, encode, parseIp4, type StructDef, type Value } from "./codec.ts";
+import { includesLoopback } from "../mesh/decide.ts";
 
 export const MARK_PORT = 39807;
 
@@ -17,6 +18,8 @@ export const POD_F_INCLUDE_IN_PORTS_ALL = 1 << 2;
 export const POD_F_EXCLUDE_IN_PORTS_ALL = 1 << 3;
 export const POD_F_INCLUDE_OUT_CIDRS_ALL = 1 << 4;
 export const POD_F_EXCLUDE_OUT_CIDRS_ALL = 1 << 5;
+/** Derived, not decoded: an included outbound range is a loopback one (see includesLoopback). */
+export const POD_F_INCLUDE_OUT_LOOPBACK = 1 << 6;
 
 export const ORIG_F_OUTBOUND = 1 << 0;
 export const ORIG_F_INBOUND = 1 << 1;
@@ -239,7 +242,8 @@ export function encodePodConfig(p: PodPolicy): Uint8Array {
     (p.includeInboundPorts.all ? POD_F_INCLUDE_IN_PORTS_ALL : 0) |
     (p.excludeInboundPorts.all ? POD_F_EXCLUDE_IN_PORTS_ALL : 0) |
     (p.includeOutboundCidrs.all ? POD_F_INCLUDE_OUT_CIDRS_ALL : 0) |
-    (p.excludeOutboundCidrs.all ? POD_F_EXCLUDE_OUT_CIDRS_ALL : 0);
+    (p.excludeOutboundCidrs.all ? POD_F_EXCLUDE_OUT_CIDRS_ALL : 0) |
+    (includesLoopback(p.includeOutboundCidrs) ? POD_F_INCLUDE_OUT_LOOPBACK : 0);
   return encode(POD_CONFIG, {
     flags,
     status_port: p.statusPort,

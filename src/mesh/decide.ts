@@ -48,6 +48,11 @@ export function explainOutbound(
     return { verdict: "pass", reason: "destination is the pod's own IP" };
   }
   if (policy === null) return { verdict: "redirect", reason: "pod policy unknown: redirected by default" };
+  return byPolicy(policy, dstIp, dst, dstPort);
+}
+
+/** The pod's outbound rules alone: excluded ports, excluded ranges, included ports, included ranges. */
+function byPolicy(policy: PodPolicy, dstIp: string, dst: number, dstPort: number): Decision {
   if (inPorts(policy.excludeOutboundPorts, dstPort)) {
     return { verdict: "pass", reason: `port ${dstPort} is in the excluded outbound ports` };
   }
@@ -61,6 +66,14 @@ export function explainOutbound(
     return { verdict: "redirect", reason: `${dstIp} is in the included outbound ranges` };
   }
   return { verdict: "pass", reason: "neither the port nor the address is included for capture" };
+}
+
+/**
+ * Whether an included outbound range is a loopback one. istio-iptables then leaves out its rules that
+ * send the app's loopback traffic direct, so that traffic follows the pod's rules like any other.
+ */
+export function includesLoopback(l: CidrList): boolean {
+  return !l.all && l.cidrs.some((c) => c.addr.startsWith("127."));
 }
 
 export function decideOutbound(
@@ -137,7 +150,17 @@ export function explainConnect(
   const podIp = pod.ip ? ipOrThrow("pod IP", pod.ip) : null;
   if (dst >>> 24 === 127 || dst === podIp) {
     const what = dst === podIp ? "the pod's own IP" : `loopback ${dstText}`;
-    if (!mesh.selfInbound || probe.caller !== "proxy" || dstText === LOCALHOST) {
+    const keepLo = pod.policy !== null && includesLoopback(pod.policy.includeOutboundCidrs) &&
+      dstText !== LOCALHOST;
+    if (keepLo && probe.caller === "app") {
+      const d = byPolicy(pod.policy!, dstText, dst, port);
+      return {
+        ...d,
+        reason: `${d.reason} (a loopback range is included, so ${what} follows the pod's rules)`,
+      };
+    }
+    const byGroup = keepLo && probe.caller === "proxy-group";
+    if (!mesh.selfInbound || (probe.caller !== "proxy" && !byGroup) || dstText === LOCALHOST) {
       return { verdict: "pass", reason: `destination is ${what}, reached directly` };
     }
     if (mesh.tunnelPort !== 0 && port === mesh.tunnelPort) {
@@ -176,6 +199,16 @@ export function explainInbound(policy: PodPolicy, mesh: MeshParams, dstPort: num
   if (dstPort === mesh.inboundPort) {
     return { verdict: "pass", reason: `port ${dstPort} is the proxy's inbound port already` };
   }
+  if (mesh.tunnelPort !== 0 && dstPort === mesh.tunnelPort) {
+    return { verdict: "pass", reason: `port ${dstPort} is the mesh's tunnel port` };
+  }
+  if (!policy.includeInboundPorts.all) {
+    // An explicit list is all that is captured: no exclusion is consulted (istio-iptables writes only
+    // the listed ports' rules).
+    return inPorts(policy.includeInboundPorts, dstPort)
+      ? { verdict: "redirect", reason: `port ${dstPort} is in the included inbound ports` }
+      : { verdict: "pass", reason: `port ${dstPort} is not in the included inbound ports` };
+  }
   if (mesh.alwaysExcludedInboundPorts.includes(dstPort)) {
     return { verdict: "pass", reason: `port ${dstPort} is one of the ${mesh.mode} proxy's own ports` };
   }
@@ -185,10 +218,7 @@ export function explainInbound(policy: PodPolicy, mesh: MeshParams, dstPort: num
   if (inPorts(policy.excludeInboundPorts, dstPort)) {
     return { verdict: "pass", reason: `port ${dstPort} is in the excluded inbound ports` };
   }
-  if (inPorts(policy.includeInboundPorts, dstPort)) {
-    return { verdict: "redirect", reason: `port ${dstPort} is in the included inbound ports` };
-  }
-  return { verdict: "pass", reason: `port ${dstPort} is not included for inbound capture` };
+  return { verdict: "redirect", reason: "every inbound port is captured" };
 }
 
 export function decideInbound(policy: PodPolicy, mesh: MeshParams, dstPort: number): Verdict {

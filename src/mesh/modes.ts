@@ -20,8 +20,10 @@ const PARAMS: Record<MeshMode, Omit<MeshParams, "mode">> = {
     dnsPort: 15053,
     proxyUid: 1337,
     proxyGid: 1337,
-    // HBONE tunnel, Envoy Prometheus, health (readiness), merged agent status.
-    alwaysExcludedInboundPorts: [15008, 15090, 15021, 15020],
+    // HBONE tunnel, Envoy Prometheus, health (readiness). The agent's status port (15020 unless the
+    // pod's status.sidecar.istio.io/port says otherwise) is excluded as the pod's status port, as the
+    // injector does.
+    alwaysExcludedInboundPorts: [15008, 15090, 15021],
     selfInbound: true,
     tunnelPort: 15008,
   },

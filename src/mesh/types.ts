@@ -23,7 +23,7 @@ export interface MeshParams {
   proxyUid: number;
   /** gid the proxy runs as. */
   proxyGid: number;
-  /** Inbound ports never redirected, whatever the pod says (Istio 15008, 15090, 15021, 15020). */
+  /** Inbound ports never redirected, whatever the pod says (Istio 15008, 15090, 15021). */
   alwaysExcludedInboundPorts: number[];
   /**
    * The proxy (by uid) calling its own pod, or loopback other than 127.0.0.1, goes to its inbound port,

@@ -6,7 +6,6 @@ import {
   AF_INET,
   bindInet4,
   closeFd,
-  getsockoptInt,
   listenFd,
   setsockoptInt,
   SO_MARK,
@@ -65,10 +64,6 @@ export function closeMarkListener(l: MarkListener): void {
 /** The cookie of the network namespace the listener lives in (what bpf_get_netns_cookie returns there). */
 export function listenerNetnsCookie(l: MarkListener): bigint {
   return socketNetnsCookie(l.fd);
-}
-
-export function listenerMark(l: MarkListener): number {
-  return getsockoptInt(l.fd, SOL_SOCKET, SO_MARK) >>> 0;
 }
 
 /** A random non-zero 32-bit key; 0 is what every unmarked socket carries. */

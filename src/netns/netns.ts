@@ -44,9 +44,3 @@ export function withNetns<T>(netnsPath: string, fn: () => T): T {
     if (home !== undefined) closeFd(home);
   }
 }
-
-/** Identity of a network namespace file (device and inode), to tell whether two paths are the same. */
-export function netnsId(path: string): string {
-  const st = Deno.statSync(path);
-  return `${st.dev}:${st.ino}`;
-}

@@ -141,10 +141,23 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
     "status",
     `--bpf-pin-path=${s.pinPath}`,
     `--state-dir=${s.opts.stateDir}`,
+    `--daemon-addr=127.0.0.1:${port}`,
     "--output=json",
   ]);
   assert.equal(status.code, 0, status.stderr);
   const st = JSON.parse(status.stdout);
+  const health = Object.fromEntries(
+    st.subsystems.map((x: { subsystem: string; health: string; detail: string }) => [x.subsystem, x.health]),
+  );
+  assert.deepEqual(health, {
+    programs: "ok",
+    maps: "ok",
+    daemon: "ok",
+    "pod source": "ok",
+    "pod identity": "ok",
+    "cni chain": "off",
+    attachments: "off",
+  }, JSON.stringify(st.subsystems));
   assert.deepEqual(st.links.map((l: { hook: string }) => l.hook).sort(), [
     "connect4",
     "connect6",
@@ -166,7 +179,19 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   const table = await cli(["status", `--bpf-pin-path=${s.pinPath}`, `--state-dir=${s.opts.stateDir}`]);
   assert.match(table.stdout, /HOOK\s+CGROUP-ID/);
   assert.match(table.stdout, /sockmap fast path off/, "the daemon's default shows");
+  assert.match(table.stdout, /SUBSYSTEM\s+HEALTH\s+DETAIL/);
   assert.equal(st.config.sockmap, false);
+  // Each subsystem says why it is not healthy: a detached program, a daemon that does not answer.
+  const link6 = `${s.pinPath}/links/${Deno.statSync(s.cgroup).ino}/connect6`;
+  Deno.removeSync(link6);
+  const broken = JSON.parse(
+    (await cli(["status", `--bpf-pin-path=${s.pinPath}`, "--daemon-addr=127.0.0.1:1", "--output=json"]))
+      .stdout,
+  );
+  const sub = (n: string) => broken.subsystems.find((x: { subsystem: string }) => x.subsystem === n);
+  assert.equal(sub("programs").health, "error");
+  assert.match(sub("programs").detail, /connect6/);
+  assert.equal(sub("daemon").health, "error");
 
   const pods = JSON.parse(
     (await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--run-dir=${s.opts.runDir}`, "--output=json"]))

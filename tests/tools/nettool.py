@@ -848,6 +848,42 @@ def udp_client(args):
         emit(ok=False, error=str(e), peer=peer)
 
 
+def servers(args):
+    """The echo server of `server` on several ports at once (one process stands for a pod's app)."""
+    ls_all = []
+    for port in [int(x) for x in args.ports.split(",")]:
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((args.bind, port))
+        ls.listen(512)
+        ls_all.append(ls)
+
+    def handle(c, peer):
+        hello = json.dumps({"server": args.name, "peer": addr_text(peer),
+                            "local": addr_text(c.getsockname())}) + "\n"
+        try:
+            c.sendall(hello.encode())
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                c.sendall(d)
+        except OSError:
+            pass
+        c.close()
+
+    def serve(ls):
+        while True:
+            c, peer = ls.accept()
+            threading.Thread(target=handle, args=(c, peer), daemon=True).start()
+
+    for ls in ls_all:
+        threading.Thread(target=serve, args=(ls,), daemon=True).start()
+    emit(event="listening", ports=[ls.getsockname()[1] for ls in ls_all])
+    while True:
+        time.sleep(3600)
+
+
 def connect_loop(args):
     """Opens and closes `count` connections one after another, each reading the server's greeting:
     the short connections that churn a node's connection tables."""
@@ -932,6 +968,48 @@ def idle_echo(args):
         emit(ok=got == payload, received=len(got))
     except OSError as e:
         emit(ok=False, error=str(e))
+
+
+def probe(args):
+    """Runs connection probes one after the other, as this process's uid and gid: each is a JSON
+    object {id, target "host:port", family 4|6, bind (source address, optional)}. For each it prints
+    what the client saw: the local address the kernel gave it (the key the sidecar's log is matched
+    on), the greeting of the server that answered, and whether the echo came back whole."""
+    for spec in json.loads(args.spec):
+        host, port = spec["target"].rsplit(":", 1)
+        fam = socket.AF_INET6 if spec.get("family") == 6 else socket.AF_INET
+        if fam == socket.AF_INET6 and ":" not in host:
+            host = "::ffff:" + host
+        res = {"id": spec["id"]}
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            s.settimeout(args.timeout)
+            if spec.get("bind"):
+                b = spec["bind"]
+                s.bind(("::ffff:" + b if fam == socket.AF_INET6 else b, 0))
+            s.connect((host, int(port)))
+            res["local"] = addr_text(s.getsockname())
+            hello = read_line(s)
+            payload = os.urandom(args.bytes)
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+            res.update(ok=bool(hello) and got == payload, hello=json.loads(hello) if hello else None)
+        except (OSError, ValueError) as e:
+            res.update(ok=False, error=str(e))
+            if "local" not in res:
+                try:
+                    res["local"] = addr_text(s.getsockname())
+                except OSError:
+                    pass
+        s.close()
+        emit(**res)
+    emit(event="done")
 
 
 def main():
@@ -1019,6 +1097,14 @@ def main():
     a.add_argument("--connect", action="store_true")
     a.add_argument("--count", type=int, default=2)
     a.add_argument("--timeout", type=float, default=2)
+    a = sub.add_parser("servers")
+    a.add_argument("--name", default="server")
+    a.add_argument("--bind", default="0.0.0.0")
+    a.add_argument("--ports", required=True, help="comma-separated")
+    a = sub.add_parser("probe")
+    a.add_argument("spec", help="JSON list of {id, target, family, bind}")
+    a.add_argument("--bytes", type=int, default=32)
+    a.add_argument("--timeout", type=float, default=2)
     a = sub.add_parser("connect-loop")
     a.add_argument("target")
     a.add_argument("--count", type=int, required=True)
@@ -1041,6 +1127,7 @@ def main():
      "bulk-client": bulk_client, "http-server": http_server, "http-client": http_client, "origdst-probe": origdst_probe, "pingpong": pingpong,
      "bulk-echo": bulk_echo, "slow-sink": slow_sink, "upload": upload, "halfclose": halfclose, "halfclose-server": halfclose_server,
      "readiness": readiness, "udp-server": udp_server, "udp-client": udp_client,
+     "servers": servers, "probe": probe,
      "connect-loop": connect_loop, "syn-flood": syn_flood, "hold": hold, "idle-echo": idle_echo}[args.cmd](args)
 
 

@@ -217,19 +217,27 @@ Deno.test("decideInbound matrix", async (t) => {
     ["custom status port", "istio", istio({ [I.statusPort]: "16000" }), 16000, "pass"],
     ["status port 0 excludes nothing extra", "istio", istio({ [I.statusPort]: "0" }), 0, "redirect"],
     [
-      "always-excluded wins over an include list",
+      // istio-iptables writes only the listed ports' rules: nothing excluded is consulted.
+      "an include list captures exactly its ports, the mesh's own ports too",
       "istio",
       istio({ [I.includeInboundPorts]: "15090,8080" }),
       15090,
+      "redirect",
+    ],
+    [
+      "the tunnel port is never captured, even listed",
+      "istio",
+      istio({ [I.includeInboundPorts]: "15008,8080" }),
+      15008,
       "pass",
     ],
     ["excluded port", "istio", istio({ [I.excludeInboundPorts]: "9090" }), 9090, "pass"],
     [
-      "excluded beats included",
+      "with an include list, exclusions are not consulted",
       "istio",
       istio({ [I.includeInboundPorts]: "9090", [I.excludeInboundPorts]: "9090" }),
       9090,
-      "pass",
+      "redirect",
     ],
     ["exclude *", "istio", istio({ [I.excludeInboundPorts]: "*" }), 8080, "pass"],
     ["include list: listed", "istio", istio({ [I.includeInboundPorts]: "8080, 9090" }), 9090, "redirect"],
@@ -335,4 +343,22 @@ Deno.test("explainConnect follows the order of Istio's OUTPUT rules", async (t) 
       "pass",
     );
   });
+});
+
+Deno.test("explainConnect: an included loopback range lifts the loopback exemptions as istio-iptables does", () => {
+  const mesh = meshParams("istio");
+  const policy = istio({ [I.includeOutboundIPRanges]: "127.0.0.0/8", [I.includeOutboundPorts]: "8080" });
+  const pod = { ip: POD, policy };
+  const d = (probe: Parameters<typeof decideConnect>[2]) => decideConnect(mesh, pod, probe);
+  assert.equal(d({ caller: "app", dstIp: "127.0.0.5", dstPort: 9000 }), "redirect", "in the included range");
+  assert.equal(d({ caller: "app", dstIp: "127.0.0.1", dstPort: 9000 }), "pass", "127.0.0.1 still returns");
+  assert.equal(d({ caller: "app", dstIp: POD, dstPort: 8080 }), "redirect", "own IP on an included port");
+  assert.equal(d({ caller: "app", dstIp: POD, dstPort: 9000 }), "pass", "own IP otherwise not included");
+  assert.equal(
+    d({ caller: "proxy-group", dstIp: POD, dstPort: 9000 }),
+    "inbound",
+    "the group rule reaches inbound",
+  );
+  assert.equal(d({ caller: "proxy-group", dstIp: POD, dstPort: 15008 }), "pass");
+  assert.equal(d({ caller: "proxy", dstIp: POD, dstPort: 9000 }), "inbound");
 });

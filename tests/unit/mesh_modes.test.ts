@@ -11,7 +11,7 @@ Deno.test("meshParams", async (t) => {
       dnsPort: 15053,
       proxyUid: 1337,
       proxyGid: 1337,
-      alwaysExcludedInboundPorts: [15008, 15090, 15021, 15020],
+      alwaysExcludedInboundPorts: [15008, 15090, 15021],
       selfInbound: true,
       tunnelPort: 15008,
     });
@@ -66,7 +66,7 @@ Deno.test("meshParams", async (t) => {
   });
   await t.step("returns a copy", () => {
     meshParams("istio").alwaysExcludedInboundPorts.push(1);
-    assert.equal(meshParams("istio").alwaysExcludedInboundPorts.length, 4);
+    assert.equal(meshParams("istio").alwaysExcludedInboundPorts.length, 3);
   });
   await t.step("unknown mode passed around type checks", () => {
     assert.throws(() => meshParams("consul" as never), UnknownMeshModeError);

@@ -11,6 +11,7 @@ import { CNI_INSTALL_FLAGS, DEFAULTS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from 
 import { formatPortRange } from "../../mesh/annotations.ts";
 import type { PodPolicy, PortList } from "../../mesh/types.ts";
 import { VERSION } from "../../version.ts";
+import { subsystemHealth } from "../health.ts";
 import { daemonPods, type PodIdentity } from "../local_api.ts";
 
 const INSPECT_FLAGS = {
@@ -55,11 +56,23 @@ function policySummary(p: PodPolicy): string {
   ].join("; ");
 }
 
-export const statusCommand: Command<typeof INSPECT_FLAGS> = {
+const STATUS_FLAGS = {
+  ...INSPECT_FLAGS,
+  "cni-config-dir": CNI_INSTALL_FLAGS["cni-config-dir"],
+  "cni-bin-dir": CNI_INSTALL_FLAGS["cni-bin-dir"],
+  "daemon-addr": {
+    type: "string",
+    default: `127.0.0.1:${DEFAULTS.metricsAddr.split(":").at(-1)}`,
+    placeholder: "HOST:PORT",
+    description: "the running daemon's HTTP address, for its health",
+  },
+} as const;
+
+export const statusCommand: Command<typeof STATUS_FLAGS> = {
   name: "status",
-  summary: "what is attached where, map entry counts and the BPF counters",
-  flags: INSPECT_FLAGS,
-  run(f) {
+  summary: "health of each subsystem, what is attached where, map fill and the BPF counters",
+  flags: STATUS_FLAGS,
+  async run(f) {
     const pinPath = f["bpf-pin-path"] as string;
     using pm = new PinnedDatapathMaps(pinPath);
     const cfg = pm.maps.meshConfig();
@@ -75,11 +88,31 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
     });
     const counters = pm.maps.counters();
     const attachments = readAttachments(f["state-dir"] as string);
+    const subsystems = await subsystemHealth({
+      pm,
+      config: cfg,
+      links,
+      attachments,
+      daemonAddr: f["daemon-addr"] as string,
+      cniConfigDir: f["cni-config-dir"] as string,
+      cniBinDir: f["cni-bin-dir"] as string,
+    });
     if (f.output === "json") {
-      printJson({ version: VERSION, pinPath, config: cfg ?? null, links, maps, counters, attachments });
-      return Promise.resolve(0);
+      printJson({
+        version: VERSION,
+        pinPath,
+        subsystems,
+        config: cfg ?? null,
+        links,
+        maps,
+        counters,
+        attachments,
+      });
+      return 0;
     }
     console.log(`merbridge ${VERSION}, pins at ${pinPath}`);
+    console.log("");
+    printTable(subsystems.map((x) => [x.subsystem, x.health, x.detail]), ["SUBSYSTEM", "HEALTH", "DETAIL"]);
     if (cfg) {
       console.log(
         `mesh ports: outbound ${cfg.outboundPort}, inbound ${cfg.inboundPort}, dns ${cfg.dnsPort} ` +
@@ -106,7 +139,7 @@ export const statusCommand: Command<typeof INSPECT_FLAGS> = {
         ["POD", "IP", "MARK", "INGRESS", "IF"],
       );
     }
-    return Promise.resolve(0);
+    return 0;
   },
 };
 
@@ -114,6 +147,12 @@ const PODS_FLAGS = {
   ...INSPECT_FLAGS,
   "run-dir": CNI_INSTALL_FLAGS["run-dir"],
 } as const;
+
+/**
+ * The daemon's pod table over the local API (the root-only unix socket under `runDir`). Kept here
+ * for the commands that import it from this module.
+ */
+export { daemonPods };
 
 export const podsCommand: Command<typeof PODS_FLAGS> = {
   name: "pods",
