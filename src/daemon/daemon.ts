@@ -8,7 +8,7 @@ import {
   uninstallCni,
   watchCniConfig,
 } from "../../cni/install.ts";
-import { type DaemonSocketServer, serveDaemonSocket } from "../../cni/protocol.ts";
+import { type DaemonSocketServer, serveDaemonSocket } from "./socket_server.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
 import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, uninstallDatapath } from "../datapath/datapath.ts";
 import { getLogger } from "../log/logger.ts";

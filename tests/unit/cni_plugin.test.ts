@@ -2,7 +2,8 @@
 // network configuration on stdin, talking to a fake daemon served in this process.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type DaemonRequest, type DaemonResponse, serveDaemonSocket } from "../../cni/protocol.ts";
+import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
+import { serveDaemonSocket } from "../../src/daemon/socket_server.ts";
 import { FakeApiServer, makePod } from "./fake_apiserver.ts";
 
 const ENTRY = new URL("../../cni/entry.ts", import.meta.url).pathname;

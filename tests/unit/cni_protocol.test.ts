@@ -8,8 +8,8 @@ import {
   type DaemonRequest,
   DaemonUnreachableError,
   parseDaemonRequest,
-  serveDaemonSocket,
 } from "../../cni/protocol.ts";
+import { serveDaemonSocket } from "../../src/daemon/socket_server.ts";
 
 const ADD: DaemonRequest = {
   op: "add",
