@@ -7,7 +7,7 @@ import {
   PLUGIN_KUBECONFIG_FILE,
   uninstallCni,
   watchCniConfig,
-} from "../../cni/install.ts";
+} from "../installer/install.ts";
 import { type DaemonSocketServer, serveDaemonSocket } from "./socket_server.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
 import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, uninstallDatapath } from "../datapath/datapath.ts";

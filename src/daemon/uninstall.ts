@@ -1,7 +1,7 @@
 // Removing the agent from a node without a running daemon: per-pod ingress programs (and the checksum
 // offload we switched off), the CNI chain entry and plugin, every pin. What cannot be removed is
 // reported, never silently skipped.
-import { uninstallCni } from "../../cni/install.ts";
+import { uninstallCni } from "../installer/install.ts";
 import { uninstallDatapath } from "../datapath/datapath.ts";
 import { getLogger } from "../log/logger.ts";
 import { detachIngress } from "../xdp/attacher.ts";

@@ -3,7 +3,7 @@
 // uninstall puts back exactly what was there. A watcher repairs the chain when the node's
 // network plugin rewrites its configuration.
 import { basename, dirname, extname, isAbsolute, join } from "node:path";
-import { getLogger } from "../src/log/logger.ts";
+import { getLogger } from "../log/logger.ts";
 import {
   CniConfigFileError,
   CONF_EXTENSIONS,
@@ -28,8 +28,8 @@ import {
   tempPath,
   writeAtomic,
 } from "./files.ts";
-import { PLUGIN_TYPE } from "./spec.ts";
-import { crashPoint } from "../src/util/crash_point.ts";
+import { PLUGIN_TYPE } from "../../cni/spec.ts";
+import { crashPoint } from "../util/crash_point.ts";
 
 const enc = new TextEncoder();
 
