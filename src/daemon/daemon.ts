@@ -1,13 +1,7 @@
 // The node agent: loads and attaches the datapath, keeps the pod maps in step with the pod source,
 // and in CNI mode serves the plugin, owns per-pod attachments and keeps itself chained in the CNI
 // config. SIGTERM leaves the pinned datapath running for the next daemon unless told to uninstall.
-import {
-  cniInstallStats,
-  installCni,
-  PLUGIN_KUBECONFIG_FILE,
-  uninstallCni,
-  watchCniConfig,
-} from "../installer/install.ts";
+import { CniInstaller, PLUGIN_KUBECONFIG_FILE } from "../installer/install.ts";
 import { type DaemonSocketServer, serveDaemonSocket } from "./socket_server.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
 import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, uninstallDatapath } from "../datapath/datapath.ts";
@@ -75,6 +69,8 @@ export { attachmentsFile };
 
 export class Daemon {
   readonly registry = new Registry();
+  /** Owns the install queue and counters of this daemon's CNI configuration changes. */
+  readonly #installer = new CniInstaller();
   readonly table: PodTable;
   #dp?: Datapath;
   #attachments?: Attachments;
@@ -246,12 +242,12 @@ export class Daemon {
         this.#pluginMembership();
       }, 10_000);
       const installOpts = this.#cniInstallOptions();
-      const first = await installCni(installOpts).catch((e) => {
+      const first = await this.#installer.install(installOpts).catch((e) => {
         log.error("CNI install failed: {error}", { error: (e as Error).message });
         return undefined;
       });
       if (first?.kind === "installed") log.info("chained into {file}", { file: first.confFile });
-      this.#watchDone = watchCniConfig(installOpts, this.#abort.signal).catch((e) => {
+      this.#watchDone = this.#installer.watch(installOpts, this.#abort.signal).catch((e) => {
         log.error("CNI config watcher stopped: {error}", { error: (e as Error).message });
       });
     }
@@ -341,7 +337,7 @@ export class Daemon {
     const hadPods = pathExists(attachmentsFile(this.cfg.stateDir));
     if (!hadInstall && !hadPods) return;
     if (hadInstall) {
-      const res = await uninstallCni(this.#cniInstallOptions()).catch((e) => {
+      const res = await this.#installer.uninstall(this.#cniInstallOptions()).catch((e) => {
         log.error("removing the CNI chain entry left by CNI mode: {error}", { error: (e as Error).message });
         return undefined;
       });
@@ -544,9 +540,9 @@ export class Daemon {
         if (t.entries !== undefined) this.#m.mapEntries.set({ map: t.map }, t.entries);
         this.#m.mapCapacity.set({ map: t.map }, t.capacity);
       }
-      this.#m.cniInstall.set({ event: "install" }, cniInstallStats.installs);
-      this.#m.cniInstall.set({ event: "repair" }, cniInstallStats.repairs);
-      this.#m.cniInstall.set({ event: "error" }, cniInstallStats.errors);
+      this.#m.cniInstall.set({ event: "install" }, this.#installer.stats.installs);
+      this.#m.cniInstall.set({ event: "repair" }, this.#installer.stats.repairs);
+      this.#m.cniInstall.set({ event: "error" }, this.#installer.stats.errors);
       this.#m.ready.set({}, this.#ready ? 1 : 0);
       this.#m.attachments.set({}, this.#attachments?.records().length ?? 0);
       if (this.#identity) {
@@ -582,7 +578,9 @@ export class Daemon {
     await this.#http?.shutdown().catch(() => {});
     if (uninstall) {
       const n = this.#attachments?.removeAll() ?? 0;
-      if (this.cfg.cniMode) await uninstallCni(this.#cniInstallOptions()).catch((e) => log.error(String(e)));
+      if (this.cfg.cniMode) {
+        await this.#installer.uninstall(this.#cniInstallOptions()).catch((e) => log.error(String(e)));
+      }
       this.#dp?.close();
       const pins = uninstallDatapath(this.cfg.pinPath);
       log.info("uninstalled: {n} pod attachments, {pins} pins", { n, pins });

@@ -68,16 +68,16 @@ export interface UninstallResult {
 }
 
 /** Installer counters for metrics. */
-export const cniInstallStats = {
+export interface InstallerStats {
   /** Installs that changed the node (a first install, or a new configuration). */
-  installs: 0,
+  installs: number;
   /** Re-installs after someone else rewrote the configuration. */
-  repairs: 0,
+  repairs: number;
   /** Failed attempts. */
-  errors: 0,
+  errors: number;
   /** Times the configuration was examined. */
-  checks: 0,
-};
+  checks: number;
+}
 
 /** The installer itself failed (I/O, a corrupt state file, an unusable source). */
 export class CniInstallError extends Error {
@@ -350,12 +350,34 @@ async function removeEntriesFrom(path: string, bytes: Uint8Array, stat: Deno.Fil
 // ---------------------------------------------------------------------------------------------
 // Install / uninstall
 
-// The watcher and the daemon may both install; one at a time keeps the state file coherent.
-let queue: Promise<unknown> = Promise.resolve();
-function serialized<T>(fn: () => Promise<T>): Promise<T> {
-  const run = queue.then(fn, fn);
-  queue = run.catch(() => {});
-  return run;
+/**
+ * One installer per owner (the daemon, a CLI command): it owns the queue that keeps its installs,
+ * uninstalls and watcher passes one at a time (they share the state file) and its counters.
+ */
+export class CniInstaller {
+  readonly stats: InstallerStats = { installs: 0, repairs: 0, errors: 0, checks: 0 };
+  #queue: Promise<unknown> = Promise.resolve();
+
+  serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** See installCni. */
+  install(opts: InstallOptions): Promise<InstallResult> {
+    return installWith(this, opts);
+  }
+
+  /** See uninstallCni. */
+  uninstall(opts: UninstallOptions): Promise<UninstallResult> {
+    return uninstallWith(this, opts);
+  }
+
+  /** See watchCniConfig. */
+  watch(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+    return watchWith(this, opts, signal);
+  }
 }
 
 /** Half-written files of ours from an installer that was killed mid-write. */
@@ -369,8 +391,13 @@ async function removeOurTempFiles(dir: string): Promise<void> {
   }
 }
 
-async function installOnce(opts: InstallOptions, changes: string[] = [], depth = 0): Promise<InstallResult> {
-  cniInstallStats.checks++;
+async function installOnce(
+  opts: InstallOptions,
+  stats: InstallerStats,
+  changes: string[] = [],
+  depth = 0,
+): Promise<InstallResult> {
+  stats.checks++;
   if (depth === 0) {
     await removeOurTempFiles(opts.confDir);
     await removeOurTempFiles(opts.binDir);
@@ -412,7 +439,7 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
     for (const w of out.warnings) log.warn(w);
     await removeIfExists(rec.original);
     await writeState(opts.stateDir, { ...prior!, conf: null });
-    return await installOnce(opts, changes, depth + 1);
+    return await installOnce(opts, stats, changes, depth + 1);
   }
 
   const savedOriginal = originalPath(opts.stateDir, active);
@@ -516,17 +543,17 @@ function conflistHasOurEntry(path: string, bytes: Uint8Array): boolean {
  * Idempotent: when everything is already in place nothing is written. A malformed
  * configuration throws CniConfigFileError before anything is changed.
  */
-export function installCni(opts: InstallOptions): Promise<InstallResult> {
-  return serialized(async () => {
+function installWith(inst: CniInstaller, opts: InstallOptions): Promise<InstallResult> {
+  return inst.serialized(async () => {
     try {
-      const res = await installOnce(opts);
+      const res = await installOnce(opts, inst.stats);
       if (res.kind === "installed" && res.changed) {
-        cniInstallStats.installs++;
+        inst.stats.installs++;
         log.info("CNI plugin installed: {changes}", { changes: res.changes.join("; ") });
       }
       return res;
     } catch (err) {
-      cniInstallStats.errors++;
+      inst.stats.errors++;
       throw err;
     }
   });
@@ -537,8 +564,8 @@ export function installCni(opts: InstallOptions): Promise<InstallResult> {
  * changed it since), the generated .conflist (restoring the .conf), the executable and the
  * install state. Without a state file it still removes our entries and the executable.
  */
-export function uninstallCni(opts: UninstallOptions): Promise<UninstallResult> {
-  return serialized(async () => {
+function uninstallWith(inst: CniInstaller, opts: UninstallOptions): Promise<UninstallResult> {
+  return inst.serialized(async () => {
     const out: UninstallResult = { changes: [], warnings: [] };
     const state = await readState(opts.stateDir);
     if (state?.conf) {
@@ -605,31 +632,31 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * configuration directory changes. Our own writes trigger one more check, which finds nothing
  * to do (installs are idempotent), so the watcher never feeds itself.
  */
-export async function watchCniConfig(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+async function watchWith(inst: CniInstaller, opts: WatchOptions, signal: AbortSignal): Promise<void> {
   const debounceMs = opts.debounceMs ?? 300;
   const retryMs = opts.retryMs ?? 5_000;
   let installedOnce = false;
 
   const attempt = async (): Promise<boolean> => {
     try {
-      const res = await serialized(() => installOnce(opts));
+      const res = await inst.serialized(() => installOnce(opts, inst.stats));
       if (res.kind === "no-config") {
         log.info("no CNI configuration in {dir} yet; waiting for the network plugin", { dir: opts.confDir });
         return true;
       }
       if (res.changed) {
         if (installedOnce) {
-          cniInstallStats.repairs++;
+          inst.stats.repairs++;
           log.info("CNI configuration repaired: {changes}", { changes: res.changes.join("; ") });
         } else {
-          cniInstallStats.installs++;
+          inst.stats.installs++;
           log.info("CNI plugin installed: {changes}", { changes: res.changes.join("; ") });
         }
       }
       installedOnce = true;
       return true;
     } catch (err) {
-      cniInstallStats.errors++;
+      inst.stats.errors++;
       log.error("CNI install failed, will retry: {error}", { error: (err as Error).message });
       return false;
     }
@@ -687,4 +714,37 @@ export async function watchCniConfig(opts: WatchOptions, signal: AbortSignal): P
     }
     if (!signal.aborted) await sleep(retryMs, signal);
   }
+}
+
+// For callers that need no installer of their own (CLI commands, the library surface, tests).
+const shared = new CniInstaller();
+
+/** The shared installer's counters. */
+export const cniInstallStats: InstallerStats = shared.stats;
+
+/**
+ * Installs the plugin executable and chains our entry into the runtime's configuration.
+ * Idempotent: when everything is already in place nothing is written. A malformed
+ * configuration throws CniConfigFileError before anything is changed.
+ */
+export function installCni(opts: InstallOptions): Promise<InstallResult> {
+  return shared.install(opts);
+}
+
+/**
+ * Removes what install added: our entry (restoring the file's original bytes when nobody else
+ * changed it since), the generated .conflist (restoring the .conf), the executable and the
+ * install state. Without a state file it still removes our entries and the executable.
+ */
+export function uninstallCni(opts: UninstallOptions): Promise<UninstallResult> {
+  return shared.uninstall(opts);
+}
+
+/**
+ * Keeps the plugin installed until `signal` aborts: installs now, then re-installs whenever the
+ * configuration directory changes. Our own writes trigger one more check, which finds nothing
+ * to do (installs are idempotent), so the watcher never feeds itself.
+ */
+export function watchCniConfig(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+  return shared.watch(opts, signal);
 }
