@@ -124,12 +124,12 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     pods[name] = pod;
     for (const port of ports) {
       const p = startNettool(scope, { netns: pod.ns }, ["server", "--name", name, "--port", String(port)]);
-      await p.waitFor((l) => l.event === "listening", 5000, `${name}:${port} listening`);
+      await p.waitFor((l) => l.event === "listening", 15000, `${name}:${port} listening`);
     }
   }
   for (const [name, sc] of Object.entries(sidecars)) {
     for (const kind of ["outbound", "inbound"]) {
-      await sc.waitFor((l) => l.event === "listening" && l.kind === kind, 5000, `sidecar ${name} ${kind}`);
+      await sc.waitFor((l) => l.event === "listening" && l.kind === kind, 15000, `sidecar ${name} ${kind}`);
     }
   }
   return {
