@@ -199,6 +199,23 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   );
   assert.equal(pods[0].ip, s.a.ip);
   assert.equal(pods[0].pod, "default/a", "the name comes from the daemon's pod table");
+  // explain resolves the pod by name through the daemon's local socket.
+  const ex = await cli([
+    "explain",
+    "default/a",
+    `${s.r.ip}:8080`,
+    `--bpf-pin-path=${s.pinPath}`,
+    `--run-dir=${s.opts.runDir}`,
+    "--output=json",
+  ]);
+  assert.equal(ex.code, 0, ex.stderr);
+  const exj = JSON.parse(ex.stdout);
+  assert.deepEqual([exj.verdict, exj.pod.name, exj.pod.ip, exj.pod.identified], [
+    "redirect",
+    "default/a",
+    s.a.ip,
+    true,
+  ]);
   assert.equal(pods[0].policy.includeOutboundCidrs.all, true);
   assert.equal(pods[0].identity.length, 1, JSON.stringify(pods[0].identity));
   assert.equal(pods[0].identity[0].via, "netns", "found by the daemon's namespace scan");
