@@ -57,7 +57,7 @@ export { uninstallNode } from "./src/daemon/uninstall.ts";
 
 // The CNI plugin and installer.
 export { runCniPlugin } from "./cni/plugin.ts";
-export { installCni, uninstallCni, watchCniConfig } from "./cni/install.ts";
+export { installCni, uninstallCni, watchCniConfig } from "./src/installer/install.ts";
 
 export { cgroup2Root } from "./src/cgroup/cgroup2.ts";
 export { getLogger, setupLogging } from "./src/log/logger.ts";

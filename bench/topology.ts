@@ -107,7 +107,7 @@ function attachedMonitor(scope: Scope, pinPath: string, dp: Datapath): NonNullab
         "monitor",
         "--output=json",
         `--bpf-pin-path=${pinPath}`,
-        "--daemon-addr=127.0.0.1:1",
+        "--run-dir=/nonexistent",
       ]);
       for (let i = 0; !leased(); i++) {
         if (i > 300) throw new Error(`the monitor never attached: ${p.stderr.join("\n")}`);

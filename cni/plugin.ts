@@ -119,6 +119,43 @@ function daemonFailure(err: unknown): CniError {
   throw err;
 }
 
+/**
+ * The daemon could not be asked about a pod with a Kubernetes identity. Returns when the pod may
+ * start without it (it is not in the mesh, read from the daemon's own pod source); throws the CNI
+ * error to answer otherwise: a meshed pod, or one that cannot be judged, waits for the daemon.
+ */
+async function withoutDaemon(inv: CniInvocation, err: DaemonUnreachableError): Promise<void> {
+  const pod = `${inv.pod.namespace}/${inv.pod.name}`;
+  const conf = inv.config.membership;
+  if (!conf) throw daemonFailure(err);
+  const { decideMembership, MembershipUnknownError } = await import("./membership.ts");
+  let verdict;
+  try {
+    verdict = await decideMembership(conf, inv.pod, inv.config.timeoutMs);
+  } catch (e) {
+    if (!(e instanceof MembershipUnknownError)) throw e;
+    throw new CniError(
+      CniErrorCode.tryAgainLater,
+      `merbridge daemon is not reachable and pod ${pod} could not be judged without it, try again later`,
+      `${e.message}; ${err.message}`,
+    );
+  }
+  if (verdict.inMesh) {
+    throw new CniError(
+      CniErrorCode.tryAgainLater,
+      `pod ${pod} is in the mesh and the merbridge daemon is not reachable to set up its interception; ` +
+        "it starts once the daemon is back",
+      `${verdict.source} says it is meshed; ${err.message}`,
+    );
+  }
+  log.info("{command} {containerId} ({pod}): daemon not reachable; not in the mesh by {source}", {
+    command: inv.command,
+    containerId: inv.containerId,
+    pod,
+    source: verdict.source,
+  });
+}
+
 async function ask(inv: CniInvocation, op: DaemonRequest["op"]): Promise<DaemonOkResponse> {
   return await callDaemon(inv.config.socketPath, request(inv, op), inv.config.timeoutMs);
 }
@@ -157,7 +194,12 @@ const handlers: Record<
           });}
       } catch (err) {
         const cniErr = daemonFailure(err);
-        if (inv.config.failurePolicy === "fail") throw cniErr;
+        if (inv.config.failurePolicy === "fail") {
+          if (!(err instanceof DaemonUnreachableError)) throw cniErr;
+          await withoutDaemon(inv, err);
+          io.writeStdout(prev + "\n");
+          return 0;
+        }
         log.warn("ADD {containerId} ({pod}): starting without interception (failurePolicy ignore): {error}", {
           ...fields,
           error: cniErr.details ?? cniErr.message,
@@ -189,7 +231,11 @@ const handlers: Record<
       await ask(inv, "check");
     } catch (err) {
       const cniErr = daemonFailure(err);
-      if (inv.config.failurePolicy === "fail") throw cniErr;
+      if (inv.config.failurePolicy === "fail") {
+        if (!(err instanceof DaemonUnreachableError)) throw cniErr;
+        await withoutDaemon(inv, err);
+        return 0;
+      }
       log.warn("CHECK {containerId}: ignored failure (failurePolicy ignore): {error}", {
         containerId: inv.containerId,
         error: cniErr.details ?? cniErr.message,
@@ -203,9 +249,13 @@ const handlers: Record<
       await ask(inv, "status");
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
-      // With "ignore", ADD succeeds without the daemon, so the plugin can still take pods.
-      if (inv.config.failurePolicy === "ignore") {
-        log.warn("STATUS: daemon unavailable, reporting ready (failurePolicy ignore): {error}", {
+      // With "ignore", or when the plugin can judge pods itself, ADD still takes the pods that
+      // are not in the mesh: reporting the plugin unavailable would hold every pod of the node.
+      if (inv.config.failurePolicy === "ignore" || inv.config.membership) {
+        log.warn("STATUS: daemon unavailable, reporting ready ({why}): {error}", {
+          why: inv.config.failurePolicy === "ignore"
+            ? "failurePolicy ignore"
+            : "pods outside the mesh start without it",
           error: reason,
         });
         return 0;

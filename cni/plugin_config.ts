@@ -4,6 +4,7 @@ import { isAbsolute, join } from "node:path";
 import { isLogLevel, LOG_LEVELS, type LogLevel } from "../src/log/logger.ts";
 import { type Attachment, DEFAULT_RUN_DIR } from "./protocol.ts";
 import { documentSpan, objectMembers } from "./json_text.ts";
+import { type MembershipConf, parseMembershipConf } from "./membership.ts";
 import {
   CniError,
   CniErrorCode,
@@ -38,6 +39,8 @@ export interface PluginConfig {
    * bypassing the mesh's mTLS and policy; failing makes the runtime retry until the daemon is back.
    */
   failurePolicy: FailurePolicy;
+  /** How to judge a pod without the daemon; absent in entries written by older installers. */
+  membership?: MembershipConf;
   /** The previous plugin's result exactly as the runtime sent it, when there was one. */
   prevResultText?: string;
   prevResult?: Record<string, unknown>;
@@ -276,6 +279,11 @@ export function parsePluginConfig(stdin: Uint8Array): PluginConfig {
   };
   const logFile = absolutePath(obj, "logFile");
   if (logFile) config.logFile = logFile;
+  if (obj.membership !== undefined) {
+    const m = parseMembershipConf(obj.membership);
+    if (typeof m === "string") throw invalid(`invalid "membership" in the network configuration`, m);
+    config.membership = m;
+  }
 
   if (obj.prevResult !== undefined) {
     if (!isRecord(obj.prevResult)) throw invalid(`"prevResult" must be a JSON object`);

@@ -1,22 +1,21 @@
 // The protocol between the CNI plugin (a short-lived process run by the container runtime) and
 // the node daemon (which owns the eBPF maps and can enter pod network namespaces): over a unix
-// stream socket, the plugin writes one JSON request line and reads one JSON response line.
-import { dirname } from "node:path";
-import { getLogger } from "../src/log/logger.ts";
+// stream socket, the plugin writes one JSON request line and reads one JSON response line. This is
+// the contract and the client; the daemon's server is src/daemon/socket_server.ts.
 
 export const DEFAULT_RUN_DIR = "/var/run/merbridge";
 export const DEFAULT_SOCKET_PATH = `${DEFAULT_RUN_DIR}/cni.sock`;
 
 /** Requests and responses are small; a peer sending more than this is broken or hostile. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
+/** The pod table of a node with thousands of pods is larger than any request. */
+export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
-/** A client that connects and then stalls must not hold a server connection forever. */
-const SERVER_READ_TIMEOUT_MS = 10_000;
-
-/** How long close() lets in-flight requests finish before cutting their connections. */
-const CLOSE_GRACE_MS = 2_000;
-
-export const DAEMON_OPS = ["add", "del", "check", "status", "gc"] as const;
+/**
+ * "pods" is the local API's read of the daemon's pod table (for `merbridge pods`): it lives on this
+ * root-only socket rather than on the network port, where anything reaching the node could read it.
+ */
+export const DAEMON_OPS = ["add", "del", "check", "status", "gc", "pods"] as const;
 export type DaemonOp = (typeof DAEMON_OPS)[number];
 
 /** One (container, interface) pair the runtime still considers live (GC). */
@@ -48,6 +47,8 @@ export interface DaemonOkResponse {
   inMesh?: boolean;
   podIp?: string;
   detail?: string;
+  /** "pods" only: the daemon's pod table. */
+  pods?: unknown[];
 }
 
 export interface DaemonErrorResponse {
@@ -59,8 +60,6 @@ export interface DaemonErrorResponse {
 }
 
 export type DaemonResponse = DaemonOkResponse | DaemonErrorResponse;
-
-export type DaemonHandler = (req: DaemonRequest) => Promise<DaemonResponse>;
 
 /** A request or response that does not follow this protocol. */
 export class ProtocolError extends Error {
@@ -92,8 +91,6 @@ export class DaemonProtocolError extends Error {
     super(`merbridge daemon at ${socketPath} sent an invalid response: ${detail}`);
   }
 }
-
-const log = getLogger("cni", "protocol");
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -173,6 +170,10 @@ export function parseDaemonResponse(v: unknown): DaemonResponse {
       if (typeof v.detail !== "string") throw new ProtocolError(`field "detail" must be a string`);
       res.detail = v.detail;
     }
+    if (v.pods !== undefined) {
+      if (!Array.isArray(v.pods)) throw new ProtocolError(`field "pods" must be an array`);
+      res.pods = v.pods;
+    }
     return res;
   }
   if (v.ok === false) {
@@ -193,7 +194,8 @@ export function parseDaemonResponse(v: unknown): DaemonResponse {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+/** Writes every byte (a unix stream write may take part of them). */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }
@@ -202,7 +204,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
  * Reads up to the first newline (or end of stream). Returns null when the peer closed without
  * sending anything; throws ProtocolError when the line exceeds MAX_MESSAGE_BYTES.
  */
-async function readLine(conn: Deno.Conn): Promise<string | null> {
+export async function readLine(conn: Deno.Conn, max = MAX_MESSAGE_BYTES): Promise<string | null> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   const buf = new Uint8Array(16 * 1024);
@@ -212,7 +214,7 @@ async function readLine(conn: Deno.Conn): Promise<string | null> {
     const nl = buf.subarray(0, n).indexOf(0x0a);
     const take = nl >= 0 ? nl : n;
     total += take;
-    if (total > MAX_MESSAGE_BYTES) throw new ProtocolError(`message longer than ${MAX_MESSAGE_BYTES} bytes`);
+    if (total > max) throw new ProtocolError(`message longer than ${max} bytes`);
     chunks.push(buf.slice(0, take));
     if (nl >= 0) break;
   }
@@ -224,28 +226,6 @@ async function readLine(conn: Deno.Conn): Promise<string | null> {
     off += c.length;
   }
   return dec.decode(all);
-}
-
-/** Half-closes and discards what the peer still sends, until it closes or `ms` pass. */
-async function drain(conn: Deno.Conn, ms: number): Promise<void> {
-  const timer = setTimeout(() => {
-    try {
-      conn.close();
-    } catch {
-      // Finished meanwhile.
-    }
-  }, ms);
-  try {
-    await conn.closeWrite();
-    const buf = new Uint8Array(64 * 1024);
-    while ((await conn.read(buf)) !== null) {
-      // Discarded.
-    }
-  } catch {
-    // The peer went away, or the deadline closed the connection.
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function unreachableReason(err: unknown): UnreachableReason {
@@ -286,7 +266,7 @@ export async function callDaemon(
     }
     conn = c;
     await writeAll(c, enc.encode(JSON.stringify(req) + "\n"));
-    return await readLine(c);
+    return await readLine(c, MAX_RESPONSE_BYTES);
   })();
   // After a timeout the exchange fails on its closed connection; that outcome is already reported.
   exchange.catch(() => {});
@@ -326,177 +306,4 @@ export async function callDaemon(
   }
   if (!res.ok) throw new DaemonAnsweredError(res.code, res.msg, res.details);
   return res;
-}
-
-export interface DaemonSocketServer {
-  /** Stops accepting, lets in-flight requests finish briefly, and removes the socket file. */
-  close(): Promise<void>;
-}
-
-/** Malformed requests are answered with the spec's "decode failure" code. */
-const MALFORMED_CODE = 6;
-/** A handler that throws is treated as a transient failure: the runtime retries sandbox creation. */
-const HANDLER_FAILED_CODE = 11;
-
-/**
- * Serves the protocol on `path`. Creates the parent directory (0700) if needed, replaces a
- * stale socket file left by a previous daemon, and restricts the socket to its owner (0600):
- * whoever can write to it can change how pods' traffic is intercepted.
- */
-export function serveDaemonSocket(path: string, handler: DaemonHandler): DaemonSocketServer {
-  const dir = dirname(path);
-  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  Deno.chmodSync(dir, 0o700);
-  try {
-    const st = Deno.lstatSync(path);
-    if (!st.isSocket) {
-      throw new Error(`cannot serve the CNI socket at ${path}: a non-socket file is in the way`);
-    }
-    // Only this node's daemon serves here; a socket file at start is a previous instance's leftover.
-    Deno.removeSync(path);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
-  const listener = Deno.listen({ transport: "unix", path });
-  Deno.chmodSync(path, 0o600);
-  const socketIno = Deno.lstatSync(path).ino;
-
-  const active = new Set<Deno.Conn>();
-  const inflight = new Set<Promise<void>>();
-
-  const serveOne = async (conn: Deno.Conn): Promise<void> => {
-    const stall = setTimeout(() => {
-      try {
-        conn.close();
-      } catch {
-        // Finished meanwhile.
-      }
-    }, SERVER_READ_TIMEOUT_MS);
-    let res: DaemonResponse;
-    let line: string | null;
-    try {
-      line = await readLine(conn);
-    } catch (err) {
-      clearTimeout(stall);
-      if (err instanceof ProtocolError) {
-        res = { ok: false, code: MALFORMED_CODE, msg: `malformed request: ${err.message}` };
-        await reply(conn, res);
-        // Closing with unread input would reset the connection and lose the answer, so the
-        // rest is read and dropped, for a bounded time.
-        await drain(conn, SERVER_READ_TIMEOUT_MS);
-      } else {
-        log.debug("CNI client connection failed while reading: {error}", { error: (err as Error).message });
-      }
-      return;
-    }
-    clearTimeout(stall);
-    if (line === null) return;
-    let decoded: unknown;
-    try {
-      decoded = JSON.parse(line);
-    } catch (err) {
-      await reply(conn, {
-        ok: false,
-        code: MALFORMED_CODE,
-        msg: `malformed request: not JSON: ${(err as Error).message}`,
-      });
-      return;
-    }
-    let req: DaemonRequest;
-    try {
-      req = parseDaemonRequest(decoded);
-    } catch (err) {
-      await reply(conn, {
-        ok: false,
-        code: MALFORMED_CODE,
-        msg: `malformed request: ${(err as Error).message}`,
-      });
-      return;
-    }
-    try {
-      res = await handler(req);
-    } catch (err) {
-      log.error("CNI {op} for container {containerId} failed: {error}", {
-        op: req.op,
-        containerId: req.containerId,
-        error: (err as Error).message,
-      });
-      res = {
-        ok: false,
-        code: HANDLER_FAILED_CODE,
-        msg: `merbridge daemon failed to handle ${req.op}`,
-        details: (err as Error).message,
-      };
-    }
-    await reply(conn, res);
-  };
-
-  const reply = async (conn: Deno.Conn, res: DaemonResponse): Promise<void> => {
-    try {
-      await writeAll(conn, enc.encode(JSON.stringify(res) + "\n"));
-    } catch (err) {
-      log.debug("could not answer a CNI client: {error}", { error: (err as Error).message });
-    }
-  };
-
-  const acceptLoop = (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (err) {
-        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return;
-        log.warn("accepting a CNI client failed: {error}", { error: (err as Error).message });
-        continue;
-      }
-      active.add(conn);
-      const p = serveOne(conn).catch((err) => {
-        log.warn("a CNI client connection failed: {error}", { error: (err as Error).message });
-      }).finally(() => {
-        active.delete(conn);
-        try {
-          conn.close();
-        } catch {
-          // Closed by the stall timer or by close().
-        }
-        inflight.delete(p);
-      });
-      inflight.add(p);
-    }
-  })();
-
-  let closing: Promise<void> | undefined;
-  return {
-    close(): Promise<void> {
-      closing ??= (async () => {
-        try {
-          listener.close();
-        } catch {
-          // Already closed.
-        }
-        await acceptLoop;
-        if (inflight.size > 0) {
-          let graceTimer: ReturnType<typeof setTimeout> | undefined;
-          const grace = new Promise<void>((r) => graceTimer = setTimeout(r, CLOSE_GRACE_MS));
-          await Promise.race([Promise.allSettled([...inflight]), grace]);
-          clearTimeout(graceTimer);
-          for (const c of active) {
-            try {
-              c.close();
-            } catch {
-              // Finished meanwhile.
-            }
-          }
-          await Promise.allSettled([...inflight]);
-        }
-        // Another daemon may already have replaced the file: only remove the one we created.
-        try {
-          if (Deno.lstatSync(path).ino === socketIno) Deno.removeSync(path);
-        } catch (err) {
-          if (!(err instanceof Deno.errors.NotFound)) throw err;
-        }
-      })();
-      return closing;
-    },
-  };
 }

@@ -1,8 +1,8 @@
 // The node agent: loads and attaches the datapath, keeps the pod maps in step with the pod source,
 // and in CNI mode serves the plugin, owns per-pod attachments and keeps itself chained in the CNI
 // config. SIGTERM leaves the pinned datapath running for the next daemon unless told to uninstall.
-import { cniInstallStats, installCni, uninstallCni, watchCniConfig } from "../../cni/install.ts";
-import { type DaemonSocketServer, serveDaemonSocket } from "../../cni/protocol.ts";
+import { CniInstaller, PLUGIN_KUBECONFIG_FILE } from "../installer/install.ts";
+import { type DaemonSocketServer, serveDaemonSocket } from "./socket_server.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
 import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, uninstallDatapath } from "../datapath/datapath.ts";
 import { getLogger } from "../log/logger.ts";
@@ -14,6 +14,7 @@ import { Registry } from "../metrics/registry.ts";
 import type { PodSource } from "../pods/source.ts";
 import type { IngressHook, XdpModeOption } from "../xdp/attacher.ts";
 import { Attachments } from "./attachments.ts";
+import { attachmentsFile } from "./state_store.ts";
 import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
 import { reconcileLocalPods, reconcilePodCounters } from "./reconcile.ts";
@@ -21,6 +22,7 @@ import { IdentityReconciler, startIdentityTriggers } from "./identity.ts";
 import { NetnsDiscovery } from "../netns/discover.ts";
 import { pathExists } from "../util/fs.ts";
 import { currentNetnsCookie } from "../netns/cookie.ts";
+import { inClusterKubeconfigText, writeRootOnly } from "../kube/plugin_kubeconfig.ts";
 
 const log = getLogger("daemon");
 
@@ -52,18 +54,23 @@ export interface DaemonConfig {
   /** The plugin as installed into the CNI bin dir. */
   pluginSource: { kind: "binary"; path: string } | { kind: "launcher"; denoPath: string; mainPath: string };
   logLevel: string;
+  /**
+   * Where the pods come from, for the plugin to judge a pod itself when the daemon cannot be asked:
+   * a pods file, a kubeconfig (absolute paths), or neither for the in-cluster service account.
+   */
+  podSourceRef?: { podsFile?: string; kubeconfig?: string; context?: string };
 }
 
 export function socketPath(runDir: string): string {
   return `${runDir}/cni.sock`;
 }
 
-export function attachmentsFile(stateDir: string): string {
-  return `${stateDir}/attachments.json`;
-}
+export { attachmentsFile };
 
 export class Daemon {
   readonly registry = new Registry();
+  /** Owns the install queue and counters of this daemon's CNI configuration changes. */
+  readonly #installer = new CniInstaller();
   readonly table: PodTable;
   #dp?: Datapath;
   #attachments?: Attachments;
@@ -71,6 +78,11 @@ export class Daemon {
   #http?: Deno.HttpServer;
   #abort = new AbortController();
   #sweep?: ReturnType<typeof setInterval>;
+  #repairTimer?: ReturnType<typeof setTimeout>;
+  /** Meshed pods found running that could not be attached, with the reason: /readyz reports them. */
+  #unattached = new Map<string, string>();
+  /** What was wrong with the attachment state file at start, for /healthz. */
+  #stateProblem?: string;
   #ready = false;
   #syncError?: string;
   #watchDone?: Promise<void>;
@@ -118,7 +130,17 @@ export class Daemon {
         "merbridge_netns_namespaces",
         "Network namespaces of this node (the host's excluded)",
       ),
+      repaired: r.counter(
+        "merbridge_pods_repaired_total",
+        "Meshed pods found running without their CNI attachment and attached in place",
+      ),
+      unattached: r.gauge(
+        "merbridge_pods_unattached",
+        "Meshed pods running on this node that could not be attached (see /readyz)",
+      ),
     };
+    // Present from the first scrape, so a rate over it works before the first repair.
+    this.#m.repaired.inc({}, 0);
   }
 
   static async start(cfg: DaemonConfig, source: PodSource): Promise<Daemon> {
@@ -187,12 +209,15 @@ export class Daemon {
         onChange: () => this.reconcile(),
       });
       const r = this.#attachments.restore();
+      this.#stateProblem = r.problem;
       log.info("CNI attachments restored: {restored}, dropped: {dropped}", r);
     }
 
     await this.source.start((pods) => {
       const changed = this.table.set(pods);
       if (changed || this.table.snapshots === 1) this.reconcile();
+      // A pod the daemon did not know at its ADD (or did not know was meshed) may be known now.
+      if (changed) this.#scheduleRepair();
     });
     log.info("pods from {source}: {n} on this node", {
       source: this.source.description,
@@ -201,33 +226,28 @@ export class Daemon {
 
     if (!cfg.cniMode) {
       await this.#leaveCniMode();
+      this.#serveLocalApi();
       // Removed attachments took their namespace cookies with them; the scan puts them back now.
       this.#runIdentity();
     }
     if (cfg.cniMode) {
       const attachments = this.#attachments!;
-      const found = attachments.rediscover(this.table.entries(), cfg.netnsDirs);
-      if (found) {
-        log.info("found {n} running meshed pods without an attachment record; attached", { n: found });
-      }
-      this.#server = serveDaemonSocket(socketPath(cfg.runDir), async (req) => {
-        const t0 = performance.now();
-        const res = await attachments.handle(req);
-        this.#m.cniRequests.inc({ op: req.op, result: res.ok ? "ok" : "error" });
-        this.#m.cniLatency.observe({ op: req.op }, (performance.now() - t0) / 1000);
-        return res;
-      });
+      this.#repair();
+      this.#serveLocalApi(attachments);
       this.#sweep = setInterval(() => {
         const n = attachments.sweep();
         if (n) log.info("removed {n} attachments whose pod namespace disappeared", { n });
+        this.#repair();
+        // The kubelet rotates the service-account token; the plugin's copy follows.
+        this.#pluginMembership();
       }, 10_000);
       const installOpts = this.#cniInstallOptions();
-      const first = await installCni(installOpts).catch((e) => {
+      const first = await this.#installer.install(installOpts).catch((e) => {
         log.error("CNI install failed: {error}", { error: (e as Error).message });
         return undefined;
       });
       if (first?.kind === "installed") log.info("chained into {file}", { file: first.confFile });
-      this.#watchDone = watchCniConfig(installOpts, this.#abort.signal).catch((e) => {
+      this.#watchDone = this.#installer.watch(installOpts, this.#abort.signal).catch((e) => {
         log.error("CNI config watcher stopped: {error}", { error: (e as Error).message });
       });
     }
@@ -245,6 +265,68 @@ export class Daemon {
     log.info("ready");
   }
 
+  #scheduleRepair(): void {
+    if (!this.#attachments || this.#abort.signal.aborted) return;
+    clearTimeout(this.#repairTimer);
+    this.#repairTimer = setTimeout(() => this.#repair(), 200);
+  }
+
+  /**
+   * Finds meshed pods running without their attachment (ADD while the pod was unknown or its
+   * membership could not be read, a failed restore, a pod started before the plugin was chained)
+   * and attaches them in place; the ones that fail are reported by /readyz until they succeed.
+   */
+  #repair(): void {
+    const a = this.#attachments;
+    // Before the first snapshot an empty table says nothing about which pods should be attached.
+    if (!a || this.table.snapshots === 0) return;
+    let r;
+    try {
+      r = a.rediscover(this.table.entries(), this.cfg.netnsDirs, a.busyPods);
+    } catch (e) {
+      log.error("repair pass failed: {error}", { error: (e as Error).message });
+      return;
+    }
+    for (const x of r.attached) {
+      this.#m.repaired.inc();
+      log.info(
+        "repaired {pod}: meshed but running without its attachment; attached in place ({netns}, ip {ip})",
+        x,
+      );
+    }
+    if (a.orphanCount > 0) {
+      // After a damaged state file: what no running pod claimed is what deleted pods left.
+      const meshed = new Set(this.table.entries().filter((e) => e.inMesh && e.ip).map((e) => e.ip));
+      const n = a.dropOrphans(meshed);
+      if (n) log.info("removed {n} per-pod pin directories no running pod claimed", { n });
+    }
+    const before = this.#unattached;
+    this.#unattached = new Map(r.failed.map((f) => [f.pod, f.error]));
+    for (const [pod, error] of this.#unattached) {
+      if (before.get(pod) !== error) log.error("cannot attach meshed pod {pod}: {error}", { pod, error });
+    }
+    this.#m.unattached.set({}, this.#unattached.size);
+  }
+
+  /**
+   * The local API on the root-only unix socket: the plugin's requests in CNI mode, and the pod
+   * table in every mode. Nothing of it is on the network port.
+   */
+  #serveLocalApi(attachments?: Attachments): void {
+    this.#server = serveDaemonSocket(socketPath(this.cfg.runDir), async (req) => {
+      if (req.op === "pods") return { ok: true, pods: this.#podRows() };
+      if (!attachments) {
+        if (req.op === "status") return { ok: true, detail: "not in CNI mode" };
+        return { ok: false, code: 50, msg: "this merbridge daemon is not in CNI mode" };
+      }
+      const t0 = performance.now();
+      const res = await attachments.handle(req);
+      this.#m.cniRequests.inc({ op: req.op, result: res.ok ? "ok" : "error" });
+      this.#m.cniLatency.observe({ op: req.op }, (performance.now() - t0) / 1000);
+      return res;
+    });
+  }
+
   /**
    * A daemon started without CNI mode on a node where CNI mode ran before: the chained plugin would
    * fail every pod ADD with nobody answering, so the chain entry, the plugin and the per-pod
@@ -255,7 +337,7 @@ export class Daemon {
     const hadPods = pathExists(attachmentsFile(this.cfg.stateDir));
     if (!hadInstall && !hadPods) return;
     if (hadInstall) {
-      const res = await uninstallCni(this.#cniInstallOptions()).catch((e) => {
+      const res = await this.#installer.uninstall(this.#cniInstallOptions()).catch((e) => {
         log.error("removing the CNI chain entry left by CNI mode: {error}", { error: (e as Error).message });
         return undefined;
       });
@@ -276,12 +358,40 @@ export class Daemon {
         onChange: () => {},
       });
       a.restore();
-      log.info("CNI mode is off: removed {n} pod attachments", { n: a.removeAll() });
+      log.info("CNI mode is off: removed {n} pod attachments", {
+        n: a.removeAll() + a.dropOrphans(new Set()),
+      });
     }
+  }
+
+  /**
+   * What the plugin needs to judge membership without the daemon. In a cluster the service
+   * account's token is copied into a root-only kubeconfig on the host, and kept current.
+   */
+  #pluginMembership(): Record<string, unknown> | undefined {
+    const cfg = this.cfg;
+    const base = { mode: cfg.mode, nodeName: cfg.nodeName };
+    const ref = cfg.podSourceRef;
+    if (!ref) return undefined;
+    if (ref.podsFile) return { ...base, podsFile: ref.podsFile };
+    if (ref.kubeconfig) {
+      return { ...base, kubeconfig: ref.kubeconfig, ...(ref.context ? { context: ref.context } : {}) };
+    }
+    const path = `${cfg.stateDir}/${PLUGIN_KUBECONFIG_FILE}`;
+    try {
+      const text = inClusterKubeconfigText();
+      if (text === undefined) return undefined;
+      if (writeRootOnly(path, text)) log.info("wrote the plugin's API credentials to {path}", { path });
+    } catch (e) {
+      log.error("cannot write the plugin's API credentials: {error}", { error: (e as Error).message });
+      return undefined;
+    }
+    return { ...base, kubeconfig: path };
   }
 
   #cniInstallOptions() {
     const cfg = this.cfg;
+    const membership = cfg.cniMode ? this.#pluginMembership() : undefined;
     return {
       binDir: cfg.cniBinDir,
       confDir: cfg.cniConfigDir,
@@ -291,6 +401,7 @@ export class Daemon {
         socketPath: socketPath(cfg.runDir),
         logFile: `${cfg.runDir}/cni.log`,
         logLevel: cfg.logLevel,
+        ...(membership ? { membership } : {}),
       },
     };
   }
@@ -302,7 +413,8 @@ export class Daemon {
       if (e) return e;
       await new Promise((r) => setTimeout(r, 100));
     }
-    const pod = await this.source.get(ns, name).catch(() => undefined);
+    // An error is not "not meshed": it reaches the plugin, and the runtime retries.
+    const pod = await this.source.get(ns, name);
     if (!pod) return undefined;
     const { podEntry } = await import("../mesh/membership.ts");
     return podEntry(pod, this.cfg.mode);
@@ -378,19 +490,35 @@ export class Daemon {
 
   #health() {
     return {
-      notReady: () => this.#ready ? undefined : "starting",
+      notReady: () => {
+        if (!this.#ready) return "starting";
+        if (this.#unattached.size === 0) return undefined;
+        return `${this.#unattached.size} meshed pod(s) could not be attached: ` +
+          [...this.#unattached].map(([pod, e]) => `${pod} (${e})`).join("; ");
+      },
       unhealthy: () => this.#syncError,
-      pods: () =>
-        this.table.entries().map((e) => {
-          const ids = this.#identity?.of(e.namespace, e.name);
-          return {
-            ...e,
-            identity:
-              ids?.map((i) => ({ via: i.via, cookie: i.cookie.toString(), netns: i.netns ?? null })) ??
-                null,
-          };
-        }),
+      // Not a reason to restart the agent (other pods are fine), but said on /healthz too.
+      degraded: () => {
+        const parts = [];
+        if (this.#unattached.size) {
+          parts.push(`meshed pods not attached: ${[...this.#unattached.keys()].join(", ")}`);
+        }
+        if (this.#stateProblem) parts.push(`attachment state at start: ${this.#stateProblem}`);
+        return parts.length ? parts.join("; ") : undefined;
+      },
     };
+  }
+
+  /** The pod table with how connect4 knows each pod, for `merbridge pods`. */
+  #podRows(): unknown[] {
+    return this.table.entries().map((e) => {
+      const ids = this.#identity?.of(e.namespace, e.name);
+      return {
+        ...e,
+        identity: ids?.map((i) => ({ via: i.via, cookie: i.cookie.toString(), netns: i.netns ?? null })) ??
+          null,
+      };
+    });
   }
 
   #collectors(): void {
@@ -422,9 +550,9 @@ export class Daemon {
         if (t.entries !== undefined) this.#m.mapEntries.set({ map: t.map }, t.entries);
         this.#m.mapCapacity.set({ map: t.map }, t.capacity);
       }
-      this.#m.cniInstall.set({ event: "install" }, cniInstallStats.installs);
-      this.#m.cniInstall.set({ event: "repair" }, cniInstallStats.repairs);
-      this.#m.cniInstall.set({ event: "error" }, cniInstallStats.errors);
+      this.#m.cniInstall.set({ event: "install" }, this.#installer.stats.installs);
+      this.#m.cniInstall.set({ event: "repair" }, this.#installer.stats.repairs);
+      this.#m.cniInstall.set({ event: "error" }, this.#installer.stats.errors);
       this.#m.ready.set({}, this.#ready ? 1 : 0);
       this.#m.attachments.set({}, this.#attachments?.records().length ?? 0);
       if (this.#identity) {
@@ -452,6 +580,7 @@ export class Daemon {
     this.#ready = false;
     this.#abort.abort();
     clearInterval(this.#sweep);
+    clearTimeout(this.#repairTimer);
     await this.source.stop().catch(() => {});
     await this.#server?.close().catch(() => {});
     await this.#watchDone;
@@ -459,7 +588,9 @@ export class Daemon {
     await this.#http?.shutdown().catch(() => {});
     if (uninstall) {
       const n = this.#attachments?.removeAll() ?? 0;
-      if (this.cfg.cniMode) await uninstallCni(this.#cniInstallOptions()).catch((e) => log.error(String(e)));
+      if (this.cfg.cniMode) {
+        await this.#installer.uninstall(this.#cniInstallOptions()).catch((e) => log.error(String(e)));
+      }
       this.#dp?.close();
       const pins = uninstallDatapath(this.cfg.pinPath);
       log.info("uninstalled: {n} pod attachments, {pins} pins", { n, pins });

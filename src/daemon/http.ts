@@ -1,4 +1,6 @@
-// The daemon's HTTP endpoints: liveness, readiness and Prometheus metrics.
+// The daemon's HTTP endpoints: liveness, readiness and Prometheus metrics, and nothing else. The
+// port is on the node's network (the agent is hostNetwork): pod data and anything that changes
+// state are served only on the root-only unix socket (cni/protocol.ts).
 import { getLogger } from "../log/logger.ts";
 import type { Registry } from "../metrics/registry.ts";
 
@@ -9,8 +11,8 @@ export interface HealthState {
   notReady(): string | undefined;
   /** Why the daemon is unhealthy (should be restarted), or undefined. */
   unhealthy(): string | undefined;
-  /** The daemon's pod table, for `merbridge pods` (GET /pods). */
-  pods?(): unknown;
+  /** Something the operator should know that a restart would not fix, or undefined. */
+  degraded?(): string | undefined;
 }
 
 export function parseListenAddr(addr: string): { hostname: string; port: number } {
@@ -32,14 +34,14 @@ export function serveHttp(addr: string, registry: Registry, health: HealthState)
     switch (path) {
       case "/healthz": {
         const why = health.unhealthy();
-        return new Response(why ? `unhealthy: ${why}\n` : "ok\n", { status: why ? 500 : 200 });
+        if (why) return new Response(`unhealthy: ${why}\n`, { status: 500 });
+        const degraded = health.degraded?.();
+        return new Response(degraded ? `ok, degraded: ${degraded}\n` : "ok\n");
       }
       case "/readyz": {
         const why = health.notReady();
         return new Response(why ? `not ready: ${why}\n` : "ready\n", { status: why ? 503 : 200 });
       }
-      case "/pods":
-        return Response.json(health.pods?.() ?? []);
       case "/metrics":
         return new Response(registry.render(), {
           headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },

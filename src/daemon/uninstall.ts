@@ -1,12 +1,17 @@
 // Removing the agent from a node without a running daemon: per-pod ingress programs (and the checksum
 // offload we switched off), the CNI chain entry and plugin, every pin. What cannot be removed is
 // reported, never silently skipped.
-import { uninstallCni } from "../../cni/install.ts";
+import { uninstallCni } from "../installer/install.ts";
 import { uninstallDatapath } from "../datapath/datapath.ts";
 import { getLogger } from "../log/logger.ts";
 import { detachIngress } from "../xdp/attacher.ts";
-import type { AttachmentRecord } from "./attachments.ts";
-import { attachmentsFile, socketPath } from "./daemon.ts";
+import { socketPath } from "./daemon.ts";
+import {
+  type AttachmentRecord,
+  attachmentsFile,
+  readAttachmentState,
+  removeAttachmentState,
+} from "./state_store.ts";
 
 const log = getLogger("uninstall");
 
@@ -28,27 +33,27 @@ export interface UninstallReport {
 export async function uninstallNode(o: UninstallOptions): Promise<UninstallReport> {
   const report: UninstallReport = { podAttachments: 0, pins: 0, cni: [], warnings: [] };
   const file = attachmentsFile(o.stateDir);
-  let recs: AttachmentRecord[] = [];
-  try {
-    recs = JSON.parse(Deno.readTextFileSync(file));
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) report.warnings.push(`${file}: ${(e as Error).message}`);
+  const state = readAttachmentState(file);
+  const recs: AttachmentRecord[] = state.kind === "ok" ? state.records : [];
+  if (state.kind === "invalid") report.warnings.push(state.problem);
+  else if (state.kind === "ok" && state.problem) {
+    report.warnings.push(`${state.problem}; used the previous copy`);
   }
   for (const r of recs) {
     try {
       detachIngress({
         netnsPath: r.netns,
         ifName: r.ifName,
-        pinDir: `${o.pinPath}/pods/${r.containerId.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 200)}`,
+        pinDir: `${o.pinPath}/pods/${
+          r.pinKey ?? r.containerId.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 200)
+        }`,
       }, r.txChanged);
       report.podAttachments++;
     } catch (e) {
       report.warnings.push(`pod ${r.podNamespace}/${r.podName}: ${(e as Error).message}`);
     }
   }
-  try {
-    Deno.removeSync(file);
-  } catch { /* absent */ }
+  removeAttachmentState(file);
   try {
     const res = await uninstallCni({ binDir: o.cniBinDir, confDir: o.cniConfigDir, stateDir: o.stateDir });
     report.cni = res.changes;

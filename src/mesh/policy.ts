@@ -91,6 +91,8 @@ export interface PolicyResult {
 const all = (): PortList => ({ all: true, ranges: [] });
 const none = (): PortList => ({ all: false, ranges: [] });
 
+const MAX_WARNINGS_PER_ANNOTATION = 10;
+
 /** Collects warnings while reading annotations, so each mesh reads as a list of fields. */
 class Reader {
   readonly warnings: PolicyWarning[] = [];
@@ -106,7 +108,17 @@ class Reader {
   }
 
   take<T>(parsed: Parsed<T>): T {
-    this.warnings.push(...parsed.warnings);
+    // A list of thousands of bad items would be thousands of log lines and a pod table entry as
+    // large: the first few name the problem, one more says how many were left out.
+    const w = parsed.warnings;
+    if (w.length <= MAX_WARNINGS_PER_ANNOTATION) this.warnings.push(...w);
+    else {
+      this.warnings.push(...w.slice(0, MAX_WARNINGS_PER_ANNOTATION), {
+        annotation: w[0]!.annotation,
+        item: "...",
+        reason: `${w.length - MAX_WARNINGS_PER_ANNOTATION} more items with problems not listed`,
+      });
+    }
     return parsed.value;
   }
 

@@ -50,9 +50,43 @@ export function parsePodsYaml(path: string, text: string): Pod[] {
   return pods;
 }
 
+function isMapping(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * YAML reads `inject: true` or `port: 9090` as a boolean or a number where the API would hold a
+ * string: such scalars are turned into the string the API would have; what cannot be (a list where
+ * a map belongs) names the document.
+ */
 function checkPod(path: string, i: number, p: Pod): Pod {
-  if (!p || typeof p !== "object" || !p.metadata?.name) {
-    throw new PodsFileError(path, `document ${i + 1}: a pod without metadata.name`);
+  const where = `document ${i + 1}`;
+  if (!isMapping(p)) throw new PodsFileError(path, `${where}: a pod that is not a mapping`);
+  const meta = p.metadata as unknown;
+  if (meta !== undefined && !isMapping(meta)) {
+    throw new PodsFileError(path, `${where}: metadata is not a mapping`);
+  }
+  const m = (meta ?? {}) as Record<string, unknown>;
+  for (const k of ["name", "namespace", "uid"]) {
+    if (typeof m[k] === "number" || typeof m[k] === "boolean") m[k] = String(m[k]);
+    if (m[k] !== undefined && m[k] !== null && typeof m[k] !== "string") {
+      throw new PodsFileError(path, `${where}: metadata.${k} is not a string`);
+    }
+  }
+  if (!m.name) throw new PodsFileError(path, `${where}: a pod without metadata.name`);
+  for (const k of ["labels", "annotations"]) {
+    const v = m[k];
+    if (v === undefined || v === null) {
+      delete m[k];
+      continue;
+    }
+    if (!isMapping(v)) throw new PodsFileError(path, `${where} (${m.name}): metadata.${k} is not a mapping`);
+    for (const [key, val] of Object.entries(v)) {
+      if (typeof val === "string") continue;
+      if (typeof val === "number" || typeof val === "boolean") v[key] = String(val);
+      else if (val === null) v[key] = "";
+      else throw new PodsFileError(path, `${where} (${m.name}): metadata.${k}.${key} is not a string`);
+    }
   }
   return p;
 }

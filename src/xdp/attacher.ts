@@ -73,48 +73,71 @@ export function attachIngress(
   return withNetns(t.netnsPath, () => {
     const ifindex = ifNameToIndex(t.ifName);
     let txChanged = opts.txChangedEarlier ?? false;
+    let switchedOff = false;
     if (!opts.hardwareChecksum && txChecksumEnabled(t.ifName)) {
       setTxChecksum(t.ifName, false);
       txChanged = true;
+      switchedOff = true;
     } else if (opts.hardwareChecksum && txChanged) {
       if (!txChecksumEnabled(t.ifName)) setTxChecksum(t.ifName, true);
       txChanged = false;
     }
-    tcEnsureHook(ifindex);
+    try {
+      return attachPrograms(t, progs, opts, ifindex, xdpPin, txChanged);
+    } catch (e) {
+      // The caller never learns that offload was switched off by an attach that failed.
+      if (switchedOff) {
+        try {
+          setTxChecksum(t.ifName, true);
+        } catch { /* the interface went away */ }
+      }
+      throw e;
+    }
+  });
+}
+
+function attachPrograms(
+  t: IngressTarget,
+  progs: IngressPrograms,
+  opts: IngressOptions,
+  ifindex: number,
+  xdpPin: string,
+  txChanged: boolean,
+): IngressResult {
+  tcEnsureHook(ifindex);
+  tcAttach({
+    ifindex,
+    direction: "egress",
+    prog: progs.tcEgress,
+    handle: TC_HANDLE,
+    priority: TC_PRIORITY,
+    replace: true,
+  });
+  if (opts.hook === "xdp") {
+    tcDetach({ ifindex, direction: "ingress", handle: TC_HANDLE, priority: TC_PRIORITY });
+    const mode = resolveXdpMode(opts.xdpMode ?? "auto", interfaceDriver(t.ifName));
+    const current = isPinned(xdpPin) ? xdpQuery(ifindex).attachMode : undefined;
+    if (current === (mode === "native" ? "drv" : "skb")) {
+      using link = BpfLink.openPinned(xdpPin);
+      link.update(progs.xdp);
+    } else {
+      // Another mode (a restart with another --xdp-mode) needs another link. Detach explicitly:
+      // the kernel frees an unpinned link later, and the interface takes one XDP mode at a time.
+      if (isPinned(xdpPin)) detachPinnedXdp(xdpPin);
+      using _link = attachXdp(progs.xdp, ifindex, xdpPin, mode);
+    }
+  } else {
+    if (isPinned(xdpPin)) detachPinnedXdp(xdpPin);
     tcAttach({
       ifindex,
-      direction: "egress",
-      prog: progs.tcEgress,
+      direction: "ingress",
+      prog: progs.tcIngress,
       handle: TC_HANDLE,
       priority: TC_PRIORITY,
       replace: true,
     });
-    if (opts.hook === "xdp") {
-      tcDetach({ ifindex, direction: "ingress", handle: TC_HANDLE, priority: TC_PRIORITY });
-      const mode = resolveXdpMode(opts.xdpMode ?? "auto", interfaceDriver(t.ifName));
-      const current = isPinned(xdpPin) ? xdpQuery(ifindex).attachMode : undefined;
-      if (current === (mode === "native" ? "drv" : "skb")) {
-        using link = BpfLink.openPinned(xdpPin);
-        link.update(progs.xdp);
-      } else {
-        // Another mode (a restart with another --xdp-mode) needs another link. Detach explicitly:
-        // the kernel frees an unpinned link later, and the interface takes one XDP mode at a time.
-        if (isPinned(xdpPin)) detachPinnedXdp(xdpPin);
-        using _link = attachXdp(progs.xdp, ifindex, xdpPin, mode);
-      }
-    } else {
-      if (isPinned(xdpPin)) detachPinnedXdp(xdpPin);
-      tcAttach({
-        ifindex,
-        direction: "ingress",
-        prog: progs.tcIngress,
-        handle: TC_HANDLE,
-        priority: TC_PRIORITY,
-        replace: true,
-      });
-    }
-    return { ifindex, txChanged };
-  });
+  }
+  return { ifindex, txChanged };
 }
 
 /**

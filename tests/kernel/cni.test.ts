@@ -4,6 +4,7 @@
 // off on the client's and the forwarding node's veths, so no hop trusts a partial checksum.
 import assert from "node:assert/strict";
 import { removePinTree } from "../../src/bpf/pins.ts";
+import { BpfLink } from "../../src/bpf/link.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { bridgeConflist, cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
@@ -340,6 +341,119 @@ Deno.test("kernel: CNI error cases answer per spec, and DEL succeeds with the da
   await run("true", []);
 });
 
+Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a meshed one waits for it", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const entry = JSON.parse(await Deno.readTextFile(w.conflist)).plugins[1];
+  assert.equal(
+    entry.membership?.podsFile,
+    w.daemonOpts.podsFile,
+    "the installer told the plugin the pod source",
+  );
+  assert.equal(await stopDaemon(w.daemon), 0);
+
+  const plain = await w.addPod("plain");
+  assert.deepEqual(await marksListening(plain.ns), [], "nothing set up for a pod outside the mesh");
+
+  const ns = await createNetns(scope, `${uniq()}m`);
+  const inv = w.inv("p1", ns);
+  let refused = "";
+  await assert.rejects(cniAdd(inv), (e: Error) => {
+    refused = e.message;
+    return true;
+  });
+  assert.match(refused, /ADD merbridge-cni failed/, "the bridge plugin succeeded; ours refused");
+  // The harness puts the plugin's stdout (one line: the error document) first, then its stderr.
+  const doc = JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n")));
+  assert.equal(doc.code, 11, "try again later: the runtime retries the sandbox");
+  assert.match(doc.msg, /pod default\/p1 is in the mesh and the merbridge daemon is not reachable/);
+  // A runtime tears down a sandbox whose ADD failed before retrying.
+  await cniDel(inv);
+
+  await w.restartDaemonAfterStop();
+  const p1 = await w.addPod("p1");
+  assert.equal((await marksListening(p1.ns)).length, 1, "the retried ADD set up the mark listener");
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.ok(m.maps.pods().has(p1.ip), "the meshed pod is in local_pods");
+  assert.ok(!m.maps.pods().has(plain.ip), "the plain pod is not");
+});
+
+Deno.test("kernel: a meshed pod unknown at its ADD is repaired in place; GC, CHECK and DEL handle its record", async () => {
+  await using scope = new Scope();
+  const plainOnly = podYaml("plain", { meshed: false });
+  const w = await cniWorld(scope, { pods: plainOnly, flags: ["--metrics-addr=127.0.0.1:0"] });
+  const late = await w.addPod("late");
+  assert.deepEqual(await marksListening(late.ns), [], "unknown at ADD: nothing attached");
+
+  await Deno.writeTextFile(w.daemonOpts.podsFile, plainOnly + podYaml("late", { ip: late.ip }));
+  const deadline = Date.now() + 5_000;
+  while ((await marksListening(late.ns)).length === 0) {
+    if (Date.now() > deadline) throw new Error(`not repaired: ${w.daemon.stderr.join("\n")}`);
+    await sleep(100);
+  }
+  assert.ok(w.daemon.stderr.some((l) => l.includes("repaired default/late")), "a log line names the pod");
+  const addr = w.daemon.stderr.map((l) => /HTTP endpoints on ([\d.]+:\d+)/.exec(l)?.[1]).find(Boolean);
+  const metrics = await (await fetch(`http://${addr}/metrics`)).text();
+  assert.match(metrics, /merbridge_pods_repaired_total 1\n/);
+  assert.match(metrics, /merbridge_pods_unattached 0\n/);
+  const ready = await fetch(`http://${addr}/readyz`);
+  assert.equal(ready.status, 200, await ready.text());
+  {
+    using m = new PinnedDatapathMaps(w.pinPath);
+    assert.ok(m.maps.pods().has(late.ip), "in local_pods");
+    assert.deepEqual([...m.maps.marks().values()], [late.ip]);
+  }
+
+  const entry = {
+    ...JSON.parse(await Deno.readTextFile(w.conflist)).plugins[1],
+    cniVersion: "1.1.0",
+    name: "testnet",
+  };
+  const inv = w.inv("late", late.ns);
+  // The runtime's list never names the daemon's own record; GC must not take it.
+  const gc = await cniExec(inv, "GC", "merbridge-cni", {
+    ...entry,
+    "cni.dev/valid-attachments": [{ containerID: "someone-else", ifname: "eth0" }],
+  });
+  assert.equal(gc.code, 0, gc.stderr);
+  assert.equal((await marksListening(late.ns)).length, 1, "GC kept the repaired pod");
+
+  const check = await cniExec(inv, "CHECK", "merbridge-cni", { ...entry, prevResult: late.result });
+  assert.equal(check.code, 0, `${check.stdout} ${check.stderr}`);
+  const recs = JSON.parse(await Deno.readTextFile(`${w.dir}/state/attachments.json`));
+  assert.deepEqual(
+    recs.map((r: { containerId: string }) => r.containerId),
+    [inv.containerId],
+    "adopted the runtime's ID",
+  );
+
+  await w.delPod("late");
+  assert.deepEqual(await marksListening(late.ns).catch(() => []), []);
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.equal(m.maps.marks().size, 0, "DEL found the repaired record");
+  assert.deepEqual([...Deno.readDirSync(`${w.pinPath}/pods`)], [], "its pins went with it");
+});
+
+Deno.test("kernel: CNI requests for different pods do not wait on each other", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  // A pod the daemon does not know: it waits a second for the pod source before answering.
+  const order: string[] = [];
+  const slow = w.addPod("stranger").then(() => order.push("stranger"));
+  await sleep(200);
+  const t0 = performance.now();
+  await w.addPod("p1");
+  order.push("p1");
+  const fastMs = performance.now() - t0;
+  await slow;
+  assert.deepEqual(
+    order,
+    ["p1", "stranger"],
+    `p1's ADD (${fastMs.toFixed(0)} ms) did not queue behind the slow one`,
+  );
+  assert.equal((await marksListening(w.pod("p1").ns)).length, 1);
+});
+
 Deno.test("kernel: 50 parallel ADDs then DELs leave zero residue", async () => {
   await using scope = new Scope();
   const names = Array.from({ length: 50 }, (_, i) => `q${i}`);
@@ -465,6 +579,7 @@ Deno.test("kernel: a lost state file: the restarted daemon finds the running pod
   const p1 = await w.addPod("p1");
   await stopDaemon(w.daemon);
   await Deno.remove(`${w.dir}/state/attachments.json`);
+  await Deno.remove(`${w.dir}/state/attachments.json.prev`);
   // By now the API reports the pod's IP, as it does for any running pod.
   await Deno.writeTextFile(`${w.dir}/pods.yaml`, podYaml("p1", { ip: p1.ip }));
   await w.restartDaemonAfterStop(["--netns-dirs=/run/netns"]);
@@ -475,6 +590,47 @@ Deno.test("kernel: a lost state file: the restarted daemon finds the running pod
   const state = JSON.parse(await Deno.readTextFile(`${w.dir}/state/attachments.json`));
   assert.equal(state.length, 1);
   assert.equal(state[0].podName, "p1");
+});
+
+Deno.test("kernel: a torn state file detaches no running pod: it keeps its XDP link, mark and pins", async () => {
+  await using scope = new Scope();
+  const w = await cniWorld(scope);
+  const p1 = await w.addPod("p1");
+  const pins = () => [...Deno.readDirSync(`${w.pinPath}/pods`)].map((e) => e.name).sort();
+  const [key] = pins();
+  assert.ok(key?.endsWith(`@${p1.ip.replaceAll(".", "_")}`), `the pin directory carries the pod IP: ${key}`);
+  const linkId = () => {
+    using l = BpfLink.openPinned(`${w.pinPath}/pods/${key}/xdp`);
+    return l.info().id;
+  };
+  const linkBefore = linkId();
+  const marksBefore = await marksListening(p1.ns);
+  await stopDaemon(w.daemon);
+  const file = `${w.dir}/state/attachments.json`;
+  const text = await Deno.readTextFile(file);
+  await Deno.writeTextFile(file, text.slice(0, 40));
+  await Deno.writeTextFile(`${file}.prev`, "{");
+  await Deno.writeTextFile(w.daemonOpts.podsFile, podYaml("p1", { ip: p1.ip }) + podYaml("p2"));
+  await w.restartDaemonAfterStop(["--netns-dirs=/run/netns"]);
+  assert.ok(
+    w.daemon.stderr.some((l) => l.includes("rebuilding from what is attached")),
+    "the damage is reported",
+  );
+  assert.deepEqual(pins(), [key], "the pod took its own pins back");
+  assert.equal(linkId(), linkBefore, "the same XDP link: never detached");
+  assert.deepEqual(await marksListening(p1.ns), marksBefore, "the same mark is listening again");
+  {
+    using m = new PinnedDatapathMaps(w.pinPath);
+    assert.deepEqual([...m.maps.marks()], [[parseInt(marksBefore[0]!, 16), p1.ip]], "no stale mark entry");
+  }
+  const recs = JSON.parse(await Deno.readTextFile(file));
+  assert.deepEqual(recs.map((r: { podName: string }) => r.podName), ["p1"], "the state file is whole again");
+  await w.delPod("p1");
+  assert.deepEqual(pins(), [], "DEL of the rebuilt record removed the pins");
+  await sleep(500);
+  assert.deepEqual(pins(), [], "and the repair pass did not bring back a pod the runtime deleted");
+  using m = new PinnedDatapathMaps(w.pinPath);
+  assert.equal(m.maps.marks().size, 0);
 });
 
 Deno.test("kernel: switching CNI mode off removes the chain entry, the plugin and the pod attachments", async () => {

@@ -194,17 +194,34 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.equal(sub("daemon").health, "error");
 
   const pods = JSON.parse(
-    (await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--daemon-addr=127.0.0.1:${port}`, "--output=json"]))
+    (await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--run-dir=${s.opts.runDir}`, "--output=json"]))
       .stdout,
   );
   assert.equal(pods[0].ip, s.a.ip);
   assert.equal(pods[0].pod, "default/a", "the name comes from the daemon's pod table");
+  // explain resolves the pod by name through the daemon's local socket.
+  const ex = await cli([
+    "explain",
+    "default/a",
+    `${s.r.ip}:8080`,
+    `--bpf-pin-path=${s.pinPath}`,
+    `--run-dir=${s.opts.runDir}`,
+    "--output=json",
+  ]);
+  assert.equal(ex.code, 0, ex.stderr);
+  const exj = JSON.parse(ex.stdout);
+  assert.deepEqual([exj.verdict, exj.pod.name, exj.pod.ip, exj.pod.identified], [
+    "redirect",
+    "default/a",
+    s.a.ip,
+    true,
+  ]);
   assert.equal(pods[0].policy.includeOutboundCidrs.all, true);
   assert.equal(pods[0].identity.length, 1, JSON.stringify(pods[0].identity));
   assert.equal(pods[0].identity[0].via, "netns", "found by the daemon's namespace scan");
   // The default dirs name one directory twice (/var/run is /run): the namespace is still listed once.
   assert.match(pods[0].identity[0].netns, new RegExp(`^(/var)?/run/netns/${s.a.ns}$`));
-  const podsTable = await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--daemon-addr=127.0.0.1:${port}`]);
+  const podsTable = await cli(["pods", `--bpf-pin-path=${s.pinPath}`, `--run-dir=${s.opts.runDir}`]);
   assert.match(podsTable.stdout, /IDENTITY/);
   assert.match(podsTable.stdout, new RegExp(`netns:${pods[0].identity[0].cookie}`));
 
@@ -214,6 +231,9 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.equal(badDump.code, 2);
   assert.match(badDump.stderr, /give one of mesh_config/);
 
+  const onNetwork = await fetch(`http://127.0.0.1:${port}/pods`);
+  assert.equal(onNetwork.status, 404, "the pod table is not on the network port");
+  await onNetwork.body?.cancel();
   const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
   assert.equal(ready.status, 200);
   await ready.body?.cancel();
@@ -230,15 +250,19 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.match(metrics, /merbridge_map_entries\{map="pair_orig_dst"\} \d+\n/);
   assert.match(metrics, /merbridge_map_entries\{map="ingress_syn"\} 0\n/);
 
-  const refused = await cli([
+  const uninstallArgs = [
     "uninstall",
     `--bpf-pin-path=${s.pinPath}`,
     `--run-dir=${s.opts.runDir}`,
     `--state-dir=${s.opts.stateDir}`,
     `--cni-config-dir=${s.opts.stateDir}/none`,
     `--cni-bin-dir=${s.opts.stateDir}/none`,
-  ]);
-  assert.equal(refused.code, 0, "without CNI mode there is no daemon socket, so uninstall proceeds");
+  ];
+  const refused = await cli(uninstallArgs);
+  assert.equal(refused.code, 1, "the local API answers in every mode, so uninstall sees the daemon");
+  assert.match(refused.stderr, /a merbridge daemon is running/);
+  const forced = await cli([...uninstallArgs, "--force"]);
+  assert.equal(forced.code, 0, forced.stderr);
   await stopDaemon(daemon);
   let gone = false;
   try {

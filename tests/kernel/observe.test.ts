@@ -130,7 +130,7 @@ Deno.test("kernel: merbridge explain prints the decision and the rule, as text a
       "explain",
       ...args,
       `--bpf-pin-path=${w.pinPath}`,
-      "--daemon-addr=127.0.0.1:1",
+      "--run-dir=/nonexistent",
     ], {
       allowFail: true,
     });
@@ -168,7 +168,7 @@ Deno.test("kernel: merbridge monitor streams decisions with their reasons, and n
     "--output=json",
     "--seconds=20",
     `--bpf-pin-path=${w.pinPath}`,
-    "--daemon-addr=127.0.0.1:1",
+    "--run-dir=/nonexistent",
   ]);
   const leaseOn = () => {
     const v = w.dp.maps.maps.monitor_lease!.lookup(new Uint8Array(4));

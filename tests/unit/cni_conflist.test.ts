@@ -8,7 +8,7 @@ import {
   withOurEntry,
   withoutOurEntries,
   wrapConf,
-} from "../../cni/conflist.ts";
+} from "../../src/installer/conflist.ts";
 import { arrayElements, documentSpan, objectMembers, prettyJson } from "../../cni/json_text.ts";
 
 const enc = new TextEncoder();

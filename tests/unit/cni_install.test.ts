@@ -10,7 +10,7 @@ import {
   type InstallOptions,
   uninstallCni,
   watchCniConfig,
-} from "../../cni/install.ts";
+} from "../../src/installer/install.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname;
 

@@ -2,7 +2,9 @@
 // network configuration on stdin, talking to a fake daemon served in this process.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type DaemonRequest, type DaemonResponse, serveDaemonSocket } from "../../cni/protocol.ts";
+import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
+import { serveDaemonSocket } from "../../src/daemon/socket_server.ts";
+import { FakeApiServer, makePod } from "./fake_apiserver.ts";
 
 const ENTRY = new URL("../../cni/entry.ts", import.meta.url).pathname;
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
@@ -157,6 +159,97 @@ Deno.test("CNI plugin", async (t) => {
       assert.equal(run.code, 0, run.stderr);
       assert.deepEqual(run.doc, JSON.parse(PREV_RESULT));
     });
+
+    await t.step(
+      "daemon down, pods file: a pod outside the mesh starts, a meshed or unreadable one waits",
+      async () => {
+        const podsFile = join(dir, "pods.yaml");
+        const pod = (name: string, proxy: boolean, extra = "") =>
+          `---\napiVersion: v1\nkind: Pod\nmetadata: {namespace: shop, name: ${name}${extra}}\n` +
+          `spec:\n  nodeName: node-a\n  containers: [{name: app}${proxy ? ", {name: istio-proxy}" : ""}]\n`;
+        await Deno.writeTextFile(podsFile, pod("cart-7d9f", false) + pod("pay-1", true));
+        const membership = { mode: "istio", nodeName: "node-a", podsFile };
+        const down = netconf({ socketPath: deadSocket, membership });
+        const plain = await runPlugin(cniEnv("ADD"), down);
+        assert.equal(plain.code, 0, plain.stderr);
+        assert.equal(plain.stdout.trim(), PREV_RESULT);
+
+        const meshedEnv = cniEnv("ADD", { CNI_ARGS: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=pay-1" });
+        const doc = assertError(await runPlugin(meshedEnv, down), 11);
+        assert.match(
+          String(doc.msg),
+          /pod shop\/pay-1 is in the mesh and the merbridge daemon is not reachable/,
+        );
+
+        // A pod the file does not list is not meshed for the daemon either.
+        const other = await runPlugin(
+          cniEnv("ADD", { CNI_ARGS: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=x" }),
+          down,
+        );
+        assert.equal(other.code, 0, other.stderr);
+        // Another node's pod of the same name in the file does not count for this node.
+        const elsewhere = netconf({
+          socketPath: deadSocket,
+          membership: { ...membership, nodeName: "node-b" },
+        });
+        assert.equal((await runPlugin(meshedEnv, elsewhere)).code, 0);
+
+        await Deno.writeTextFile(podsFile, "kind: Pod\nmetadata: [broken");
+        const broken = assertError(await runPlugin(cniEnv("ADD"), down), 11);
+        assert.match(String(broken.msg), /could not be judged/);
+
+        const status = await runPlugin(cniEnv("STATUS"), down);
+        assert.equal(status.code, 0, "STATUS stays ready: pods outside the mesh can still start");
+        assertError(
+          await runPlugin(cniEnv("ADD"), netconf({ socketPath: deadSocket, membership: { mode: "x" } })),
+          7,
+        );
+      },
+    );
+
+    await t.step(
+      "daemon down, API server: the plugin reads the pod with the installer's kubeconfig",
+      async () => {
+        const api = await FakeApiServer.start({ token: "plugin-token" });
+        try {
+          api.addPod(makePod("cart-7d9f", { namespace: "shop" }));
+          const meshed = makePod("pay-1", { namespace: "shop" });
+          meshed.spec!.containers.push({ name: "istio-proxy" });
+          api.addPod(meshed);
+          const kubeconfig = join(dir, "cni-kubeconfig");
+          await Deno.writeTextFile(
+            kubeconfig,
+            JSON.stringify({
+              clusters: [{ name: "c", cluster: { server: api.url } }],
+              users: [{ name: "u", user: { token: "plugin-token" } }],
+              contexts: [{ name: "x", context: { cluster: "c", user: "u" } }],
+              "current-context": "x",
+            }),
+          );
+          const down = netconf({
+            socketPath: deadSocket,
+            membership: { mode: "istio", nodeName: "node-a", kubeconfig },
+          });
+          const plain = await runPlugin(cniEnv("ADD"), down);
+          assert.equal(plain.code, 0, plain.stderr);
+          assert.ok(api.requests.some((r) => r.kind === "get" && r.authorization === "Bearer plugin-token"));
+          const doc = assertError(
+            await runPlugin(cniEnv("ADD", { CNI_ARGS: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=pay-1" }), down),
+            11,
+          );
+          assert.match(String(doc.msg), /is in the mesh/);
+          // Not found or refused: no evidence either way, so the pod waits.
+          assertError(
+            await runPlugin(cniEnv("ADD", { CNI_ARGS: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=gone" }), down),
+            11,
+          );
+          api.failNext("get", 500);
+          assertError(await runPlugin(cniEnv("ADD"), down), 11);
+        } finally {
+          await api.close();
+        }
+      },
+    );
 
     await t.step("ADD gives up on a daemon that does not answer within timeoutMs", async () => {
       answer = () => new Promise((r) => setTimeout(() => r({ ok: true }), 3_000));

@@ -8,8 +8,8 @@ import {
   type DaemonRequest,
   DaemonUnreachableError,
   parseDaemonRequest,
-  serveDaemonSocket,
 } from "../../cni/protocol.ts";
+import { serveDaemonSocket } from "../../src/daemon/socket_server.ts";
 
 const ADD: DaemonRequest = {
   op: "add",
@@ -210,6 +210,38 @@ Deno.test("CNI daemon protocol", async (t) => {
       }
     });
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("local API: the pod table travels over the socket, larger than any request may be", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "merbridge-localapi-" });
+  const path = join(dir, "cni.sock");
+  const pods = Array.from(
+    { length: 6000 },
+    (_, i) => ({ namespace: "default", name: `pod-${i}`, ip: `10.1.${i >> 8}.${i & 255}` }),
+  );
+  const server = serveDaemonSocket(
+    path,
+    (req) => Promise.resolve(req.op === "pods" ? { ok: true, pods } : { ok: false, code: 4, msg: "no" }),
+  );
+  try {
+    const req: DaemonRequest = {
+      op: "pods",
+      containerId: "",
+      netns: "",
+      ifName: "",
+      podNamespace: "",
+      podName: "",
+      cniVersion: "1.0.0",
+    };
+    assert.deepEqual(parseDaemonRequest(req), req, "pods needs no container fields");
+    const res = await callDaemon(path, req, 5_000);
+    assert.ok(JSON.stringify(res).length > 256 * 1024, "the answer is larger than the request limit");
+    assert.deepEqual(res.pods, pods);
+    assert.equal(Deno.statSync(path).mode! & 0o777, 0o600, "root only");
+  } finally {
+    await server.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -354,6 +354,10 @@ Deno.test("uninstall manifest: runs `merbridge uninstall` on every node, never b
   const cmd = COMMANDS.find((c) => c.name === "uninstall");
   assert.ok(cmd);
 
+  await t.step("its pods need no CNI ADD: they start while the plugin is chained and the agent gone", () => {
+    assert.equal(spec.hostNetwork, true);
+  });
+
   await t.step("arguments parse as the uninstall command's", () => {
     assert.deepEqual(init.command, ["/usr/local/bin/merbridge"]);
     assert.equal(init.args?.[0], "uninstall");

@@ -1,4 +1,5 @@
 import { attachmentsFile, Daemon, type DaemonConfig } from "../../daemon/daemon.ts";
+import { resolve } from "node:path";
 import { getLogger } from "../../log/logger.ts";
 import { openPodSource } from "../../pods/open_source.ts";
 import { DAEMON_FLAGS } from "../options.ts";
@@ -24,6 +25,15 @@ export function pluginSource(): DaemonConfig["pluginSource"] {
 }
 
 type Flags = { [K in keyof typeof DAEMON_FLAGS]: unknown };
+
+/** The pod source as the plugin must find it: it starts from an unknown working directory. */
+function podSourceRef(f: Flags): DaemonConfig["podSourceRef"] {
+  const podsFile = f["pods-file"] as string | undefined;
+  if (podsFile) return { podsFile: resolve(podsFile) };
+  const kubeconfig = f.kubeconfig as string | undefined;
+  if (kubeconfig) return { kubeconfig: resolve(kubeconfig) };
+  return {};
+}
 
 export function daemonConfig(f: Flags): DaemonConfig {
   const nodeName = (f["node-name"] as string | undefined) || Deno.hostname();
@@ -56,6 +66,7 @@ export function daemonConfig(f: Flags): DaemonConfig {
     netnsDirs: String(f["netns-dirs"] ?? "").split(",").map((d) => d.trim()).filter(Boolean),
     pluginSource: pluginSource(),
     logLevel: f.debug ? "debug" : f["log-level"] as string,
+    podSourceRef: podSourceRef(f),
   };
 }
 

@@ -1,8 +1,7 @@
 // Read-only views of a node's datapath, from the pins: they work whether or not a daemon runs.
 import { progInfo } from "../../bpf/info.ts";
 import { BpfLink } from "../../bpf/link.ts";
-import type { AttachmentRecord } from "../../daemon/attachments.ts";
-import { attachmentsFile } from "../../daemon/daemon.ts";
+import { attachmentsFile, readRecordsForDisplay } from "../../daemon/state_store.ts";
 import { PinnedDatapathMaps, pinnedLinks } from "../../datapath/datapath.ts";
 import { decodePairKey } from "../../maps/layouts.ts";
 import { MAP_NAMES } from "../../maps/manager.ts";
@@ -10,9 +9,10 @@ import { UsageError } from "../args.ts";
 import { type Command, printJson, printTable } from "../command.ts";
 import { CNI_INSTALL_FLAGS, DEFAULTS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
 import { formatPortRange } from "../../mesh/annotations.ts";
-import type { PodEntry, PodPolicy, PortList } from "../../mesh/types.ts";
+import type { PodPolicy, PortList } from "../../mesh/types.ts";
 import { VERSION } from "../../version.ts";
 import { subsystemHealth } from "../health.ts";
+import { daemonPods, type PodIdentity } from "../local_api.ts";
 
 const INSPECT_FLAGS = {
   ...PIN_FLAGS,
@@ -21,12 +21,8 @@ const INSPECT_FLAGS = {
   ...LOG_FLAGS,
 } as const;
 
-function readAttachments(stateDir: string): AttachmentRecord[] {
-  try {
-    return JSON.parse(Deno.readTextFileSync(attachmentsFile(stateDir)));
-  } catch {
-    return [];
-  }
+function readAttachments(stateDir: string) {
+  return readRecordsForDisplay(attachmentsFile(stateDir));
 }
 
 function linkRows(pinPath: string) {
@@ -149,36 +145,14 @@ export const statusCommand: Command<typeof STATUS_FLAGS> = {
 
 const PODS_FLAGS = {
   ...INSPECT_FLAGS,
-  "daemon-addr": {
-    type: "string",
-    default: `127.0.0.1:${DEFAULTS.metricsAddr.split(":").at(-1)}`,
-    placeholder: "HOST:PORT",
-    description: "the running daemon's HTTP address, for pod names and annotation warnings",
-  },
+  "run-dir": CNI_INSTALL_FLAGS["run-dir"],
 } as const;
 
-/** How connect4 knows a pod: by the daemon's netns scan, by its CNI attachment (mark and cookie). */
-interface PodIdentity {
-  via: "netns" | "cni" | "mark";
-  cookie: string | null;
-  netns: string | null;
-}
-
-type DaemonPod = PodEntry & { identity?: PodIdentity[] | null };
-
-/** The daemon's pod table (names, warnings, identity), or undefined when no daemon answers. */
-export async function daemonPods(addr: string): Promise<DaemonPod[] | undefined> {
-  try {
-    const res = await fetch(`http://${addr}/pods`, { signal: AbortSignal.timeout(1000) });
-    if (!res.ok) {
-      await res.body?.cancel();
-      return undefined;
-    }
-    return await res.json() as DaemonPod[];
-  } catch {
-    return undefined;
-  }
-}
+/**
+ * The daemon's pod table over the local API (the root-only unix socket under `runDir`). Kept here
+ * for the commands that import it from this module.
+ */
+export { daemonPods };
 
 export const podsCommand: Command<typeof PODS_FLAGS> = {
   name: "pods",
@@ -187,14 +161,14 @@ export const podsCommand: Command<typeof PODS_FLAGS> = {
   async run(f) {
     using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
     const attachments = readAttachments(f["state-dir"] as string);
-    const known = await daemonPods(f["daemon-addr"] as string) ?? [];
+    const known = await daemonPods(f["run-dir"] as string) ?? [];
     // A dual-stack pod has a local_pods entry under each of its IPs; its identity names both.
     const has = (ips: { ip4: string; ip6: string }, ip: string) => ips.ip4 === ip || ips.ip6 === ip;
     const marks = pm.maps.markIps();
     const cookies = pm.maps.netnsPodIps();
     const rows = [...pm.maps.pods()].map(([ip, policy]) => {
       const a = attachments.find((x) => x.podIp === ip);
-      const e = known.find((x) => x.ip === ip);
+      const e = known.find((x) => x.ip === ip || x.ip6 === ip);
       const mark = [...marks].find(([, mips]) => has(mips, ip))?.[0];
       const pod = e ? `${e.namespace}/${e.name}` : a ? `${a.podNamespace}/${a.podName}` : "";
       // Without a daemon the maps still tell whether connect4 can know the pod, not how it was found.

@@ -1,5 +1,5 @@
 // Commands that change the node: uninstall everything, install or remove the CNI chain entry.
-import { installCni, uninstallCni } from "../../../cni/install.ts";
+import { installCni, uninstallCni } from "../../installer/install.ts";
 import { callDaemon } from "../../../cni/protocol.ts";
 import { socketPath } from "../../daemon/daemon.ts";
 import { uninstallNode } from "../../daemon/uninstall.ts";

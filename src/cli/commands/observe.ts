@@ -6,18 +6,15 @@ import { PinnedDatapathMaps } from "../../datapath/datapath.ts";
 import { monotonicNs } from "../../ffi/libc.ts";
 import { decodeEvent, type MonitorEvent } from "../../monitor/events.ts";
 import { ExplainError, explainLive } from "../../monitor/explain.ts";
-import type { PodEntry } from "../../mesh/types.ts";
 import { UsageError } from "../args.ts";
 import { type Command, printJson } from "../command.ts";
-import { DEFAULTS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
-import { daemonPods } from "./inspect.ts";
+import { CNI_INSTALL_FLAGS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
+import { daemonPods } from "../local_api.ts";
 
-const DAEMON_ADDR_FLAG = {
-  "daemon-addr": {
-    type: "string",
-    default: `127.0.0.1:${DEFAULTS.metricsAddr.split(":").at(-1)}`,
-    placeholder: "HOST:PORT",
-    description: "the running daemon's HTTP address, for pod names",
+const DAEMON_FLAG = {
+  "run-dir": {
+    ...CNI_INSTALL_FLAGS["run-dir"],
+    description: "the running daemon's runtime directory (its root-only socket gives pod names)",
   },
 } as const;
 
@@ -30,7 +27,7 @@ const EXPLAIN_FLAGS = {
   },
   source: { type: "string", placeholder: "ADDR", description: "the address the socket is bound to first" },
   inbound: { type: "boolean", default: false, description: "a connection into the pod on DEST's port" },
-  ...DAEMON_ADDR_FLAG,
+  ...DAEMON_FLAG,
   ...PIN_FLAGS,
   ...OUTPUT_FLAGS,
   ...LOG_FLAGS,
@@ -72,7 +69,7 @@ export const explainCommand: Command<typeof EXPLAIN_FLAGS> = {
         "--inbound describes a connection into the pod: no --from-proxy, --proxy-group or --source",
       );
     }
-    const pod = await resolvePod(podArg, f["daemon-addr"] as string);
+    const pod = await resolvePod(podArg, f["run-dir"] as string);
     using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
     let r;
     try {
@@ -129,7 +126,7 @@ const MONITOR_FLAGS = {
     description: "stop after this many events (0: until interrupted)",
   },
   seconds: { type: "int", default: 0, min: 0, description: "stop after this long (0: until interrupted)" },
-  ...DAEMON_ADDR_FLAG,
+  ...DAEMON_FLAG,
   ...PIN_FLAGS,
   ...OUTPUT_FLAGS,
   ...LOG_FLAGS,
@@ -154,14 +151,14 @@ export const monitorCommand: Command<typeof MONITOR_FLAGS> = {
   flags: MONITOR_FLAGS,
   async run(f) {
     const pinPath = f["bpf-pin-path"] as string;
-    const addr = f["daemon-addr"] as string;
-    const only = f.pod ? await resolvePod(f.pod as string, addr) : undefined;
+    const runDir = f["run-dir"] as string;
+    const only = f.pod ? await resolvePod(f.pod as string, runDir) : undefined;
     using pm = new PinnedDatapathMaps(pinPath);
     const eventsPin = `${pinPath}/maps/events`;
     using events = PinnedMap.open(eventsPin);
     let names = new Map<string, string>();
     const refreshNames = async () => {
-      const pods: PodEntry[] = await daemonPods(addr) ?? [];
+      const pods = await daemonPods(runDir, 500) ?? [];
       names = new Map(pods.filter((p) => p.ip).map((p) => [p.ip, `${p.namespace}/${p.name}`]));
     };
     await refreshNames();

@@ -10,8 +10,8 @@ import {
   objectMembers,
   prettyJson,
   type Span,
-} from "./json_text.ts";
-import { isSupportedCniVersion, PLUGIN_TYPE, SUPPORTED_CNI_VERSIONS } from "./spec.ts";
+} from "../../cni/json_text.ts";
+import { isSupportedCniVersion, PLUGIN_TYPE, SUPPORTED_CNI_VERSIONS } from "../../cni/spec.ts";
 
 /** A CNI configuration file that cannot be used as it is; the file is left untouched. */
 export class CniConfigFileError extends Error {

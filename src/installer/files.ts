@@ -66,6 +66,17 @@ export async function writeAtomic(
     await Deno.remove(tmp).catch(() => {});
     throw err;
   }
+  await syncDir(dirname(target));
+}
+
+/** Makes a rename or removal in `dir` survive a power loss, not only a process crash. */
+export async function syncDir(dir: string): Promise<void> {
+  const d = await Deno.open(dir, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
+  }
 }
 
 /** A configuration reached through a symlink is edited where it lives, keeping the link. */

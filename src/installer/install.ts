@@ -3,7 +3,7 @@
 // uninstall puts back exactly what was there. A watcher repairs the chain when the node's
 // network plugin rewrites its configuration.
 import { basename, dirname, extname, isAbsolute, join } from "node:path";
-import { getLogger } from "../src/log/logger.ts";
+import { getLogger } from "../log/logger.ts";
 import {
   CniConfigFileError,
   CONF_EXTENSIONS,
@@ -24,10 +24,12 @@ import {
   sameBytes,
   sameFileContent,
   sha256,
+  syncDir,
   tempPath,
   writeAtomic,
 } from "./files.ts";
-import { PLUGIN_TYPE } from "./spec.ts";
+import { PLUGIN_TYPE } from "../../cni/spec.ts";
+import { crashPoint } from "../util/crash_point.ts";
 
 const enc = new TextEncoder();
 
@@ -66,16 +68,16 @@ export interface UninstallResult {
 }
 
 /** Installer counters for metrics. */
-export const cniInstallStats = {
+export interface InstallerStats {
   /** Installs that changed the node (a first install, or a new configuration). */
-  installs: 0,
+  installs: number;
   /** Re-installs after someone else rewrote the configuration. */
-  repairs: 0,
+  repairs: number;
   /** Failed attempts. */
-  errors: 0,
+  errors: number;
   /** Times the configuration was examined. */
-  checks: 0,
-};
+  checks: number;
+}
 
 /** The installer itself failed (I/O, a corrupt state file, an unusable source). */
 export class CniInstallError extends Error {
@@ -85,6 +87,8 @@ export class CniInstallError extends Error {
 const log = getLogger("cni", "install");
 
 const STATE_FILE = "cni-install.json";
+/** Credentials the plugin reads pods with when the daemon cannot be asked (written by the daemon). */
+export const PLUGIN_KUBECONFIG_FILE = "cni-kubeconfig";
 const ORIGINAL_PREFIX = "original-";
 
 type ConfRecord =
@@ -313,14 +317,18 @@ async function revertConf(rec: ConfRecord, out: UninstallResult): Promise<void> 
     );
     return;
   }
-  // The .conf goes back before the list goes away, so the runtime never sees an empty directory.
+  // The list goes before the .conf comes back: with both, the runtime would read the .conf first
+  // while believing the chain still in place. A crash in between leaves neither; the runtime waits,
+  // and the next install or uninstall puts the .conf back from the saved bytes.
+  if (cur !== null) {
+    await Deno.remove(rec.conflistFile);
+    await syncDir(dirname(rec.conflistFile));
+    out.changes.push(`removed ${rec.conflistFile}`);
+  }
+  crashPoint("cni-uninstall:list-removed");
   if (original !== null && !(await exists(rec.confFile))) {
     await writeAtomic(rec.confFile, original, rec.confMode);
     out.changes.push(`restored ${rec.confFile}`);
-  }
-  if (cur !== null) {
-    await Deno.remove(rec.conflistFile);
-    out.changes.push(`removed ${rec.conflistFile}`);
   }
 }
 
@@ -342,30 +350,82 @@ async function removeEntriesFrom(path: string, bytes: Uint8Array, stat: Deno.Fil
 // ---------------------------------------------------------------------------------------------
 // Install / uninstall
 
-// The watcher and the daemon may both install; one at a time keeps the state file coherent.
-let queue: Promise<unknown> = Promise.resolve();
-function serialized<T>(fn: () => Promise<T>): Promise<T> {
-  const run = queue.then(fn, fn);
-  queue = run.catch(() => {});
-  return run;
+/**
+ * One installer per owner (the daemon, a CLI command): it owns the queue that keeps its installs,
+ * uninstalls and watcher passes one at a time (they share the state file) and its counters.
+ */
+export class CniInstaller {
+  readonly stats: InstallerStats = { installs: 0, repairs: 0, errors: 0, checks: 0 };
+  #queue: Promise<unknown> = Promise.resolve();
+
+  serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** See installCni. */
+  install(opts: InstallOptions): Promise<InstallResult> {
+    return installWith(this, opts);
+  }
+
+  /** See uninstallCni. */
+  uninstall(opts: UninstallOptions): Promise<UninstallResult> {
+    return uninstallWith(this, opts);
+  }
+
+  /** See watchCniConfig. */
+  watch(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+    return watchWith(this, opts, signal);
+  }
 }
 
-async function installOnce(opts: InstallOptions, changes: string[] = [], depth = 0): Promise<InstallResult> {
-  cniInstallStats.checks++;
+/** Half-written files of ours from an installer that was killed mid-write. */
+async function removeOurTempFiles(dir: string): Promise<void> {
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && isTempPath(e.name)) await removeIfExists(join(dir, e.name));
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}
+
+async function installOnce(
+  opts: InstallOptions,
+  stats: InstallerStats,
+  changes: string[] = [],
+  depth = 0,
+): Promise<InstallResult> {
+  stats.checks++;
+  if (depth === 0) {
+    await removeOurTempFiles(opts.confDir);
+    await removeOurTempFiles(opts.binDir);
+  }
   let entry: Record<string, unknown>;
   try {
     entry = pluginEntry(opts.pluginConf);
   } catch (err) {
     throw new CniInstallError((err as Error).message);
   }
-  const active = await activeConfFile(opts.confDir);
+  let active = await activeConfFile(opts.confDir);
+  const prior = await readState(opts.stateDir);
+  const rec = prior?.conf ?? null;
+  if (active === null && rec?.mode === "wrapped" && depth === 0) {
+    // Killed between taking the .conf away and putting the list in its place (install), or between
+    // removing the list and putting the .conf back (uninstall): the saved bytes bring the .conf back.
+    const original = await readIfExists(rec.original);
+    if (original !== null) {
+      await writeAtomic(rec.confFile, original, rec.confMode);
+      changes.push(`restored ${rec.confFile} left out by an interrupted change`);
+      active = rec.confFile;
+    }
+  }
   if (active === null) return { kind: "no-config", confDir: opts.confDir };
 
   // Everything is read and checked before the first write, so a bad file changes nothing.
   const { file, bytes, stat } = await readConf(active);
   const binary = await planBinary(opts.binDir, opts.source);
-  const prior = await readState(opts.stateDir);
-  const rec = prior?.conf ?? null;
 
   // Our entry lives in one place only: when the runtime's file changed (a new file sorts first),
   // the previous change is undone before the new one is made.
@@ -379,7 +439,7 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
     for (const w of out.warnings) log.warn(w);
     await removeIfExists(rec.original);
     await writeState(opts.stateDir, { ...prior!, conf: null });
-    return await installOnce(opts, changes, depth + 1);
+    return await installOnce(opts, stats, changes, depth + 1);
   }
 
   const savedOriginal = originalPath(opts.stateDir, active);
@@ -426,10 +486,21 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
       writtenSha256: await sha256(newBytes),
     };
     original = bytes;
+    const conf = active;
     writeConf = async () => {
-      await writeAtomic(conflistFile, newBytes, fileMode(stat), stat);
-      await Deno.remove(active);
-      changes.push(`replaced ${active} with ${conflistFile}`);
+      // The runtime reads the first file by name and .conf sorts before .conflist: both at once would
+      // make it use the .conf, without us. So the list is staged under a hidden name, the .conf is moved
+      // aside, and only then does the list take its name; a crash in between leaves neither, which the
+      // next install repairs from the saved bytes, and the runtime waits meanwhile.
+      const staged = tempPath(conflistFile);
+      const aside = tempPath(conf);
+      await writeAtomic(staged, newBytes, fileMode(stat), stat);
+      await Deno.rename(conf, aside);
+      crashPoint("cni-install:conf-aside");
+      await Deno.rename(staged, conflistFile);
+      await syncDir(dirname(conflistFile));
+      await Deno.remove(aside);
+      changes.push(`replaced ${conf} with ${conflistFile}`);
     };
   }
 
@@ -450,6 +521,7 @@ async function installOnce(opts: InstallOptions, changes: string[] = [], depth =
   };
   // The record is written before the configuration, so a crash in between still uninstalls.
   if (JSON.stringify(prior) !== JSON.stringify(state)) await writeState(opts.stateDir, state);
+  crashPoint("cni-install:state-written");
   await writeConf();
   // A saved copy the new record no longer points at (the list was taken over) is dropped.
   if (rec?.original && rec.original !== next.original) await removeIfExists(rec.original);
@@ -471,17 +543,17 @@ function conflistHasOurEntry(path: string, bytes: Uint8Array): boolean {
  * Idempotent: when everything is already in place nothing is written. A malformed
  * configuration throws CniConfigFileError before anything is changed.
  */
-export function installCni(opts: InstallOptions): Promise<InstallResult> {
-  return serialized(async () => {
+function installWith(inst: CniInstaller, opts: InstallOptions): Promise<InstallResult> {
+  return inst.serialized(async () => {
     try {
-      const res = await installOnce(opts);
+      const res = await installOnce(opts, inst.stats);
       if (res.kind === "installed" && res.changed) {
-        cniInstallStats.installs++;
+        inst.stats.installs++;
         log.info("CNI plugin installed: {changes}", { changes: res.changes.join("; ") });
       }
       return res;
     } catch (err) {
-      cniInstallStats.errors++;
+      inst.stats.errors++;
       throw err;
     }
   });
@@ -492,12 +564,13 @@ export function installCni(opts: InstallOptions): Promise<InstallResult> {
  * changed it since), the generated .conflist (restoring the .conf), the executable and the
  * install state. Without a state file it still removes our entries and the executable.
  */
-export function uninstallCni(opts: UninstallOptions): Promise<UninstallResult> {
-  return serialized(async () => {
+function uninstallWith(inst: CniInstaller, opts: UninstallOptions): Promise<UninstallResult> {
+  return inst.serialized(async () => {
     const out: UninstallResult = { changes: [], warnings: [] };
     const state = await readState(opts.stateDir);
     if (state?.conf) {
       await revertConf(state.conf, out);
+      crashPoint("cni-uninstall:conf-reverted");
     } else if (state === null) {
       for (const path of await confFiles(opts.confDir)) {
         const bytes = await readIfExists(path);
@@ -508,6 +581,11 @@ export function uninstallCni(opts: UninstallOptions): Promise<UninstallResult> {
     if (await exists(bin)) {
       await Deno.remove(bin);
       out.changes.push(`removed ${bin}`);
+    }
+    const creds = join(opts.stateDir, PLUGIN_KUBECONFIG_FILE);
+    if (await exists(creds)) {
+      await Deno.remove(creds);
+      out.changes.push(`removed ${creds}`);
     }
     if (state) {
       await removeIfExists(state.conf?.original ?? null);
@@ -554,31 +632,31 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * configuration directory changes. Our own writes trigger one more check, which finds nothing
  * to do (installs are idempotent), so the watcher never feeds itself.
  */
-export async function watchCniConfig(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+async function watchWith(inst: CniInstaller, opts: WatchOptions, signal: AbortSignal): Promise<void> {
   const debounceMs = opts.debounceMs ?? 300;
   const retryMs = opts.retryMs ?? 5_000;
   let installedOnce = false;
 
   const attempt = async (): Promise<boolean> => {
     try {
-      const res = await serialized(() => installOnce(opts));
+      const res = await inst.serialized(() => installOnce(opts, inst.stats));
       if (res.kind === "no-config") {
         log.info("no CNI configuration in {dir} yet; waiting for the network plugin", { dir: opts.confDir });
         return true;
       }
       if (res.changed) {
         if (installedOnce) {
-          cniInstallStats.repairs++;
+          inst.stats.repairs++;
           log.info("CNI configuration repaired: {changes}", { changes: res.changes.join("; ") });
         } else {
-          cniInstallStats.installs++;
+          inst.stats.installs++;
           log.info("CNI plugin installed: {changes}", { changes: res.changes.join("; ") });
         }
       }
       installedOnce = true;
       return true;
     } catch (err) {
-      cniInstallStats.errors++;
+      inst.stats.errors++;
       log.error("CNI install failed, will retry: {error}", { error: (err as Error).message });
       return false;
     }
@@ -636,4 +714,37 @@ export async function watchCniConfig(opts: WatchOptions, signal: AbortSignal): P
     }
     if (!signal.aborted) await sleep(retryMs, signal);
   }
+}
+
+// For callers that need no installer of their own (CLI commands, the library surface, tests).
+const shared = new CniInstaller();
+
+/** The shared installer's counters. */
+export const cniInstallStats: InstallerStats = shared.stats;
+
+/**
+ * Installs the plugin executable and chains our entry into the runtime's configuration.
+ * Idempotent: when everything is already in place nothing is written. A malformed
+ * configuration throws CniConfigFileError before anything is changed.
+ */
+export function installCni(opts: InstallOptions): Promise<InstallResult> {
+  return shared.install(opts);
+}
+
+/**
+ * Removes what install added: our entry (restoring the file's original bytes when nobody else
+ * changed it since), the generated .conflist (restoring the .conf), the executable and the
+ * install state. Without a state file it still removes our entries and the executable.
+ */
+export function uninstallCni(opts: UninstallOptions): Promise<UninstallResult> {
+  return shared.uninstall(opts);
+}
+
+/**
+ * Keeps the plugin installed until `signal` aborts: installs now, then re-installs whenever the
+ * configuration directory changes. Our own writes trigger one more check, which finds nothing
+ * to do (installs are idempotent), so the watcher never feeds itself.
+ */
+export function watchCniConfig(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+  return shared.watch(opts, signal);
 }

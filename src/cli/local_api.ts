@@ -1,0 +1,32 @@
+// The CLI's side of the daemon's local API: the root-only unix socket the CNI plugin also uses. The
+// network port serves only health and metrics, so pod data is read here.
+import { callDaemon } from "../../cni/protocol.ts";
+import { socketPath } from "../daemon/daemon.ts";
+import type { PodEntry } from "../mesh/types.ts";
+
+/** How connect4 knows a pod: by the daemon's netns scan, by its CNI attachment (mark and cookie). */
+export interface PodIdentity {
+  via: "netns" | "cni" | "mark";
+  cookie: string | null;
+  netns: string | null;
+}
+
+export type DaemonPod = PodEntry & { identity?: PodIdentity[] | null };
+
+/** The daemon's pod table (names, warnings, identity), or undefined when no daemon answers. */
+export async function daemonPods(runDir: string, timeoutMs = 2_000): Promise<DaemonPod[] | undefined> {
+  try {
+    const res = await callDaemon(socketPath(runDir), {
+      op: "pods",
+      containerId: "",
+      netns: "",
+      ifName: "",
+      podNamespace: "",
+      podName: "",
+      cniVersion: "1.0.0",
+    }, timeoutMs);
+    return res.pods as DaemonPod[] | undefined;
+  } catch {
+    return undefined;
+  }
+}
