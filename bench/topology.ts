@@ -93,10 +93,7 @@ export interface PathEnd {
  */
 function attachedMonitor(scope: Scope, pinPath: string, dp: Datapath): NonNullable<PathEnd["during"]> {
   let p: Proc | undefined;
-  const leased = () => {
-    const v = dp.maps.maps.monitor_lease!.lookup(new Uint8Array(4));
-    return v !== undefined && new DataView(v.buffer, v.byteOffset, 8).getBigUint64(0, true) > 0n;
-  };
+  const leased = () => dp.maps.monitorLeased();
   return {
     async start() {
       p = spawn(scope, Deno.execPath(), [

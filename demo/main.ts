@@ -6,6 +6,7 @@ import { buildNode, EXCLUDED_IN_PORT, EXCLUDED_OUT_PORT, type Track } from "./no
 import { bpfFootprint, checkNodeClean } from "./residue.ts";
 import { showCounters, showStatus } from "./status.ts";
 import { runTraffic } from "./traffic.ts";
+import { showDecisions, watchDecisions } from "./monitor.ts";
 import { bold, green, Ledger, red } from "./ui.ts";
 
 async function main(): Promise<number> {
@@ -43,8 +44,12 @@ async function main(): Promise<number> {
     ui.section("Building the node");
     const node = await buildNode(scope, ui, stop.signal, track);
     ui.section("Traffic, one line per connection");
+    const watch = await watchDecisions(scope, node);
     await runTraffic(node, ui, stop.signal);
+    const decisions = await watch.stop();
     stop.signal.throwIfAborted();
+    ui.section("What the programs decided, and why (merbridge monitor during the traffic)");
+    showDecisions(node, ui, decisions);
     ui.section("Datapath counters (all CPUs)");
     showCounters(node, ui);
     ui.section("Node status (merbridge status, checked against each pod's sockets)");

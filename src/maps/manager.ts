@@ -261,6 +261,12 @@ export class DatapathMaps {
     this.maps.monitor_lease.update(u32Key(0), u64Key(untilNs));
   }
 
+  /** Whether a monitor holds the lease now (the programs send events). */
+  monitorLeased(): boolean {
+    const v = this.maps.monitor_lease?.lookup(u32Key(0));
+    return v !== undefined && new DataView(v.buffer, v.byteOffset, 8).getBigUint64(0, true) > 0n;
+  }
+
   /** Counter totals summed over CPUs. */
   counters(): Record<CounterName, bigint> {
     const out = {} as Record<CounterName, bigint>;

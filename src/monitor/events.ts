@@ -97,7 +97,8 @@ export function decodeEvent(bytes: Uint8Array): MonitorEvent {
     reason: r?.[0] ?? "unknown",
     why: r?.[1] ?? `reason ${n("reason")}`,
     podIp: none(ip("pod_ip")) ? null : ip("pod_ip"),
-    src: none(ip("sip")) ? null : hostPort(ip("sip"), n("sport")),
+    // A connect's source is only its bound address: its port is not chosen yet.
+    src: none(ip("sip")) ? null : n("sport") ? hostPort(ip("sip"), n("sport")) : ip("sip"),
     dst: hostPort(ip("dip"), n("dport")),
     orig: none(ip("orig_ip")) ? null : hostPort(ip("orig_ip"), n("orig_port")),
     uid: n("uid"),

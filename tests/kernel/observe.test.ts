@@ -170,10 +170,7 @@ Deno.test("kernel: merbridge monitor streams decisions with their reasons, and n
     `--bpf-pin-path=${w.pinPath}`,
     "--run-dir=/nonexistent",
   ]);
-  const leaseOn = () => {
-    const v = w.dp.maps.maps.monitor_lease!.lookup(new Uint8Array(4));
-    return v !== undefined && new DataView(v.buffer).getBigUint64(0, true) > 0n;
-  };
+  const leaseOn = () => w.dp.maps.monitorLeased();
   for (let i = 0; !leaseOn(); i++) {
     if (i > 200) throw new Error(`monitor never took the lease: ${mon.stderr.join("\n")}`);
     await sleep(50);

@@ -10,6 +10,7 @@ import { UsageError } from "../args.ts";
 import { type Command, printJson } from "../command.ts";
 import { CNI_INSTALL_FLAGS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
 import { daemonPods } from "../local_api.ts";
+import { attachmentsFile, readRecordsForDisplay } from "../../daemon/state_store.ts";
 
 const DAEMON_FLAG = {
   "run-dir": {
@@ -114,6 +115,7 @@ export const explainCommand: Command<typeof EXPLAIN_FLAGS> = {
 };
 
 const MONITOR_FLAGS = {
+  "state-dir": CNI_INSTALL_FLAGS["state-dir"],
   pod: {
     type: "string",
     placeholder: "POD",
@@ -157,11 +159,15 @@ export const monitorCommand: Command<typeof MONITOR_FLAGS> = {
     const eventsPin = `${pinPath}/maps/events`;
     using events = PinnedMap.open(eventsPin);
     let names = new Map<string, string>();
-    const refreshNames = async () => {
-      const pods = await daemonPods(runDir, 500) ?? [];
-      names = new Map(pods.filter((p) => p.ip).map((p) => [p.ip, `${p.namespace}/${p.name}`]));
+    const refreshNames = async (timeoutMs = 500) => {
+      const pods = await daemonPods(runDir, timeoutMs) ?? [];
+      // CNI attachments know the IPs a pod source may not have yet (a pod still Pending in the API).
+      const attached = readRecordsForDisplay(attachmentsFile(f["state-dir"] as string));
+      const next = new Map(attached.map((a) => [a.podIp, `${a.podNamespace}/${a.podName}`]));
+      for (const p of pods) if (p.ip) next.set(p.ip, `${p.namespace}/${p.name}`);
+      if (next.size) names = next;
     };
-    await refreshNames();
+    await refreshNames(2000);
     let netnsPods = pm.maps.netnsPods();
     const base = { mono: monotonicNs(), wall: Date.now() };
     let seen = 0;
