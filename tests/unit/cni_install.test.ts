@@ -499,6 +499,8 @@ Deno.test("CNI installer", async (t) => {
           "the first install",
           async () => pluginTypes(await Deno.readTextFile(file)).includes("merbridge-cni"),
         );
+        // Counted once the write is durable, a moment after the file shows our entry.
+        await until("the install to be counted", () => cniInstallStats.installs >= start.installs + 1);
         assert.equal(cniInstallStats.installs, start.installs + 1);
         assert.equal(cniInstallStats.repairs, start.repairs);
 
