@@ -170,6 +170,29 @@ function ipv4Of(family: "inet" | "inet6", text: string): string | null {
   return m ? m[1]! : null;
 }
 
+/** The proxy (by the rule that applies) calling its own pod: inbound, but for the tunnel and excluded ports. */
+function selfInbound(mesh: MeshParams, pod: CallerPod, port: number, what: string): ConnectDecision {
+  if (mesh.tunnelPort !== 0 && port === mesh.tunnelPort) {
+    return { verdict: "pass", reason: `the proxy calling ${what} on the tunnel port ${port}` };
+  }
+  if (pod.policy && inPorts(pod.policy.excludeOutboundPorts, port)) {
+    return { verdict: "pass", reason: `port ${port} is in the excluded outbound ports` };
+  }
+  return { verdict: "inbound", reason: `the proxy calling ${what} goes to its own inbound port` };
+}
+
+/** The proxy's own connection to another pod: that pod's inbound rules if it is meshed on this node. */
+function proxyToPod(mesh: MeshParams, target: PodPolicy | undefined, port: number): ConnectDecision {
+  if (!target) {
+    return { verdict: "pass", reason: "the proxy's own connection to a pod not meshed on this node" };
+  }
+  const d = explainInbound(target, mesh, port);
+  return {
+    verdict: d.verdict === "redirect" ? "inbound" : "pass",
+    reason: `to a meshed pod of this node: ${d.reason}`,
+  };
+}
+
 /**
  * Any TCP connect() from a meshed pod whose proxy listens: the checks of bpf/connect.bpf.c, which
  * follow the mesh's iptables OUTPUT rules in order. `localPod` gives the policy of a meshed pod of this
@@ -207,24 +230,9 @@ export function explainConnect(
     if (!mesh.selfInbound || (probe.caller !== "proxy" && !byGroup) || dstText === LOCALHOST) {
       return { verdict: "pass", reason: `destination is ${what}, reached directly` };
     }
-    if (mesh.tunnelPort !== 0 && port === mesh.tunnelPort) {
-      return { verdict: "pass", reason: `the proxy calling ${what} on the tunnel port ${port}` };
-    }
-    if (pod.policy && inPorts(pod.policy.excludeOutboundPorts, port)) {
-      return { verdict: "pass", reason: `port ${port} is in the excluded outbound ports` };
-    }
-    return { verdict: "inbound", reason: `the proxy calling ${what} goes to its own inbound port` };
+    return selfInbound(mesh, pod, port, what);
   }
-  if (probe.caller !== "app") {
-    const target = localPod(dstText);
-    if (!target) {
-      return { verdict: "pass", reason: "the proxy's own connection to a pod not meshed on this node" };
-    }
-    const d = explainInbound(target, mesh, port);
-    return d.verdict === "redirect"
-      ? { verdict: "inbound", reason: `to a meshed pod of this node: ${d.reason}` }
-      : { verdict: "pass", reason: `to a meshed pod of this node: ${d.reason}` };
-  }
+  if (probe.caller !== "app") return proxyToPod(mesh, localPod(dstText), port);
   return explainOutbound(pod.ip ? pod.policy : null, pod.ip, dstText, port);
 }
 
@@ -254,24 +262,9 @@ function explainConnect6(
     if (!mesh.selfInbound || probe.caller !== "proxy" || text === "::1") {
       return { verdict: "pass", reason: `destination is ${what}, reached directly` };
     }
-    if (mesh.tunnelPort !== 0 && port === mesh.tunnelPort) {
-      return { verdict: "pass", reason: `the proxy calling ${what} on the tunnel port ${port}` };
-    }
-    if (pod.policy && inPorts(pod.policy.excludeOutboundPorts, port)) {
-      return { verdict: "pass", reason: `port ${port} is in the excluded outbound ports` };
-    }
-    return { verdict: "inbound", reason: `the proxy calling ${what} goes to its own inbound port` };
+    return selfInbound(mesh, pod, port, what);
   }
-  if (probe.caller !== "app") {
-    const target = localPod(text);
-    if (!target) {
-      return { verdict: "pass", reason: "the proxy's own connection to a pod not meshed on this node" };
-    }
-    const d = explainInbound(target, mesh, port);
-    return d.verdict === "redirect"
-      ? { verdict: "inbound", reason: `to a meshed pod of this node: ${d.reason}` }
-      : { verdict: "pass", reason: `to a meshed pod of this node: ${d.reason}` };
-  }
+  if (probe.caller !== "app") return proxyToPod(mesh, localPod(text), port);
   const known = pod.ip || pod.ip6;
   return explainOutbound(known ? pod.policy : null, pod.ip, probe.dstIp, port, pod.ip6 ?? null);
 }
