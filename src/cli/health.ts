@@ -2,6 +2,8 @@
 // from what the node shows (pins, links, the CNI config, namespaces) and what the daemon answers on
 // its health endpoints. Each check says what it looked at, so an operator can follow it up.
 import { PLUGIN_TYPE } from "../../cni/spec.ts";
+import { isOurEntry, parseConfFile } from "../installer/conflist.ts";
+import { activeConfFile } from "../installer/install.ts";
 import { CGROUP_PROGRAMS } from "../datapath/catalog.ts";
 import type { PinnedDatapathMaps } from "../datapath/datapath.ts";
 import type { DecodedMeshConfig } from "../maps/layouts.ts";
@@ -110,39 +112,25 @@ async function daemon(i: HealthInputs): Promise<SubsystemHealth[]> {
   return out;
 }
 
-function cniChain(i: HealthInputs): SubsystemHealth {
+/** Whether the runtime's active configuration (the installer's own rule for which file that is) chains us last. */
+async function cniChain(i: HealthInputs): Promise<SubsystemHealth> {
   if (!i.config?.cniMode) return { subsystem: "cni chain", health: "off", detail: "CNI mode is off" };
-  let files: string[] = [];
+  const bad = (detail: string): SubsystemHealth => ({ subsystem: "cni chain", health: "error", detail });
+  let path: string | null;
+  let file;
   try {
-    files = [...Deno.readDirSync(i.cniConfigDir)].map((e) => e.name).filter((n) => n.endsWith(".conflist"))
-      .sort();
+    path = await activeConfFile(i.cniConfigDir);
+    if (!path) return bad(`no network configuration in ${i.cniConfigDir}`);
+    file = parseConfFile(path, await Deno.readFile(path));
   } catch (e) {
-    return { subsystem: "cni chain", health: "error", detail: `${i.cniConfigDir}: ${(e as Error).message}` };
+    return bad(`${i.cniConfigDir}: ${(e as Error).message}`);
   }
-  const first = files[0];
-  if (!first) return { subsystem: "cni chain", health: "error", detail: `no .conflist in ${i.cniConfigDir}` };
-  let types: string[] = [];
-  try {
-    const list = JSON.parse(Deno.readTextFileSync(`${i.cniConfigDir}/${first}`));
-    types = (list.plugins ?? []).map((p: { type?: string }) => p.type ?? "?");
-  } catch (e) {
-    return {
-      subsystem: "cni chain",
-      health: "error",
-      detail: `${first} is not valid JSON: ${(e as Error).message}`,
-    };
-  }
-  if (types.at(-1) !== PLUGIN_TYPE) {
-    return {
-      subsystem: "cni chain",
-      health: "error",
-      detail: `${first} chains ${types.join(" -> ")}, not us last`,
-    };
-  }
-  if (!pathExists(`${i.cniBinDir}/${PLUGIN_TYPE}`)) {
-    return { subsystem: "cni chain", health: "error", detail: `${i.cniBinDir}/${PLUGIN_TYPE} is missing` };
-  }
-  return { subsystem: "cni chain", health: "ok", detail: `${first}: ${types.join(" -> ")}` };
+  const name = path.slice(i.cniConfigDir.length + 1);
+  const plugins = file.kind === "conflist" && Array.isArray(file.obj.plugins) ? file.obj.plugins : [file.obj];
+  const types = plugins.map((p) => (p as { type?: string }).type ?? "?");
+  if (!isOurEntry(plugins.at(-1))) return bad(`${name} chains ${types.join(" -> ")}, not us last`);
+  if (!pathExists(`${i.cniBinDir}/${PLUGIN_TYPE}`)) return bad(`${i.cniBinDir}/${PLUGIN_TYPE} is missing`);
+  return { subsystem: "cni chain", health: "ok", detail: `${name}: ${types.join(" -> ")}` };
 }
 
 function attachments(i: HealthInputs): SubsystemHealth {
@@ -178,5 +166,5 @@ function identity(i: HealthInputs): SubsystemHealth {
 }
 
 export async function subsystemHealth(i: HealthInputs): Promise<SubsystemHealth[]> {
-  return [programs(i), maps(i), ...await daemon(i), identity(i), cniChain(i), attachments(i)];
+  return [programs(i), maps(i), ...await daemon(i), identity(i), await cniChain(i), attachments(i)];
 }

@@ -15,6 +15,7 @@ import {
   createNetns,
   inNs,
   nettool,
+  ROOT,
   run,
   Scope,
   sleep,
@@ -168,6 +169,27 @@ Deno.test("kernel: CNI ADD creates the mark listener and map entries; per-pod ou
     }
     assert.deepEqual(await marksListening(plain.ns), [], "a pod outside the mesh is left alone");
     assert.equal(marks.size, 2);
+  });
+
+  await t.step("merbridge status finds the chain and the attachments healthy", async () => {
+    const out = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "--quiet",
+      `${ROOT}main.ts`,
+      "status",
+      `--bpf-pin-path=${w.pinPath}`,
+      `--state-dir=${w.dir}/state`,
+      `--cni-config-dir=${w.dir}/net.d`,
+      `--cni-bin-dir=${w.dir}/bin`,
+      "--output=json",
+    ], { allowFail: true });
+    assert.equal(out.code, 0, out.stderr);
+    const sub = (n: string) =>
+      JSON.parse(out.stdout).subsystems.find((x: { subsystem: string }) => x.subsystem === n);
+    assert.equal(sub("cni chain").health, "ok", JSON.stringify(sub("cni chain")));
+    assert.match(sub("cni chain").detail, /10-testnet\.conflist: bridge -> merbridge-cni/);
+    assert.equal(sub("attachments").health, "ok", JSON.stringify(sub("attachments")));
   });
 
   await t.step("the ADD's namespace cookies outlive the daemon's identity scans", async () => {
