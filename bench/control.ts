@@ -11,24 +11,11 @@
 //   netns_pod_ips entry, and what one scan of the node's namespaces costs with hundreds of them.
 import { removePinTree } from "../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
-import { daemonArgs, type DaemonProcOptions } from "../tests/kernel/harness/daemon.ts";
-import {
-  createCgroup,
-  createNetns,
-  inNs,
-  type Proc,
-  Scope,
-  sleep,
-  uniq,
-} from "../tests/kernel/harness/mod.ts";
-import { podYaml } from "../tests/kernel/harness/pods.ts";
+import { daemonArgs, type DaemonProcOptions } from "../testbed/daemon.ts";
+import { createCgroup, createNetns, inNs, type Proc, Scope, sleep, uniq } from "../testbed/mod.ts";
+import { podYaml } from "../testbed/pods.ts";
 import { NetnsDiscovery } from "../src/netns/discover.ts";
-import {
-  bridgeConflist,
-  cniExec,
-  type CniInvocation,
-  type PluginRun,
-} from "../tests/kernel/harness/cni_runtime.ts";
+import { bridgeConflist, cniExec, type CniInvocation, type PluginRun } from "../testbed/cni_runtime.ts";
 import { assertPinned, memoryKiB, type Pinning, pinPrefix, startPinned } from "./procs.ts";
 
 const CNI_PLUGINS = "/usr/lib/cni";

@@ -2,7 +2,7 @@
 // (REDIRECT mode, all inbound ports, all outbound ranges, the always-excluded inbound ports), built
 // from the same mesh parameters our datapath uses, and loaded in one iptables-restore inside the pod.
 import type { MeshParams } from "../src/mesh/types.ts";
-import { run } from "../tests/kernel/harness/mod.ts";
+import { run } from "../testbed/mod.ts";
 
 /** HBONE: istio-iptables never captures it, in either direction. */
 const HBONE_PORT = 15008;

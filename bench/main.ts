@@ -10,7 +10,7 @@
 // Exits non-zero when any path failed to carry its traffic intact (or left something behind); speed
 // itself never fails the run.
 import { parseArgs } from "node:util";
-import { Scope, sweepStale } from "../tests/kernel/harness/mod.ts";
+import { Scope, sweepStale } from "../testbed/mod.ts";
 import { type ControlConfig, type ControlResults, runControl } from "./control.ts";
 import { type DataplaneConfig, runSection, type Sample } from "./dataplane.ts";
 import { conntrackCount } from "./iptables.ts";

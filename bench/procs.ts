@@ -1,6 +1,6 @@
 // Starting the benchmark's processes: every one pinned to the measurement CPU, in a namespace, a
 // cgroup and as a uid (the harness's spawn does the last three and keeps the PID the process's own).
-import { type Proc, Scope, sleep, spawn, type SpawnOptions } from "../tests/kernel/harness/mod.ts";
+import { type Proc, Scope, sleep, spawn, type SpawnOptions } from "../testbed/mod.ts";
 
 export interface Pinning {
   /** The CPU every measured process runs on. */

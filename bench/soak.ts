@@ -21,8 +21,8 @@ import { removePinTree } from "../src/bpf/pins.ts";
 import { connAdmitLimit, PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { connTableSizeFor, nodeMemoryBytes } from "../src/datapath/sizing.ts";
 import { meshParams } from "../src/mesh/modes.ts";
-import { bridgeConflist, cniAdd, cniDel } from "../tests/kernel/harness/cni_runtime.ts";
-import { startDaemon } from "../tests/kernel/harness/daemon.ts";
+import { bridgeConflist, cniAdd, cniDel } from "../testbed/cni_runtime.ts";
+import { startDaemon } from "../testbed/daemon.ts";
 import {
   createCgroup,
   createNetns,
@@ -36,8 +36,8 @@ import {
   spawn,
   sweepStale,
   uniq,
-} from "../tests/kernel/harness/mod.ts";
-import { podYaml } from "../tests/kernel/harness/pods.ts";
+} from "../testbed/mod.ts";
+import { podYaml } from "../testbed/pods.ts";
 import { buildNative, type NativeTools } from "./native.ts";
 import { memoryKiB } from "./procs.ts";
 

@@ -42,7 +42,7 @@ import {
   type TestNode,
   type TestPod,
   uniq,
-} from "../tests/kernel/harness/mod.ts";
+} from "../testbed/mod.ts";
 import { installIstioIptables } from "./iptables.ts";
 import type { NativeTools } from "./native.ts";
 import { assertPinned, lineAfter, type Pinning, startPinned } from "./procs.ts";

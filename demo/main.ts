@@ -1,7 +1,7 @@
 // `deno task demo`: builds a small node out of namespaces, runs the real daemon in CNI mode on it,
 // pushes real TCP through every path the design distinguishes, shows the node's state, and takes it
 // all down again. Exits 0 only if every connection behaved as designed and nothing was left behind.
-import { Scope } from "../tests/kernel/harness/mod.ts";
+import { Scope } from "../testbed/mod.ts";
 import { buildNode, EXCLUDED_IN_PORT, EXCLUDED_OUT_PORT, type Track } from "./node.ts";
 import { bpfFootprint, checkNodeClean } from "./residue.ts";
 import { showCounters, showStatus } from "./status.ts";

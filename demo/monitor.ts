@@ -1,7 +1,7 @@
 // `merbridge monitor` watching the demo's traffic: what the programs decided for each connection and
 // why, as an operator would see it, checked against what the traffic section proved happened.
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
-import { type Proc, ROOT, type Scope, spawn } from "../tests/kernel/harness/mod.ts";
+import { type Proc, ROOT, type Scope, spawn } from "../testbed/mod.ts";
 import type { DemoNode } from "./node.ts";
 import { equal, holds, type Ledger } from "./ui.ts";
 

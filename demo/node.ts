@@ -10,8 +10,8 @@
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { removePinTree } from "../src/bpf/pins.ts";
 import { meshParams } from "../src/mesh/modes.ts";
-import { bridgeConflist, cniAdd, cniDel, type CniInvocation } from "../tests/kernel/harness/cni_runtime.ts";
-import { startDaemon, stopDaemon } from "../tests/kernel/harness/daemon.ts";
+import { bridgeConflist, cniAdd, cniDel, type CniInvocation } from "../testbed/cni_runtime.ts";
+import { startDaemon, stopDaemon } from "../testbed/daemon.ts";
 import {
   createCgroup,
   createNetns,
@@ -22,7 +22,7 @@ import {
   type Scope,
   startNettool,
   uniq,
-} from "../tests/kernel/harness/mod.ts";
+} from "../testbed/mod.ts";
 import { equal, holds, type Ledger } from "./ui.ts";
 
 export const MESH = meshParams("istio");

@@ -7,9 +7,9 @@ import { removePinTree } from "../../src/bpf/pins.ts";
 import { BpfLink } from "../../src/bpf/link.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
-import { bridgeConflist, cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
-import { startDaemon, stopDaemon } from "./harness/daemon.ts";
-import { podYaml } from "./harness/pods.ts";
+import { bridgeConflist, cniAdd, cniDel, cniExec } from "../../testbed/cni_runtime.ts";
+import { startDaemon, stopDaemon } from "../../testbed/daemon.ts";
+import { podYaml } from "../../testbed/pods.ts";
 import {
   createCgroup,
   createNetns,
@@ -21,7 +21,7 @@ import {
   sleep,
   startNettool,
   uniq,
-} from "./harness/mod.ts";
+} from "../../testbed/mod.ts";
 import { readNetns } from "../../src/netns/discover.ts";
 
 const mesh = meshParams("istio");

@@ -2,9 +2,17 @@
 import assert from "node:assert/strict";
 import { formatPortRange } from "../../src/mesh/annotations.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
-import { createCgroup, createNode, createPod, nettool, Scope, startNettool, uniq } from "./harness/mod.ts";
-import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
-import { podYaml } from "./harness/pods.ts";
+import {
+  createCgroup,
+  createNode,
+  createPod,
+  nettool,
+  Scope,
+  startNettool,
+  uniq,
+} from "../../testbed/mod.ts";
+import { startDaemon, stopDaemon, waitMaps } from "../../testbed/daemon.ts";
+import { podYaml } from "../../testbed/pods.ts";
 import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { FakeApiServer, makePod, makeTestPki } from "../unit/fake_apiserver.ts";

@@ -8,10 +8,10 @@
 import assert from "node:assert/strict";
 import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
-import { bridgeConflist, cniAdd, cniDel } from "./harness/cni_runtime.ts";
-import { startDaemon, waitMaps } from "./harness/daemon.ts";
+import { bridgeConflist, cniAdd, cniDel } from "../../testbed/cni_runtime.ts";
+import { startDaemon, waitMaps } from "../../testbed/daemon.ts";
 import { istioIptablesRestore, PROXY_GID, PROXY_UID } from "./harness/istio_iptables.ts";
-import { podYaml } from "./harness/pods.ts";
+import { podYaml } from "../../testbed/pods.ts";
 import {
   createCgroup,
   createNetns,
@@ -24,7 +24,7 @@ import {
   sleep,
   spawn,
   uniq,
-} from "./harness/mod.ts";
+} from "../../testbed/mod.ts";
 
 const PLUGINS = "/usr/lib/cni";
 const APP_UID = 1000;

@@ -8,8 +8,16 @@
 // addresses compared by role.
 import assert from "node:assert/strict";
 import { istioIptablesRestore, PROXY_GID, PROXY_UID } from "./harness/istio_iptables.ts";
-import { addIpv6, createPod, nettool, type Proc, Scope, startNettool, type TestPod } from "./harness/mod.ts";
-import { APP_UID, createWorld } from "./harness/world.ts";
+import {
+  addIpv6,
+  createPod,
+  nettool,
+  type Proc,
+  Scope,
+  startNettool,
+  type TestPod,
+} from "../../testbed/mod.ts";
+import { APP_UID, createWorld } from "../../testbed/world.ts";
 
 const T = "traffic.sidecar.istio.io/";
 const APP_PORTS = [8080, 9090, 15008];

@@ -8,9 +8,9 @@ import assert from "node:assert/strict";
 import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { validateRecords } from "../../src/daemon/state_store.ts";
-import { cniAdd, cniDel, type CniInvocation } from "./harness/cni_runtime.ts";
-import { daemonArgs, startDaemon } from "./harness/daemon.ts";
-import { podYaml } from "./harness/pods.ts";
+import { cniAdd, cniDel, type CniInvocation } from "../../testbed/cni_runtime.ts";
+import { daemonArgs, startDaemon } from "../../testbed/daemon.ts";
+import { podYaml } from "../../testbed/pods.ts";
 import {
   createCgroup,
   createNetns,
@@ -22,7 +22,7 @@ import {
   sleep,
   spawn,
   uniq,
-} from "./harness/mod.ts";
+} from "../../testbed/mod.ts";
 
 const PLUGINS = "/usr/lib/cni";
 const PODS = 12;

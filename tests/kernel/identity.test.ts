@@ -7,7 +7,7 @@ import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { readNetns } from "../../src/netns/discover.ts";
-import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
+import { startDaemon, stopDaemon, waitMaps } from "../../testbed/daemon.ts";
 import {
   addIpv6,
   createCgroup,
@@ -20,8 +20,8 @@ import {
   spawn,
   startNettool,
   uniq,
-} from "./harness/mod.ts";
-import { podYaml } from "./harness/pods.ts";
+} from "../../testbed/mod.ts";
+import { podYaml } from "../../testbed/pods.ts";
 
 const mesh = meshParams("istio");
 const EXCLUDE = { "traffic.sidecar.istio.io/excludeOutboundPorts": "9090" };

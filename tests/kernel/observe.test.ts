@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { explainLive } from "../../src/monitor/explain.ts";
 import type { ConnectVerdict } from "../../src/mesh/decide.ts";
 import { ISTIO_ANNOTATIONS as I } from "../../src/mesh/policy.ts";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { ROOT, run, sleep, spawn, startNettool } from "./harness/mod.ts";
+import { APP_UID, createWorld, Scope, type World } from "../../testbed/world.ts";
+import { ROOT, run, sleep, spawn, startNettool } from "../../testbed/mod.ts";
 
 const PROXY = 1337;
 

@@ -15,7 +15,7 @@ import {
   Scope,
   startNettool,
   type TestPod,
-} from "./harness/mod.ts";
+} from "../../testbed/mod.ts";
 
 const mesh = meshParams("istio");
 const MIB = 1 << 20;

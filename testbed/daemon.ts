@@ -1,5 +1,5 @@
 // Runs the real `merbridge daemon` (main.ts through deno) as a child process for tests.
-import { PinnedDatapathMaps } from "../../../src/datapath/datapath.ts";
+import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { type Proc, ROOT, Scope, sleep, spawn } from "./mod.ts";
 
 export interface DaemonProcOptions {

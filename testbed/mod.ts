@@ -2,9 +2,9 @@
 // all of it down in reverse order when the scope ends, whether the test passed or threw.
 // Rules it enforces: nothing is attached to the root cgroup or the machine's own interfaces; processes
 // are killed by the PIDs we started; every name carries a per-run prefix.
-import { cgroup2Root } from "../../../src/cgroup/cgroup2.ts";
+import { cgroup2Root } from "../src/cgroup/cgroup2.ts";
 
-export const ROOT = new URL("../../../", import.meta.url).pathname;
+export const ROOT = new URL("../", import.meta.url).pathname;
 /**
  * The test peers' script, copied where unprivileged test uids can read it (the checkout may live
  * under a home directory they cannot enter).
@@ -13,7 +13,7 @@ export const NETTOOL: string = (() => {
   const dir = Deno.makeTempDirSync({ prefix: `merbridge-nettool-${Deno.pid}-` });
   Deno.chmodSync(dir, 0o755);
   const path = `${dir}/nettool.py`;
-  Deno.copyFileSync(`${ROOT}tests/tools/nettool.py`, path);
+  Deno.copyFileSync(`${ROOT}testbed/nettool.py`, path);
   Deno.chmodSync(path, 0o755);
   globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
   return path;

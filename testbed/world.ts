@@ -1,16 +1,16 @@
 // A node for datapath tests: a bridge namespace, meshed pods with a test sidecar, an outside server,
 // a child cgroup holding the pods' processes, and our datapath loaded with a test-only pin directory.
-import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE } from "../../../src/datapath/datapath.ts";
-import { removePinTree } from "../../../src/bpf/pins.ts";
-import { meshParams } from "../../../src/mesh/modes.ts";
-import { podPolicy, type PolicyResult } from "../../../src/mesh/policy.ts";
-import type { MeshMode, MeshParams } from "../../../src/mesh/types.ts";
+import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE } from "../src/datapath/datapath.ts";
+import { removePinTree } from "../src/bpf/pins.ts";
+import { meshParams } from "../src/mesh/modes.ts";
+import { podPolicy, type PolicyResult } from "../src/mesh/policy.ts";
+import type { MeshMode, MeshParams } from "../src/mesh/types.ts";
 import {
   closeMarkListener,
   listenerNetnsCookie,
   openMarkListener,
   randomMark,
-} from "../../../src/netns/mark_listener.ts";
+} from "../src/netns/mark_listener.ts";
 import {
   addIpv6,
   createCgroup,
@@ -24,7 +24,7 @@ import {
   type TestPod,
   uniq,
 } from "./mod.ts";
-import { currentNetnsCookie } from "../../../src/netns/cookie.ts";
+import { currentNetnsCookie } from "../src/netns/cookie.ts";
 
 export const APP_UID = 1000;
 
