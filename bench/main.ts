@@ -10,7 +10,7 @@
 // Exits non-zero when any path failed to carry its traffic intact (or left something behind); speed
 // itself never fails the run.
 import { parseArgs } from "node:util";
-import { Scope, sweepStale } from "../testbed/mod.ts";
+import { ROOT, Scope, sweepStale } from "../testbed/mod.ts";
 import { type ControlConfig, type ControlResults, runControl } from "./control.ts";
 import { type DataplaneConfig, runSection, type Sample } from "./dataplane.ts";
 import { conntrackCount } from "./iptables.ts";
@@ -19,7 +19,6 @@ import type { Pinning } from "./procs.ts";
 import { markdown, type RunInfo, svg } from "./report.ts";
 import { buildDataplane, IN_PATHS, OUT_PATHS } from "./topology.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const SECTIONS = ["outbound", "inbound", "control"] as const;
 type SectionName = typeof SECTIONS[number];
 

@@ -17,34 +17,30 @@
 // Exits non-zero if any check fails. Ctrl-C / SIGTERM stop it and unwind the namespaces, pods,
 // cgroups, pins and processes it created.
 import { parseArgs } from "node:util";
-import { removePinTree } from "../src/bpf/pins.ts";
 import { connAdmitLimit, PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { connTableSizeFor, nodeMemoryBytes } from "../src/datapath/sizing.ts";
 import { meshParams } from "../src/mesh/modes.ts";
-import { bridgeConflist, cniAdd, cniDel } from "../testbed/cni_runtime.ts";
-import { startDaemon } from "../testbed/daemon.ts";
 import {
-  createCgroup,
-  createNetns,
+  cniNode,
   inNs,
   NETTOOL,
+  PodRuntime,
+  podYaml,
   type Proc,
   PYTHON,
+  ROOT,
   run,
   Scope,
   sleep,
   spawn,
+  startDaemon,
   sweepStale,
-  uniq,
 } from "../testbed/mod.ts";
-import { podYaml } from "../testbed/pods.ts";
 import { buildNative, type NativeTools } from "./native.ts";
 import { memoryKiB } from "./procs.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const mesh = meshParams("istio");
 const APP_UID = 1000;
-const PLUGINS = "/usr/lib/cni";
 /**
  * The descriptor limit for the peers we start: the hard limit we have (raising it needs
  * CAP_SYS_RESOURCE, which a container may lack). A sidecar with 5,000 connections needs 10,000.
@@ -231,13 +227,6 @@ async function pool<T>(jobs: (() => Promise<T>)[], n: number): Promise<PromiseSe
   return out;
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 function p50(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 2)] ?? NaN;
@@ -252,8 +241,8 @@ function mapGauges(text: string): { entries: Record<string, number>; capacity: R
   return { entries, capacity };
 }
 
-async function getMetrics(port: number): Promise<string> {
-  const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+async function getMetrics(base: string): Promise<string> {
+  const r = await fetch(`${base}/metrics`);
   if (!r.ok) throw new Error(`GET /metrics: ${r.status}`);
   return await r.text();
 }
@@ -273,14 +262,14 @@ function cpuNs(pid: number): number {
  * Times `n` scrapes: the wall time of each GET and the daemon's CPU time while serving it. On a shared
  * 2-CPU machine the wall time includes waiting for a CPU; the CPU time is what the scrape costs.
  */
-async function timeScrapes(port: number, pid: number, n: number): Promise<Scrape> {
+async function timeScrapes(base: string, pid: number, n: number): Promise<Scrape> {
   const ms: number[] = [], cpu: number[] = [];
   let bytes = 0;
-  await getMetrics(port); // warm: the first request opens the connection
+  await getMetrics(base); // warm: the first request opens the connection
   for (let i = 0; i < n; i++) {
     const c0 = cpuNs(pid);
     const t0 = performance.now();
-    const text = await getMetrics(port);
+    const text = await getMetrics(base);
     ms.push(performance.now() - t0);
     cpu.push((cpuNs(pid) - c0) / 1e6);
     bytes = text.length;
@@ -427,86 +416,37 @@ async function node(
   };
 
   // --- the node, the other node, the CNI chain and the daemon ---
-  const prefix = uniq();
-  const k = (Deno.pid + Number.parseInt(prefix.slice(-2), 36)) % 250;
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-soak-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
-  await Deno.chmod(dir, 0o755);
-  for (const d of ["bin", "net.d", "ipam", "run", "state"]) await Deno.mkdir(`${dir}/${d}`);
-  const nodeNs = await createNetns(scope, `${prefix}n`);
-  const client = await createNetns(scope, `${prefix}c`);
-  await inNs(nodeNs, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
-  await inNs(nodeNs, "ip", ["link", "add", "n0", "type", "veth", "peer", "name", "c0", "netns", client]);
-  await inNs(nodeNs, "ip", ["addr", "add", `10.251.${k}.1/24`, "dev", "n0"]);
-  await inNs(nodeNs, "ip", ["link", "set", "n0", "up"]);
-  await inNs(client, "ip", ["addr", "add", `10.251.${k}.2/24`, "dev", "c0"]);
-  await inNs(client, "ip", ["link", "set", "c0", "up"]);
-  await inNs(client, "ip", ["route", "add", `10.250.${k}.0/24`, "via", `10.251.${k}.1`]);
-  for (const [ns, dev] of [[nodeNs, "n0"], [client, "c0"]] as const) {
-    await inNs(ns, "ethtool", ["-K", dev, "tx", "off"]);
-  }
+  const n = await cniNode(scope, { network: "soaknet", name: "soak" });
+  const { prefix, k, home, client } = n;
+  const { dir, cgroup, pinPath } = home;
   // The client makes 10,000 connections to each pod within TIME_WAIT: all of its own ports. A
   // connect that gets no answer gives up after 7 s instead of 127 (so a broken one costs the run
   // little time; it still counts as an error).
   await inNs(client, "sysctl", ["-qw", "net.ipv4.ip_local_port_range=1024 65535"]);
   await inNs(client, "sysctl", ["-qw", "net.ipv4.tcp_syn_retries=2"]);
-  const conflist = `${dir}/net.d/10-soaknet.conflist`;
-  await Deno.writeTextFile(
-    conflist,
-    bridgeConflist({ name: "soaknet", subnet: `10.250.${k}.0/24`, ipamDir: `${dir}/ipam` }),
-  );
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-soak`;
-  scope.defer(() => removePinTree(pinPath));
   const names = Array.from({ length: cfg.pods }, (_, i) => `s${i}`);
-  const podsFile = `${dir}/pods.yaml`;
   await Deno.writeTextFile(
-    podsFile,
+    home.podsFile,
     names.map((n) => podYaml(n)).join("") + podYaml("ext", { meshed: false }),
   );
-  const metricsPort = freePort();
   const daemon = await startDaemon(scope, {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${dir}/state`,
-    runDir: `${dir}/run`,
-    extra: [
-      "--cni-mode=true",
-      `--cni-bin-dir=${dir}/bin`,
-      `--cni-config-dir=${dir}/net.d`,
-      `--ingress-hook=${hook}`,
-      `--metrics-addr=127.0.0.1:${metricsPort}`,
-    ],
+    ...home,
+    extra: ["--cni-mode=true", `--ingress-hook=${hook}`],
   });
+  const metrics = daemon.metricsUrl;
   const rss = rssSampler(daemon.pid);
   scope.defer(() => rss.abandon());
 
-  const added = new Map<string, { ns: string; ip: string; result: Record<string, unknown> }>();
-  const inv = (name: string, ns: string) => ({
-    conflist,
-    binDirs: [`${dir}/bin`, PLUGINS],
-    netns: `/run/netns/${ns}`,
-    containerId: `ctr-${prefix}-${name}`,
-    podNamespace: "default",
-    podName: name,
-    runInNetns: nodeNs,
-  });
-  scope.defer(async () => {
-    // Removed the way a runtime would, while the node and the daemon's pins still exist.
-    for (const [name, p] of [...added].reverse()) await cniDel(inv(name, p.ns), p.result).catch(() => {});
-  });
+  // Removed the way a runtime would, while the node and the daemon's pins still exist.
+  const rt = new PodRuntime(scope, n.chain, prefix);
   await phase("setup", async () => {
     for (const name of [...names, "ext"]) {
       b.check();
-      const ns = await createNetns(scope, `${prefix}${name}`);
-      const { result } = await cniAdd(inv(name, ns));
-      const ip = String((result.ips as { address: string }[])[0]!.address).split("/")[0]!;
-      added.set(name, { ns, ip, result });
+      await rt.addPod(name);
     }
-    return { pods: added.size };
+    return { pods: rt.pods.size };
   });
-  const pod = (name: string) => added.get(name)!;
+  const pod = (name: string) => rt.pod(name);
 
   // --- sidecars and apps ---
   const proxies: Proc[] = [];
@@ -547,14 +487,14 @@ async function node(
   using pinned = new PinnedDatapathMaps(pinPath);
   const maps = live.maps = pinned.maps;
   const fill = async (): Promise<Fill> => {
-    const g = mapGauges(await getMetrics(metricsPort));
+    const g = mapGauges(await getMetrics(metrics));
     return { own: maps.tableFill(), kernel: g.entries, capacity: g.capacity };
   };
   const c0 = maps.counters();
   await rss.start();
   const empty = await fill();
   r.fill.empty = empty;
-  r.scrape.empty = await timeScrapes(metricsPort, daemon.pid, cfg.scrapes);
+  r.scrape.empty = await timeScrapes(metrics, daemon.pid, cfg.scrapes);
   r.mapMemory.empty = await mapMemory(pinPath);
   const expectedSize = connTableSizeFor(nodeMemoryBytes());
   check(
@@ -761,7 +701,7 @@ async function node(
     return { open: n };
   });
   r.fill.held = await fill();
-  r.scrape.held = await timeScrapes(metricsPort, daemon.pid, cfg.scrapes);
+  r.scrape.held = await timeScrapes(metrics, daemon.pid, cfg.scrapes);
   r.mapMemory.held = await mapMemory(pinPath);
   {
     // What every scrape used to do: walk the table's keys (one system call each, then a lookup each).
@@ -811,7 +751,7 @@ async function node(
       if (empty.kernel[m] === undefined && last.kernel[m] === undefined) continue;
       check(`${m} unchanged`, last.kernel[m] === empty.kernel[m], `${empty.kernel[m]} -> ${last.kernel[m]}`);
     }
-    r.scrape.after = await timeScrapes(metricsPort, daemon.pid, cfg.scrapes);
+    r.scrape.after = await timeScrapes(metrics, daemon.pid, cfg.scrapes);
     const hs = maps.handshakes().length;
     check("ingress_syn within its LRU bound", hs <= synCap, `${hs} of ${synCap}`);
     return { handshakes: hs };
@@ -889,10 +829,7 @@ async function node(
     } ms empty, ${h.cpuP50Ms.toFixed(2)} ms held; a key walk of the held table ${r.keyWalk?.ms} ms`,
   );
   // Pods leave the way a runtime removes them, then the daemon stops.
-  for (const [name, p] of [...added].reverse()) {
-    await cniDel(inv(name, p.ns), p.result);
-    added.delete(name);
-  }
+  for (const name of [...rt.pods.keys()].reverse()) await rt.delPod(name);
   check("CNI DEL removed every pod from local_pods", maps.pods().size === 0, `${maps.pods().size} left`);
   daemon.kill("SIGTERM");
   const st = await daemon.done;

@@ -3,8 +3,7 @@
 // UDP responder in pod a on 127.0.0.1:<dns port> running as the proxy, and a "resolver" in pod r on
 // port 53; each answers with its own name, so the reply says who answered.
 import assert from "node:assert/strict";
-import { APP_UID, createWorld, Scope, type World } from "../../testbed/world.ts";
-import { nettool, startNettool } from "../../testbed/mod.ts";
+import { APP_UID, createWorld, nettool, Scope, startNettool, type World } from "../../testbed/mod.ts";
 
 interface Reply {
   from: string;

@@ -6,8 +6,7 @@ import assert from "node:assert/strict";
 import { withNetns } from "../../src/netns/netns.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
 import { ISTIO_ANNOTATIONS as I } from "../../src/mesh/policy.ts";
-import { APP_UID, createWorld, Scope, type World } from "../../testbed/world.ts";
-import { inNs, nettool, startNettool } from "../../testbed/mod.ts";
+import { APP_UID, createWorld, inNs, nettool, Scope, startNettool, type World } from "../../testbed/mod.ts";
 
 const PROXY = 1337;
 

@@ -7,8 +7,7 @@ import assert from "node:assert/strict";
 import { type CallerPod, decideConnect } from "../../src/mesh/decide.ts";
 import { ISTIO_ANNOTATIONS as I } from "../../src/mesh/policy.ts";
 import type { PodPolicy } from "../../src/mesh/types.ts";
-import { APP_UID, createWorld, Scope, type World } from "../../testbed/world.ts";
-import { nettool, startNettool } from "../../testbed/mod.ts";
+import { APP_UID, createWorld, nettool, Scope, startNettool, type World } from "../../testbed/mod.ts";
 
 const PROXY = 1337;
 

@@ -7,8 +7,18 @@
 // connect6 handling v4-mapped destinations.
 // Matrix: fast path on and off; the pod known by its mark listener or by its namespace cookie alone.
 import assert from "node:assert/strict";
-import { APP_UID, createWorld, Scope, type World } from "../../testbed/world.ts";
-import { nettool, type Proc, ROOT, spawn, type SpawnOptions, startNettool } from "../../testbed/mod.ts";
+import {
+  APP_UID,
+  createWorld,
+  nettool,
+  type Proc,
+  ROOT,
+  Scope,
+  spawn,
+  type SpawnOptions,
+  startNettool,
+  type World,
+} from "../../testbed/mod.ts";
 
 const MIB = 1 << 20;
 const HTTP_PORT = 8080;
