@@ -44,15 +44,7 @@ export async function runPinned(
 ): Promise<Record<string, unknown>> {
   await using scope = new Scope();
   const proc = startPinned(scope, p, cmd, args, opts);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = await Promise.race([
-    proc.done.then(() => false),
-    new Promise<boolean>((r) => timer = setTimeout(() => r(true), timeoutMs)),
-  ]);
-  clearTimeout(timer);
-  if (timedOut) {
-    proc.kill();
-    await proc.done;
+  if (!(await proc.finish(timeoutMs))) {
     throw new ToolError(`${args[0]} timed out after ${timeoutMs} ms: ${proc.stderr.join(" ")}`);
   }
   const last = proc.lines.at(-1);

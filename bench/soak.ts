@@ -190,23 +190,10 @@ async function runTool(
 }
 
 async function waitDone(b: Bounds, p: Proc, timeoutMs: number, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const onAbort = () => p.kill();
-  b.signal.addEventListener("abort", onAbort);
-  try {
-    const timedOut = await Promise.race([
-      p.done.then(() => false),
-      new Promise<boolean>((r) => timer = setTimeout(() => r(true), timeoutMs)),
-    ]);
-    b.check();
-    if (timedOut) {
-      p.kill();
-      await p.done;
-      throw new Error(`${what} did not finish within ${timeoutMs} ms: ${p.stderr.slice(-3).join(" ")}`);
-    }
-  } finally {
-    clearTimeout(timer);
-    b.signal.removeEventListener("abort", onAbort);
+  const ended = await p.finish(timeoutMs, b.signal);
+  b.check();
+  if (!ended) {
+    throw new Error(`${what} did not finish within ${timeoutMs} ms: ${p.stderr.slice(-3).join(" ")}`);
   }
 }
 

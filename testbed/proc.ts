@@ -111,6 +111,29 @@ export class Proc {
     }
   }
 
+  /**
+   * Waits for the process to end by itself within `timeoutMs`, or until `abort` fires; a process that
+   * overruns is killed (and waited for). True if it ended by itself.
+   */
+  async finish(timeoutMs: number, abort?: AbortSignal): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cut = () => {};
+    const overrun = new Promise<boolean>((r) => {
+      cut = () => r(false);
+      timer = setTimeout(cut, timeoutMs);
+      if (abort?.aborted) cut();
+      abort?.addEventListener("abort", cut);
+    });
+    const ended = await Promise.race([this.done.then(() => true), overrun]);
+    clearTimeout(timer);
+    abort?.removeEventListener("abort", cut);
+    if (!ended) {
+      this.kill();
+      await this.done;
+    }
+    return ended;
+  }
+
   kill(signal: Deno.Signal = "SIGKILL") {
     try {
       this.#child.kill(signal);
