@@ -82,3 +82,29 @@ export async function listening(p: Proc, kinds: string[] = [""], timeoutMs = 500
 export function sidecarReady(p: Proc, kinds: ListenerKind[] = ["outbound", "inbound"], timeoutMs = 15000) {
   return listening(p, kinds, timeoutMs, "sidecar");
 }
+
+/**
+ * The sidecar's DNS listener (as istio-agent's on the mesh's DNS port, as the proxy uid), answering as
+ * "proxy-dns"; returned once it listens.
+ */
+export async function startDnsProxy(
+  scope: Scope,
+  o: SpawnOptions & { mesh?: MeshParams; bind?: string },
+): Promise<Proc> {
+  const mesh = o.mesh ?? meshParams("istio");
+  const p = startNettool(
+    scope,
+    { netns: o.netns, cgroup: o.cgroup, uid: o.uid ?? mesh.proxyUid, gid: o.gid },
+    [
+      "udp-server",
+      "--name",
+      "proxy-dns",
+      "--bind",
+      o.bind ?? "127.0.0.1",
+      "--port",
+      String(mesh.dnsPort),
+    ],
+  );
+  await listening(p, [""], 5000, "DNS stand-in");
+  return p;
+}
