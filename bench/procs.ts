@@ -1,5 +1,5 @@
 // Starting the benchmark's processes: every one pinned to the measurement CPU, in a namespace, a
-// cgroup and as a uid (the harness's spawn does the last three and keeps the PID the process's own).
+// cgroup and as a uid (the testbed's spawn does the last three and keeps the PID the process's own).
 import { type Proc, Scope, sleep, spawn, type SpawnOptions } from "../testbed/mod.ts";
 
 export interface Pinning {

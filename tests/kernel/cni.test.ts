@@ -318,7 +318,7 @@ Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a mes
     return true;
   });
   assert.match(refused, /ADD merbridge-cni failed/, "the bridge plugin succeeded; ours refused");
-  // The harness puts the plugin's stdout (one line: the error document) first, then its stderr.
+  // The testbed's CNI runtime puts the plugin's stdout (one line: the error document) first, then its stderr.
   const doc = JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n")));
   assert.equal(doc.code, 11, "try again later: the runtime retries the sandbox");
   assert.match(doc.msg, /pod default\/p1 is in the mesh and the merbridge daemon is not reachable/);

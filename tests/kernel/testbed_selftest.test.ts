@@ -1,4 +1,4 @@
-// The harness must leave nothing behind when a test fails: namespaces, pins, cgroups, programs.
+// The testbed must leave nothing behind when a test fails: namespaces, pins, cgroups, programs.
 import assert from "node:assert/strict";
 import { cgroup2Root } from "../../src/cgroup/cgroup2.ts";
 import { ROOT, run, sweepStale } from "../../testbed/mod.ts";
