@@ -21,6 +21,7 @@ import { connAdmitLimit, PinnedDatapathMaps } from "../src/datapath/datapath.ts"
 import { connTableSizeFor, nodeMemoryBytes } from "../src/datapath/sizing.ts";
 import { meshParams } from "../src/mesh/modes.ts";
 import {
+  abortOnSignals,
   cniNode,
   inNs,
   NETTOOL,
@@ -1006,15 +1007,7 @@ async function main(): Promise<number> {
     () => b.ctl.abort(new Error(`the soak exceeded --max-minutes=${flags["max-minutes"]}`)),
     maxMs,
   );
-  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
-    const h = () => {
-      if (b.signal.aborted) return;
-      log(`${sig}: stopping and cleaning up`);
-      b.ctl.abort(new Error(`interrupted by ${sig}`));
-    };
-    Deno.addSignalListener(sig, h);
-    return [sig, h] as const;
-  });
+  const signals = abortOnSignals(b.ctl, (sig) => log(`${sig}: stopping and cleaning up`));
   const t0 = performance.now();
   const results: HookResult[] = [];
   const problems: string[] = [];
@@ -1056,7 +1049,7 @@ async function main(): Promise<number> {
       problems.push(`${(e as Error).stack ?? e}`);
     } finally {
       clearTimeout(timer);
-      for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+      signals[Symbol.dispose]();
     }
   }
   problems.push(...sweepStale().map((x) => `left behind: ${x}`));

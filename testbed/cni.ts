@@ -4,6 +4,7 @@
 // of namespaces (cniNode) whose pods a PodRuntime adds and deletes.
 import { type DaemonHome, daemonHome } from "./daemon.ts";
 import { createNetns, uniq, uplink } from "./netns.ts";
+import { run } from "./proc.ts";
 import type { Scope } from "./scope.ts";
 
 /** Where Debian's containernetworking-plugins puts bridge, host-local and the others. */
@@ -73,24 +74,13 @@ async function exec(inv: CniInvocation, command: string, type: string, conf: unk
   if (!dir) throw new Error(`plugin ${type} not found in ${inv.binDirs.join(":")}`);
   const plugin = [...(inv.wrap ?? []), `${dir}/${type}`];
   const argv = inv.runInNetns ? ["nsenter", `--net=/run/netns/${inv.runInNetns}`, "--", ...plugin] : plugin;
-  const p = new Deno.Command(argv[0]!, {
-    args: argv.slice(1),
+  const r = await run(argv[0]!, argv.slice(1), {
     env,
     clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(conf)));
-  await w.close();
-  const out = await p.output();
-  return {
-    type,
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+    stdin: JSON.stringify(conf),
+    allowFail: true,
+  });
+  return { type, ...r };
 }
 
 function pluginsOf(

@@ -13,7 +13,7 @@ export interface RunResult {
 export async function run(
   cmd: string,
   args: string[],
-  opts: { allowFail?: boolean; stdin?: string; env?: Record<string, string> } = {},
+  opts: { allowFail?: boolean; stdin?: string; env?: Record<string, string>; clearEnv?: boolean } = {},
 ): Promise<RunResult> {
   const p = new Deno.Command(cmd, {
     args,
@@ -21,6 +21,7 @@ export async function run(
     stdout: "piped",
     stderr: "piped",
     env: opts.env,
+    clearEnv: opts.clearEnv,
   }).spawn();
   if (opts.stdin !== undefined) {
     const w = p.stdin.getWriter();
@@ -175,4 +176,25 @@ export function spawn(scope: Scope, cmd: string, args: string[], opts: SpawnOpti
 
 export async function sleep(ms: number) {
   await new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Turns the first SIGINT or SIGTERM into an abort of `ctl`, so that a run stops at its next step and its
+ * scopes unwind as after a failure; `say` tells the user. Disposing it removes the handlers.
+ */
+export function abortOnSignals(ctl: AbortController, say: (sig: Deno.Signal) => void): Disposable {
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const h = () => {
+      if (ctl.signal.aborted) return;
+      say(sig);
+      ctl.abort(new Error(`interrupted by ${sig}`));
+    };
+    Deno.addSignalListener(sig, h);
+    return [sig, h] as const;
+  });
+  return {
+    [Symbol.dispose]() {
+      for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+    },
+  };
 }
