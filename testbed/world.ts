@@ -14,7 +14,7 @@ import { loadDatapath, markPod } from "./datapath.ts";
 import { addIpv6, createCgroup, createNode, createPod, type TestNode, type TestPod, uniq } from "./netns.ts";
 import { listening, nettool, sidecarReady, startNettool, startSidecar } from "./peers.ts";
 import type { Proc } from "./proc.ts";
-import { Scope } from "./scope.ts";
+import type { Scope } from "./scope.ts";
 
 export const APP_UID = 1000;
 
