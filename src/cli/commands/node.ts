@@ -41,16 +41,16 @@ export const uninstallCommand: Command<typeof UNINSTALL_FLAGS> = {
   summary: "remove everything from this node: links, pins, XDP/TC attachments, CNI config entry, plugin",
   flags: UNINSTALL_FLAGS,
   async run(f) {
-    if (!f.force && await daemonRunning(f["run-dir"] as string)) {
+    if (!f.force && await daemonRunning(f["run-dir"])) {
       console.error("a merbridge daemon is running on this node; stop it first (or pass --force)");
       return 1;
     }
     const report = await uninstallNode({
-      pinPath: f["bpf-pin-path"] as string,
-      stateDir: f["state-dir"] as string,
-      runDir: f["run-dir"] as string,
-      cniBinDir: f["cni-bin-dir"] as string,
-      cniConfigDir: f["cni-config-dir"] as string,
+      pinPath: f["bpf-pin-path"],
+      stateDir: f["state-dir"],
+      runDir: f["run-dir"],
+      cniBinDir: f["cni-bin-dir"],
+      cniConfigDir: f["cni-config-dir"],
     });
     if (f.output === "json") printJson(report);
     else {
@@ -70,11 +70,11 @@ export const installCniCommand: Command<typeof CNI_FLAGS> = {
     "install the CNI plugin and chain it into the active CNI config (the daemon does this in CNI mode)",
   flags: CNI_FLAGS,
   async run(f) {
-    const runDir = f["run-dir"] as string;
+    const runDir = f["run-dir"];
     const res = await installCni({
-      binDir: f["cni-bin-dir"] as string,
-      confDir: f["cni-config-dir"] as string,
-      stateDir: f["state-dir"] as string,
+      binDir: f["cni-bin-dir"],
+      confDir: f["cni-config-dir"],
+      stateDir: f["state-dir"],
       source: pluginSource(),
       pluginConf: { socketPath: socketPath(runDir), logFile: `${runDir}/cni.log` },
     });
@@ -97,9 +97,9 @@ export const uninstallCniCommand: Command<typeof CNI_FLAGS> = {
   flags: CNI_FLAGS,
   async run(f) {
     const res = await uninstallCni({
-      binDir: f["cni-bin-dir"] as string,
-      confDir: f["cni-config-dir"] as string,
-      stateDir: f["state-dir"] as string,
+      binDir: f["cni-bin-dir"],
+      confDir: f["cni-config-dir"],
+      stateDir: f["state-dir"],
     });
     for (const c of res.changes) console.log(c);
     for (const w of res.warnings) console.error(`warning: ${w}`);
