@@ -1,11 +1,11 @@
 // Commands that change the node: uninstall everything, install or remove the CNI chain entry.
 import { installCni, uninstallCni } from "../../installer/install.ts";
-import { callDaemon } from "../../../cni/protocol.ts";
 import { socketPath } from "../../daemon/daemon.ts";
 import { uninstallNode } from "../../daemon/uninstall.ts";
 import { type Command, printJson } from "../command.ts";
 import { CNI_INSTALL_FLAGS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
 import { pluginSource } from "./daemon.ts";
+import { daemonAnswers } from "../local_api.ts";
 
 const UNINSTALL_FLAGS = {
   ...PIN_FLAGS,
@@ -19,29 +19,12 @@ const UNINSTALL_FLAGS = {
   ...LOG_FLAGS,
 } as const;
 
-async function daemonRunning(runDir: string): Promise<boolean> {
-  try {
-    await callDaemon(socketPath(runDir), {
-      op: "status",
-      containerId: "",
-      netns: "",
-      ifName: "",
-      podNamespace: "",
-      podName: "",
-      cniVersion: "1.0.0",
-    }, 500);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export const uninstallCommand: Command<typeof UNINSTALL_FLAGS> = {
   name: "uninstall",
   summary: "remove everything from this node: links, pins, XDP/TC attachments, CNI config entry, plugin",
   flags: UNINSTALL_FLAGS,
   async run(f) {
-    if (!f.force && await daemonRunning(f["run-dir"])) {
+    if (!f.force && await daemonAnswers(f["run-dir"])) {
       console.error("a merbridge daemon is running on this node; stop it first (or pass --force)");
       return 1;
     }
