@@ -34,6 +34,7 @@ import {
   Scope,
   sleep,
   spawn,
+  type SpawnOptions,
   startDaemon,
   sweepStale,
 } from "../testbed/mod.ts";
@@ -153,26 +154,8 @@ async function until(b: Bounds, what: string, pred: () => boolean | Promise<bool
   }
 }
 
-interface RunAs {
-  netns: string;
-  cgroup?: string;
-  uid?: number;
-  nofile?: number;
-}
-
-/**
- * Starts a process in a namespace (and cgroup), with a raised descriptor limit and as a uid: prlimit
- * runs as root, so it may raise the hard limit, and then execs setpriv, which execs the program, so the
- * PID held is the program's own.
- */
-function spawnAs(scope: Scope, cmd: string, args: string[], o: RunAs): Proc {
-  let argv = [cmd, ...args];
-  if (o.uid !== undefined) {
-    argv = ["setpriv", `--reuid=${o.uid}`, `--regid=${o.uid}`, "--clear-groups", "--", ...argv];
-  }
-  if (o.nofile) argv = ["prlimit", `--nofile=${o.nofile}:${o.nofile}`, "--", ...argv];
-  return spawn(scope, argv[0]!, argv.slice(1), { netns: o.netns, cgroup: o.cgroup });
-}
+/** Where and as whom a peer runs: always in a namespace, often with a raised descriptor limit. */
+type RunAs = SpawnOptions & { netns: string };
 
 /** Runs a peer to completion within `timeoutMs` and returns its last JSON line. */
 async function runTool(
@@ -183,7 +166,7 @@ async function runTool(
   timeoutMs: number,
 ): Promise<Record<string, unknown>> {
   await using scope = new Scope();
-  const p = spawnAs(scope, cmd, args, o);
+  const p = spawn(scope, cmd, args, o);
   await waitDone(b, p, timeoutMs, `${args[0]} ${args[1] ?? ""}`);
   const last = p.lines.at(-1);
   if (!last) throw new Error(`${cmd} ${args.join(" ")} printed nothing: ${p.stderr.join(" ")}`);
@@ -439,14 +422,14 @@ async function node(
   // --- sidecars and apps ---
   const proxies: Proc[] = [];
   for (const name of names) {
-    const p = spawnAs(scope, tools.fastproxy, [
+    const p = spawn(scope, tools.fastproxy, [
       "--outbound",
       String(mesh.outboundPort),
       "--inbound",
       String(mesh.inboundPort),
     ], { netns: pod(name).ns, cgroup, uid: mesh.proxyUid, nofile: NOFILE });
     proxies.push(p);
-    const app = spawnAs(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
+    const app = spawn(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
       netns: pod(name).ns,
       cgroup,
       uid: APP_UID,
@@ -456,7 +439,7 @@ async function node(
     await app.waitFor((l) => l.event === "listening", 10_000, `${name} app`);
   }
   const ext = pod("ext");
-  const extApp = spawnAs(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
+  const extApp = spawn(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
     netns: ext.ns,
     uid: APP_UID,
     nofile: NOFILE,
@@ -464,7 +447,7 @@ async function node(
   await extApp.waitFor((l) => l.event === "listening", 10_000, "unmeshed server");
   // Idle connections talk to the test peers' greeting echo server (idle-echo expects its greeting).
   for (const [ns, cg] of [[pod("s0").ns, cgroup], [ext.ns, undefined]] as const) {
-    const s = spawnAs(scope, PYTHON, ["-u", NETTOOL, "server", "--name", "idle", "--port", "8090"], {
+    const s = spawn(scope, PYTHON, ["-u", NETTOOL, "server", "--name", "idle", "--port", "8090"], {
       netns: ns,
       cgroup: cg,
       uid: APP_UID,
@@ -494,7 +477,7 @@ async function node(
   // --- idle connections, opened before everything else ---
   const idle = async (from: string, target: string, o: RunAs, sport = 0) => {
     const go = `${dir}/go-${from}`;
-    const p = spawnAs(scope, PYTHON, [
+    const p = spawn(scope, PYTHON, [
       "-u",
       NETTOOL,
       "idle-echo",
@@ -671,7 +654,7 @@ async function node(
   const holders: Proc[] = [];
   await phase("hold open", async () => {
     for (const n of names) {
-      holders.push(spawnAs(scope, tools.loadgen, ["hold", `${pod(n).ip}:8080`, "--count", String(holdPer)], {
+      holders.push(spawn(scope, tools.loadgen, ["hold", `${pod(n).ip}:8080`, "--count", String(holdPer)], {
         netns: client,
         nofile: NOFILE,
       }));

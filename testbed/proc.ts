@@ -45,6 +45,8 @@ export interface SpawnOptions {
   cgroup?: string;
   uid?: number;
   gid?: number;
+  /** A descriptor limit (soft and hard), raised while still root, before the uid changes. */
+  nofile?: number;
 }
 
 /** A process we started; its stdout is parsed as JSON lines. */
@@ -146,8 +148,8 @@ export class Proc {
 
 /**
  * Starts a process in a namespace, a cgroup and as a uid. The cgroup move happens in the shell before
- * exec, so the process never runs outside the cgroup; nsenter and setpriv exec in place, so the PID we
- * hold is the process itself.
+ * exec, so the process never runs outside the cgroup; nsenter, prlimit (root may raise a hard limit) and
+ * setpriv exec in place, so the PID we hold is the process itself.
  */
 export function spawn(scope: Scope, cmd: string, args: string[], opts: SpawnOptions = {}): Proc {
   const inner: string[] = [];
@@ -156,6 +158,7 @@ export function spawn(scope: Scope, cmd: string, args: string[], opts: SpawnOpti
     inner.push("setpriv", `--reuid=${opts.uid}`, `--regid=${gid}`, "--clear-groups", "--");
   }
   inner.push(cmd, ...args);
+  if (opts.nofile) inner.unshift("prlimit", `--nofile=${opts.nofile}:${opts.nofile}`, "--");
   let argv: string[] = opts.cgroup
     ? ["sh", "-c", `echo $$ > '${opts.cgroup}/cgroup.procs' && exec "$@"`, "sh", ...inner]
     : inner;
