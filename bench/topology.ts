@@ -29,9 +29,11 @@ import {
   identifyAsCni,
   inNs,
   installIstioIptables,
+  listening,
   loadDatapath,
   type Proc,
   type Scope,
+  sidecarReady,
   type SpawnOptions,
   startMonitor,
   type TestNode,
@@ -40,7 +42,7 @@ import {
   uplink,
 } from "../testbed/mod.ts";
 import type { NativeTools } from "./native.ts";
-import { assertPinned, lineAfter, type Pinning, startPinned } from "./procs.ts";
+import { assertPinned, type Pinning, startPinned } from "./procs.ts";
 
 export const APP_UID = 1000;
 export const SERVER_UID = 2000;
@@ -224,7 +226,7 @@ export async function buildDataplane(
       cgroup,
       uid: n === "s" ? undefined : SERVER_UID,
     });
-    waits.push(lineAfter(p, 0, (l) => l.event === "listening"));
+    waits.push(listening(p));
     started.push(p);
   }
   const proxies: Record<string, Proc> = {};
@@ -248,7 +250,7 @@ export async function buildDataplane(
     ], { netns: pod(n).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
     proxies[n] = p;
     started.push(p);
-    waits.push(lineAfter(p, 0, (l) => l.event === "listening" && l.kind === "inbound"));
+    waits.push(sidecarReady(p, ["inbound"], 5000));
   }
   await Promise.all(waits);
   for (const p of started) assertPinned(p.pid, pin);

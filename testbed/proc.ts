@@ -90,10 +90,10 @@ export class Proc {
     this.#waiters.splice(0).forEach((w) => w());
   }
 
-  /** Waits until a stdout line satisfies `pred`. */
-  async waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs = 5000, what = "line") {
+  /** Waits until a stdout line satisfies `pred`, looking at lines from index `from` on. */
+  async waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs = 5000, what = "line", from = 0) {
     const deadline = Date.now() + timeoutMs;
-    let seen = 0;
+    let seen = from;
     while (true) {
       for (; seen < this.lines.length; seen++) if (pred(this.lines[seen]!)) return this.lines[seen]!;
       const left = deadline - Date.now();
