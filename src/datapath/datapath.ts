@@ -124,8 +124,21 @@ export class Datapath implements Disposable {
       // rebuilt, and reads low until the connections it missed have closed).
       this.maps.resetTableFill();
     }
+    this.#objectsDir = dir;
+  }
+
+  readonly #objectsDir: string;
+
+  /**
+   * The element-count iterator, loaded at the first scrape rather than at start: its verification
+   * (about 30 ms) would otherwise delay every start, restarts included, for something only /metrics
+   * and `status` read.
+   */
+  #mapStats(): MapStats | undefined {
+    if (this.#statsTried) return this.#stats;
+    this.#statsTried = true;
     try {
-      const bytes = Deno.readFileSync(`${dir}/${STATS_PROGRAM.object}.bpf.o`);
+      const bytes = Deno.readFileSync(`${this.#objectsDir}/${STATS_PROGRAM.object}.bpf.o`);
       this.#stats = MapStats.load(bytes, STATS_PROGRAM.program);
     } catch (e) {
       log.info(
@@ -135,8 +148,10 @@ export class Datapath implements Disposable {
         },
       );
     }
+    return this.#stats;
   }
 
+  #statsTried = false;
   #stats?: MapStats;
   #mapIds: Partial<Record<MapName, number>> = {};
 
@@ -145,7 +160,7 @@ export class Datapath implements Disposable {
    * them (6.6+), else the programs' counts for the connection tables.
    */
   tableFills(): TableFill[] {
-    const kernel = this.#stats?.counts();
+    const kernel = this.#mapStats()?.counts();
     const own = kernel ? undefined : this.maps.tableFill();
     const out: TableFill[] = [];
     const obj = this.#objects.get("connect")!;
