@@ -1,93 +1,126 @@
-// The TypeScript struct layouts must match what clang laid out in the compiled objects. BTF is read
-// with bpftool (part of the build toolchain), so no ELF parsing of our own.
+// src/generated/bpf_types.ts is what the generator makes of the compiled objects' BTF (the staleness
+// check: a C change without `deno task gen` fails here), the BTF reader agrees with bpftool's own
+// decoding, and the structs encode as the programs read them.
 import assert from "node:assert/strict";
+import { Btf, type BtfType } from "../../src/bpf/btf.ts";
 import { layout } from "../../src/maps/codec.ts";
-import {
-  ALL_STRUCTS,
-  COUNTER_NAMES,
-  decodePodConfig,
-  encodePodConfig,
-  POD_CONFIG,
-} from "../../src/maps/layouts.ts";
+import { decodePodConfig, encodePodConfig } from "../../src/maps/layouts.ts";
 import { defaultPolicy, podPolicy } from "../../src/mesh/policy.ts";
-import { EVENT, EVENT_KINDS, EVENT_REASONS, POD_STATS } from "../../src/monitor/events.ts";
-import { MAX_PORT_RANGES } from "../../src/mesh/types.ts";
+import { OBJECTS } from "../../src/datapath/catalog.ts";
+import {
+  C_MAX,
+  MAPS,
+  MAX_PORT_RANGES,
+  POD_CONFIG,
+  T_MAX,
+  TABLE_NAMES,
+} from "../../src/generated/bpf_types.ts";
+import { generate, OUTPUT } from "../../scripts/gen_bpf_types.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const OBJECTS = ["connect", "dns", "sockops", "redirect", "origdst", "ingress"];
 
-interface BtfMember {
-  name: string;
-  bits_offset: number;
-}
-interface BtfType {
+Deno.test("src/generated/bpf_types.ts is what `deno task gen` makes of the objects in bpf/build", () => {
+  const committed = Deno.readTextFileSync(OUTPUT);
+  assert.ok(
+    committed === generate(),
+    "src/generated/bpf_types.ts is stale: run `deno task gen` (or bash bpf/build.sh) and commit it",
+  );
+});
+
+Deno.test("the generated constants are the objects' own: array sizes follow the enums", () => {
+  // Two facts from different parts of the BTF: a map's __uint(max_entries, C_MAX) and the enum.
+  assert.equal(MAPS.counters.maxEntries, C_MAX);
+  assert.equal(MAPS.table_fill.maxEntries, T_MAX);
+  assert.equal(TABLE_NAMES.length, T_MAX);
+  for (const t of TABLE_NAMES) assert.ok(t in MAPS, `table_fill slot ${t} names no map`);
+});
+
+interface BpftoolType {
+  id: number;
   kind: string;
   name: string;
   size?: number;
-  members?: BtfMember[];
+  type_id?: number;
+  nr_elems?: number;
+  encoding?: string;
+  members?: { name: string; type_id: number; bits_offset: number }[];
   values?: { name: string; val: number }[];
+  vars?: { type_id: number; offset: number; size: number }[];
 }
 
-async function btf(obj: string): Promise<BtfType[]> {
-  const out = await new Deno.Command("bpftool", {
-    args: ["-j", "btf", "dump", "file", `${ROOT}bpf/build/${obj}.bpf.o`],
-  }).output();
-  assert.equal(out.code, 0, `bpftool btf dump ${obj}: ${new TextDecoder().decode(out.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout)).types;
+/** What both decoders report, in one shape. */
+function fromReader(t: BtfType): unknown {
+  const name = t.name || "(anon)";
+  switch (t.kind) {
+    case "int":
+      return [t.id, "INT", name, t.size, t.signed];
+    case "array":
+      return [t.id, "ARRAY", name, t.type, t.length];
+    case "struct":
+    case "union":
+      return [
+        t.id,
+        t.kind.toUpperCase(),
+        name,
+        t.size,
+        t.members.map((m) => [m.name || "(anon)", m.type, m.bitOffset]),
+      ];
+    case "enum":
+      return [t.id, "ENUM", name, t.size, t.values.map((v) => [v.name, v.value])];
+    case "datasec":
+      return [t.id, "DATASEC", name, t.vars.map((v) => [v.type, v.offset, v.size])];
+    case "other":
+      return [t.id, "other", name];
+    default:
+      return [t.id, t.kind.toUpperCase(), name, t.type];
+  }
 }
 
-Deno.test("struct layouts match the BTF of every compiled object", async (t) => {
+function fromBpftool(t: BpftoolType): unknown {
+  switch (t.kind) {
+    case "INT":
+      return [t.id, t.kind, t.name, t.size, t.encoding === "SIGNED"];
+    case "ARRAY":
+      return [t.id, t.kind, t.name, t.type_id, t.nr_elems];
+    case "STRUCT":
+    case "UNION":
+      return [t.id, t.kind, t.name, t.size, t.members!.map((m) => [m.name, m.type_id, m.bits_offset])];
+    case "ENUM":
+      return [t.id, t.kind, t.name, t.size, t.values!.map((v) => [v.name, v.val])];
+    case "DATASEC":
+      return [t.id, t.kind, t.name, t.vars!.map((v) => [v.type_id, v.offset, v.size])];
+    case "PTR":
+    case "TYPEDEF":
+    case "VOLATILE":
+    case "CONST":
+    case "RESTRICT":
+    case "TYPE_TAG":
+    case "VAR":
+      return [t.id, t.kind, t.name, t.type_id];
+    default:
+      return [t.id, "other", t.name];
+  }
+}
+
+Deno.test("the BTF reader decodes every type as bpftool does", async (t) => {
   for (const obj of OBJECTS) {
-    const types = await btf(obj);
-    await t.step(obj, () => {
-      for (const def of ALL_STRUCTS) {
-        const c = types.find((x) => x.kind === "STRUCT" && x.name === def.name);
-        if (!c) continue; // an object that never touches the struct need not carry it
-        const ts = layout(def);
-        assert.equal(ts.size, c.size, `${obj}: sizeof(struct ${def.name})`);
-        assert.deepEqual(
-          ts.fields.map((f) => [f.name, f.offset]),
-          c.members!.map((m) => [m.name, m.bits_offset / 8]),
-          `${obj}: fields and offsets of struct ${def.name}`,
-        );
-      }
+    await t.step(obj, async () => {
+      const path = `${ROOT}bpf/build/${obj}.bpf.o`;
+      const out = await new Deno.Command("bpftool", { args: ["-j", "btf", "dump", "file", path] }).output();
+      assert.equal(out.code, 0, `bpftool btf dump ${obj}: ${new TextDecoder().decode(out.stderr)}`);
+      const theirs = (JSON.parse(new TextDecoder().decode(out.stdout)).types as BpftoolType[]).map(
+        fromBpftool,
+      );
+      const ours = [...Btf.parse(path).types.values()].map(fromReader);
+      assert.ok(ours.length > 100, `${obj}: only ${ours.length} types`);
+      assert.deepEqual(ours, theirs);
     });
   }
-  // Every struct must be checked against at least one object, or the test proves nothing for it.
-  const seen = new Set<string>();
-  for (const obj of OBJECTS) {
-    for (const x of await btf(obj)) if (x.kind === "STRUCT") seen.add(x.name);
-  }
-  for (const def of ALL_STRUCTS) assert.ok(seen.has(def.name), `struct ${def.name} is in no object's BTF`);
 });
 
-Deno.test("the monitor's event struct, kinds and reasons match the objects' BTF", async () => {
-  const types = (await Promise.all(OBJECTS.map(btf))).flat();
-  for (const def of [EVENT, POD_STATS]) {
-    const c = types.find((x) => x.kind === "STRUCT" && x.name === def.name);
-    assert.ok(c, `struct ${def.name} is in no object's BTF`);
-    const ts = layout(def);
-    assert.equal(ts.size, c.size, `sizeof(struct ${def.name})`);
-    assert.deepEqual(
-      ts.fields.map((f) => [f.name, f.offset]),
-      c.members!.map((m) => [m.name, m.bits_offset / 8]),
-    );
-  }
-  const values = (name: string) =>
-    types.find((x) => x.kind === "ENUM" && x.name === name)?.values?.map((v) => [v.name, v.val]);
-  assert.deepEqual(values("event_kind"), EVENT_KINDS.map((k, i) => [`EV_${k.toUpperCase()}`, i + 1]));
-  assert.deepEqual(values("event_reason"), EVENT_REASONS.map(([r], i) => [`R_${r.toUpperCase()}`, i + 1]));
-});
-
-Deno.test("counter names follow enum counter in bpf/common.h", async () => {
-  // The enum is not in the objects' BTF (the counters map is keyed by a plain __u32, as the kernel
-  // requires of array maps), so the header is the reference.
-  const header = await Deno.readTextFile(`${ROOT}bpf/common.h`);
-  const body = /enum counter \{([^}]*)\}/.exec(header)?.[1];
-  assert.ok(body, "enum counter not found in bpf/common.h");
-  const names = [...body.matchAll(/^\s*(C_[A-Z_]+)/gm)].map((m) => m[1]);
-  const expected = COUNTER_NAMES.map((n) => `C_${n.toUpperCase()}`);
-  assert.deepEqual(names, [...expected, "C_MAX"]);
+Deno.test("a struct whose fields do not add up to its C size is refused", () => {
+  assert.throws(() => layout({ name: "x", size: 6, fields: [["a", "u32"]] }), /4/);
+  assert.equal(layout(POD_CONFIG).size, POD_CONFIG.size);
 });
 
 Deno.test("pod_config port ranges: encoded as lo/hi pairs and decoded back", async (t) => {
