@@ -20,11 +20,15 @@
 #define IP6T_SO_ORIGINAL_DST 80
 #define ETH_P_IP 0x0800
 #define TC_ACT_OK 0
-#define LOOPBACK_NET 0x7f000000 /* 127.0.0.0/8, host order */
-#define LOCALHOST 0x7f000001    /* 127.0.0.1, host order */
-/* The source Envoy binds when it forwards an inbound connection to the app (or a rewritten probe):
- * such a connection must never be captured again, whoever makes it. */
-#define INBOUND_PASSTHROUGH_SRC 0x7f000006 /* 127.0.0.6, host order */
+
+/* IPv4 addresses the decisions turn on, host order. */
+enum ipv4_addrs {
+	LOOPBACK_NET = 0x7f000000, /* 127.0.0.0/8 */
+	LOCALHOST = 0x7f000001,    /* 127.0.0.1 */
+	/* The source Envoy binds when it forwards an inbound connection to the app (or a rewritten
+	 * probe): such a connection must never be captured again, whoever makes it. */
+	INBOUND_PASSTHROUGH_SRC = 0x7f000006, /* 127.0.0.6 */
+};
 /* Their IPv6 counterparts, ::1 and ::6, are written out where used (last word, network order). */
 
 enum ports {
@@ -291,6 +295,7 @@ enum table {
  * called, so never loaded; `used` keeps it, and with it these types, in every object's BTF.
  */
 struct agent_types {
+	enum ipv4_addrs ipv4_addrs;
 	enum ports ports;
 	enum limits limits;
 	enum cfg_flags cfg_flags;

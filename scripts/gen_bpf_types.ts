@@ -315,7 +315,9 @@ export function render(model: Model): string {
   }
   for (const e of model.enums) {
     out.push(`// enum ${e.name}`);
-    for (const v of e.values) out.push(`export const ${v.name} = ${v.value};`);
+    // Addresses and masks read better in hex; ports, counts and indexes in decimal.
+    const text = (n: number) => n > 0xffff ? `0x${n.toString(16)}` : String(n);
+    for (const v of e.values) out.push(`export const ${v.name} = ${text(v.value)};`);
     if (NAMED_ENUMS.includes(e.name)) {
       const first = e.values[0]!.name;
       out.push(

@@ -118,7 +118,7 @@ export class Datapath implements Disposable {
         this.#objects.set(name, obj);
         // Every object declares every map, and libbpf reuses a pin only if the sizes agree.
         for (const m of CONN_TABLES) obj.map(m).setMaxEntries(opts.connTableSize ?? DEFAULT_TABLE_SIZE);
-        obj.map("ingress_syn").setMaxEntries(opts.synTableSize ?? DEFAULT_TABLE_SIZE);
+        obj.map("ingress_syn" satisfies MapName).setMaxEntries(opts.synTableSize ?? DEFAULT_TABLE_SIZE);
         this.#load(obj);
       }
     } catch (e) {

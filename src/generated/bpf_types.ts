@@ -159,6 +159,11 @@ export const EVENT = {
   ],
 } as const satisfies StructDef;
 
+// enum ipv4_addrs
+export const LOOPBACK_NET = 0x7f000000;
+export const LOCALHOST = 0x7f000001;
+export const INBOUND_PASSTHROUGH_SRC = 0x7f000006;
+
 // enum ports
 export const MARK_PORT = 39807;
 
