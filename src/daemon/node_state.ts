@@ -163,34 +163,35 @@ export interface ApplyOptions {
  * resync() reads the maps again, for entries someone else changed.
  */
 export class NodeStateWriter {
-  /** ip -> the policy object last written and its encoding. */
-  #pods?: Map<string, { policy: PodPolicy; bytes: Uint8Array | undefined }>;
-  #counters?: Set<string>;
-  #marks?: Map<number, string>;
-  #netns?: Map<bigint, string>;
+  /** ip -> the policy object last written (absent: known by its encoding only) and its encoding. */
+  #pods = new Map<string, { policy?: PodPolicy; bytes: Uint8Array | undefined }>();
+  #counters = new Set<string>();
+  #marks = new Map<number, string>();
+  #netns = new Map<bigint, string>();
+  #stale = true;
 
   constructor(readonly maps: PodKeyedMaps) {}
 
-  /** Forgets the remembered contents: the next apply reads every map again. */
+  /** The next apply reads every map again instead of trusting what it wrote. */
   resync(): void {
-    this.#pods =
-      this.#counters =
-      this.#marks =
-      this.#netns =
-        undefined;
+    this.#stale = true;
   }
 
   #load(): void {
-    if (!this.#pods) {
-      this.#pods = new Map();
-      for (const ip of this.maps.podIps()) {
-        // Compared by encoding on the first pass: a restarted daemon rewrites nothing that is right.
-        this.#pods.set(ip, { policy: undefined as unknown as PodPolicy, bytes: this.maps.podBytes(ip) });
-      }
+    if (!this.#stale) return;
+    const old = this.#pods;
+    this.#pods = new Map();
+    for (const ip of this.maps.podIps()) {
+      const bytes = this.maps.podBytes(ip);
+      const had = old.get(ip);
+      // Compared by encoding where the policy behind it is not known: a restarted daemon rewrites
+      // nothing that is right, and an entry still as written keeps its policy (no encoding again).
+      this.#pods.set(ip, had && bytes && sameBytes(had.bytes, bytes) ? had : { bytes });
     }
-    this.#counters ??= new Set(this.maps.podCounterIps());
-    this.#marks ??= new Map([...this.maps.markIps()].map(([m, p]) => [m, pairText(p)]));
-    this.#netns ??= new Map([...this.maps.netnsPodIps()].map(([c, p]) => [c, pairText(p)]));
+    this.#counters = new Set(this.maps.podCounterIps());
+    this.#marks = new Map([...this.maps.markIps()].map(([m, p]) => [m, pairText(p)]));
+    this.#netns = new Map([...this.maps.netnsPodIps()].map(([c, p]) => [c, pairText(p)]));
+    this.#stale = false;
   }
 
   apply(d: DesiredNodeState, o: ApplyOptions = {}): NodeStateWrites {
@@ -202,7 +203,7 @@ export class NodeStateWriter {
       marks: zero(),
       netnsPods: { ...zero(), written: new Set(), removedKeys: [] },
     };
-    const pods = this.#pods!;
+    const pods = this.#pods;
     if (add) {
       for (const ip of pods.keys()) {
         if (d.localPods.has(ip)) continue;
@@ -223,7 +224,7 @@ export class NodeStateWriter {
       pods.set(ip, { policy, bytes });
       had ? w.localPods.updated++ : w.localPods.added++;
     }
-    const counters = this.#counters!;
+    const counters = this.#counters;
     if (add) {
       for (const ip of [...counters]) {
         if (d.podCounters.has(ip)) continue;
@@ -239,7 +240,7 @@ export class NodeStateWriter {
       counters.add(ip);
       w.podCounters.added++;
     }
-    const marks = this.#marks!;
+    const marks = this.#marks;
     if (add) {
       for (const m of [...marks.keys()]) {
         if (d.marks.has(m)) continue;
@@ -255,7 +256,7 @@ export class NodeStateWriter {
       marks.set(m, want);
       had === undefined ? w.marks.added++ : w.marks.updated++;
     }
-    const netns = this.#netns!;
+    const netns = this.#netns;
     if (add) {
       for (const c of [...netns.keys()]) {
         if (d.netnsPods.has(c)) continue;
