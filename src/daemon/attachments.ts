@@ -490,6 +490,7 @@ export class Attachments {
         continue;
       }
       for (const name of names) {
+        if (wanted.size === 0) break;
         const path = `${dir}/${name}`;
         // Directories can name one place twice (/var/run is /run on most hosts).
         const id = nsIdentity(path);

@@ -300,7 +300,6 @@ export class Daemon {
       log.error("repair pass failed: {error}", { error: (e as Error).message });
       return;
     }
-    if (r.attached.length) this.reconcile();
     for (const x of r.attached) {
       this.#m.repaired.inc();
       log.info(
@@ -308,6 +307,7 @@ export class Daemon {
         x,
       );
     }
+    if (r.attached.length) this.reconcile();
     if (a.orphanCount > 0) {
       // After a damaged state file: what no running pod claimed is what deleted pods left.
       const meshed = new Set(this.table.entries().filter((e) => e.inMesh && e.ip).map((e) => e.ip));
