@@ -203,77 +203,96 @@ export class NodeStateWriter {
       marks: zero(),
       netnsPods: { ...zero(), written: new Set(), removedKeys: [] },
     };
-    const pods = this.#pods;
-    if (add) {
-      for (const ip of pods.keys()) {
-        if (d.localPods.has(ip)) continue;
-        this.maps.deletePod(ip);
-        pods.delete(ip);
-        w.localPods.removed++;
+    // One map failing (full, say) does not keep the others from their entries; the first error is
+    // reported after all were tried.
+    let failure: unknown;
+    const section = (f: () => void) => {
+      try {
+        f();
+      } catch (e) {
+        failure ??= e;
       }
-    }
-    for (const [ip, policy] of d.localPods) {
-      const had = pods.get(ip);
-      if (had && (had.policy === policy || !add)) continue;
-      const bytes = encodePodConfig(policy);
-      if (had && sameBytes(had.bytes, bytes)) {
-        had.policy = policy;
-        continue;
+    };
+    section(() => {
+      const pods = this.#pods;
+      if (add) {
+        for (const ip of pods.keys()) {
+          if (d.localPods.has(ip)) continue;
+          this.maps.deletePod(ip);
+          pods.delete(ip);
+          w.localPods.removed++;
+        }
       }
-      this.maps.putPodBytes(ip, bytes);
-      pods.set(ip, { policy, bytes });
-      had ? w.localPods.updated++ : w.localPods.added++;
-    }
-    const counters = this.#counters;
-    if (add) {
-      for (const ip of [...counters]) {
-        if (d.podCounters.has(ip)) continue;
-        this.maps.deletePodCounters(ip);
-        counters.delete(ip);
-        w.podCounters.removed++;
+      for (const [ip, policy] of d.localPods) {
+        const had = pods.get(ip);
+        if (had && (had.policy === policy || !add)) continue;
+        const bytes = encodePodConfig(policy);
+        if (had && sameBytes(had.bytes, bytes)) {
+          had.policy = policy;
+          continue;
+        }
+        this.maps.putPodBytes(ip, bytes);
+        pods.set(ip, { policy, bytes });
+        had ? w.localPods.updated++ : w.localPods.added++;
       }
-    }
-    for (const ip of d.podCounters) {
-      if (counters.has(ip)) continue;
-      // Existing entries are kept: their counts are the pod's history.
-      this.maps.addPodCounters(ip);
-      counters.add(ip);
-      w.podCounters.added++;
-    }
-    const marks = this.#marks;
-    if (add) {
-      for (const m of [...marks.keys()]) {
-        if (d.marks.has(m)) continue;
-        this.maps.deleteMark(m);
-        marks.delete(m);
-        w.marks.removed++;
+    });
+    section(() => {
+      const counters = this.#counters;
+      if (add) {
+        for (const ip of [...counters]) {
+          if (d.podCounters.has(ip)) continue;
+          this.maps.deletePodCounters(ip);
+          counters.delete(ip);
+          w.podCounters.removed++;
+        }
       }
-    }
-    for (const [m, p] of d.marks) {
-      const had = marks.get(m), want = pairText(p);
-      if (had === want || (had !== undefined && !add)) continue;
-      this.maps.putMark(m, p.ip4, p.ip6);
-      marks.set(m, want);
-      had === undefined ? w.marks.added++ : w.marks.updated++;
-    }
-    const netns = this.#netns;
-    if (add) {
-      for (const c of [...netns.keys()]) {
-        if (d.netnsPods.has(c)) continue;
-        this.maps.deleteNetnsPod(c);
-        netns.delete(c);
-        w.netnsPods.removed++;
-        w.netnsPods.removedKeys.push(c);
+      for (const ip of d.podCounters) {
+        if (counters.has(ip)) continue;
+        // Existing entries are kept: their counts are the pod's history.
+        this.maps.addPodCounters(ip);
+        counters.add(ip);
+        w.podCounters.added++;
       }
-    }
-    for (const [c, i] of d.netnsPods) {
-      const had = netns.get(c), p = { ip4: i.ip, ip6: i.ip6 ?? "" }, want = pairText(p);
-      if (had === want || (had !== undefined && !add)) continue;
-      this.maps.putNetnsPod(c, p.ip4, p.ip6);
-      netns.set(c, want);
-      w.netnsPods.written.add(c);
-      had === undefined ? w.netnsPods.added++ : w.netnsPods.updated++;
-    }
+    });
+    section(() => {
+      const marks = this.#marks;
+      if (add) {
+        for (const m of [...marks.keys()]) {
+          if (d.marks.has(m)) continue;
+          this.maps.deleteMark(m);
+          marks.delete(m);
+          w.marks.removed++;
+        }
+      }
+      for (const [m, p] of d.marks) {
+        const had = marks.get(m), want = pairText(p);
+        if (had === want || (had !== undefined && !add)) continue;
+        this.maps.putMark(m, p.ip4, p.ip6);
+        marks.set(m, want);
+        had === undefined ? w.marks.added++ : w.marks.updated++;
+      }
+    });
+    section(() => {
+      const netns = this.#netns;
+      if (add) {
+        for (const c of [...netns.keys()]) {
+          if (d.netnsPods.has(c)) continue;
+          this.maps.deleteNetnsPod(c);
+          netns.delete(c);
+          w.netnsPods.removed++;
+          w.netnsPods.removedKeys.push(c);
+        }
+      }
+      for (const [c, i] of d.netnsPods) {
+        const had = netns.get(c), p = { ip4: i.ip, ip6: i.ip6 ?? "" }, want = pairText(p);
+        if (had === want || (had !== undefined && !add)) continue;
+        this.maps.putNetnsPod(c, p.ip4, p.ip6);
+        netns.set(c, want);
+        w.netnsPods.written.add(c);
+        had === undefined ? w.netnsPods.added++ : w.netnsPods.updated++;
+      }
+    });
+    if (failure !== undefined) throw failure;
     return w;
   }
 }

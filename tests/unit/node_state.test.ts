@@ -220,3 +220,27 @@ Deno.test("NodeStateWriter: resync reads the maps again and puts back what someo
   writer.apply(d);
   assert.deepEqual(maps.writes, ["pod 10.0.0.1"]);
 });
+
+Deno.test("NodeStateWriter: a full map fails the pass but not the other maps; the next pass retries", () => {
+  const maps = new FakePodMaps();
+  let full = true;
+  const put = maps.putPodBytes.bind(maps);
+  maps.putPodBytes = (ip, b) => {
+    if (full) throw new Error("local_pods is full");
+    put(ip, b);
+  };
+  const writer = new NodeStateWriter(maps);
+  const d = desiredNodeState({
+    pods: [pod("a", "10.0.0.1")],
+    attached: [attached("a", "10.0.0.1", 7001, 71n)],
+    namespaces: [],
+    fallbackPolicy: FALLBACK,
+  });
+  assert.throws(() => writer.apply(d), /full/);
+  assert.deepEqual([...maps.marks.keys()], [7001]);
+  assert.deepEqual([...maps.netns.keys()], [71n]);
+  assert.equal(maps.pods.size, 0);
+  full = false;
+  writer.apply(d);
+  assert.deepEqual([...maps.pods.keys()], ["10.0.0.1"]);
+});
