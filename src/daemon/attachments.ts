@@ -1,12 +1,13 @@
-// CNI-mode pod attachments: for each meshed pod the runtime ADDs, a mark listener in its namespace,
-// a mark_pod_ips entry, and the inbound programs on its interface. Records are kept in a state file
-// so that a restarted daemon rebuilds the listeners with the same marks (the map entries never go
-// stale) and DEL finds exactly what ADD made, keyed by container ID on both sides.
+// CNI-mode pod attachments: for each meshed pod the runtime ADDs, a mark listener in its namespace
+// and the inbound programs on its interface (with the checksum offload setting they need). Records
+// are kept in the state store so that a restarted daemon rebuilds the listeners with the same marks
+// (the map entries never go stale) and DEL finds exactly what ADD made, keyed by container ID on
+// both sides. This owns kernel objects and records only: it reports them (attached()), and the
+// node-state writer puts the pods' map entries (mark_pod_ips, netns_pod_ips, local_pods) in place.
 import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
 import { CniErrorCode } from "../../cni/spec.ts";
 import { removePinTree } from "../bpf/pins.ts";
 import { getLogger } from "../log/logger.ts";
-import type { DatapathMaps } from "../maps/manager.ts";
 import type { PodEntry, PodPolicy } from "../mesh/types.ts";
 import {
   closeMarkListener,
@@ -26,14 +27,20 @@ import {
 } from "../xdp/attacher.ts";
 import { pathExists } from "../util/fs.ts";
 import { crashPoint } from "../util/crash_point.ts";
+import type { AttachedPod } from "./node_state.ts";
 import { type AttachmentRecord, readAttachmentState, writeAttachmentState } from "./state_store.ts";
 
 export type { AttachmentRecord };
 
 const log = getLogger("cni");
 
+/** What is in mark_pod_ips now (read only: the marks in use, and those a lost record left). */
+export interface MarkReader {
+  marks(): Map<number, string>;
+}
+
 export interface AttachmentsOptions {
-  maps: DatapathMaps;
+  maps: MarkReader;
   programs: IngressPrograms;
   pinPath: string;
   stateFile: string;
@@ -42,13 +49,12 @@ export interface AttachmentsOptions {
   hardwareChecksum: boolean;
   /** The pod as the daemon knows it (cache, then a direct fetch); undefined when unknown. */
   lookupPod(namespace: string, name: string): Promise<PodEntry | undefined>;
-  /** Called after attachments changed, so the pod maps are reconciled. */
-  onChange(): void;
 }
 
 interface Live {
   rec: AttachmentRecord;
   listener?: MarkListener;
+  /** The policy the pod was attached with (from the ADD's lookup or the repair pass). */
   policy?: PodPolicy;
 }
 
@@ -103,6 +109,8 @@ export class Attachments {
   readonly #busy = new Map<number, string>();
   /** Pin directories no record owns (a damaged state file), by key, with the pod IP they carry. */
   readonly #orphans = new Map<string, string | undefined>();
+  /** Mark entries no record owns (a damaged state file), by mark, with the pod IP they hold. */
+  readonly #orphanMarks = new Map<number, string>();
   /** Namespaces the runtime sent DEL for, until they are gone (or a while has passed). */
   readonly #tombstones = new Map<string, { path: string; until: number }>();
   #seq = 0;
@@ -111,8 +119,9 @@ export class Attachments {
 
   /**
    * Requests for one container are handled in order; those for different containers run side by
-   * side. Each request's changes to the maps and the state file are made without an await in
-   * between, so interleaved requests never see each other half done.
+   * side. Each request's changes to the records and the state file are made without an await in
+   * between, so interleaved requests never see each other half done. The caller brings the maps in
+   * line with attached() before it answers the runtime.
    */
   handle(req: DaemonRequest): Promise<DaemonResponse> {
     const key = req.containerId;
@@ -223,7 +232,7 @@ export class Attachments {
         msg: `pod ${req.podNamespace}/${req.podName} has no IPv4 address yet`,
       };
     }
-    const taken = new Set(this.opts.maps.marks().keys());
+    const taken = this.#marksInUse();
     const rec: AttachmentRecord = {
       containerId: req.containerId,
       ifName: req.ifName,
@@ -256,7 +265,6 @@ export class Attachments {
     }
     crashPoint("attach:applied");
     this.#save();
-    this.opts.onChange();
     log.info("attached {ns}/{name} ip {ip} mark {mark} via {hook}", {
       ns: rec.podNamespace,
       name: rec.podName,
@@ -267,15 +275,20 @@ export class Attachments {
     return { ok: true, inMesh: true, podIp };
   }
 
-  /** Listener, mark entry and ingress programs; idempotent, so restore() reuses it. */
+  /** Marks of records, of entries in the kernel and of lost records: none is handed out again. */
+  #marksInUse(): Set<number> {
+    const out = new Set(this.opts.maps.marks().keys());
+    for (const l of this.#live.values()) out.add(l.rec.mark);
+    for (const m of this.#orphanMarks.keys()) out.add(m);
+    return out;
+  }
+
+  /** Listener and ingress programs; idempotent, so restore() reuses it. */
   #apply(live: Live): void {
     const r = live.rec;
     live.listener ??= openMarkListener(r.netns, r.mark);
     crashPoint("attach:listener-open");
-    this.opts.maps.putMark(r.mark, r.podIp);
-    const cookie = listenerNetnsCookie(live.listener);
-    r.netnsCookie = cookie.toString();
-    this.opts.maps.putNetnsPod(cookie, r.podIp);
+    r.netnsCookie = listenerNetnsCookie(live.listener).toString();
     // The daemon's current flags win over the record's: a restart with another --ingress-hook,
     // --xdp-mode or --hardware-checksum moves pods that were attached before it.
     r.hook = this.opts.hook;
@@ -297,8 +310,6 @@ export class Attachments {
     const r = live.rec;
     if (live.listener) closeMarkListener(live.listener);
     live.listener = undefined;
-    this.opts.maps.deleteMark(r.mark);
-    if (r.netnsCookie) this.opts.maps.deleteNetnsPod(BigInt(r.netnsCookie));
     try {
       detachIngress(
         { netnsPath: r.netns, ifName: r.ifName, pinDir: this.#pinDir(r) },
@@ -323,7 +334,6 @@ export class Attachments {
     this.#save();
     crashPoint("detach:forgotten");
     this.#undo(live);
-    this.opts.onChange();
     log.info("detached {ns}/{name}", { ns: live.rec.podNamespace, name: live.rec.podName });
     return { ok: true };
   }
@@ -385,6 +395,14 @@ export class Attachments {
       }
     }
     const owned = new Set([...this.#live.values()].map((l) => this.#keyOf(l.rec)));
+    if (problem) {
+      // Marks of pods the lost records named: kept for those pods (the repair pass gives each its
+      // mark back); the records' own are in attached().
+      const ownedMarks = new Set([...this.#live.values()].map((l) => l.rec.mark));
+      for (const [mark, ip] of this.opts.maps.marks()) {
+        if (!ownedMarks.has(mark)) this.#orphanMarks.set(mark, ip);
+      }
+    }
     try {
       for (const e of Deno.readDirSync(`${this.opts.pinPath}/pods`)) {
         if (!owned.has(e.name)) this.#orphans.set(e.name, pinKeyIp(e.name));
@@ -415,8 +433,8 @@ export class Attachments {
   }
 
   /**
-   * Removes pins and mark entries no record owns, except those of `keepIps` (meshed pods not yet
-   * found). Returns how many pin directories went.
+   * Removes pins no record owns and forgets the marks of lost records, except those of `keepIps`
+   * (meshed pods not yet found). Returns how many pin directories went.
    */
   dropOrphans(keepIps: ReadonlySet<string>): number {
     let n = 0;
@@ -426,16 +444,18 @@ export class Attachments {
       this.#orphans.delete(key);
       n++;
     }
-    const ownedMarks = new Set([...this.#live.values()].map((l) => l.rec.mark));
-    for (const [mark, ip] of this.opts.maps.marks()) {
-      if (!ownedMarks.has(mark) && !keepIps.has(ip)) this.opts.maps.deleteMark(mark);
-    }
+    for (const [mark, ip] of this.#orphanMarks) if (!keepIps.has(ip)) this.#orphanMarks.delete(mark);
     return n;
   }
 
-  /** Pins found at restore that no record owns yet. */
+  /** Pins and marks found at restore that no record owns yet. */
   get orphanCount(): number {
-    return this.#orphans.size;
+    return this.#orphans.size + this.#orphanMarks.size;
+  }
+
+  /** Mark entries a lost record left, by mark, with the pod IP they hold. */
+  orphanMarks(): Map<number, string> {
+    return new Map(this.#orphanMarks);
   }
 
   /**
@@ -470,6 +490,7 @@ export class Attachments {
         continue;
       }
       for (const name of names) {
+        if (wanted.size === 0) break;
         const path = `${dir}/${name}`;
         // Directories can name one place twice (/var/run is /run on most hosts).
         const id = nsIdentity(path);
@@ -490,11 +511,10 @@ export class Attachments {
         if (!hit) continue;
         const e = wanted.get(hit.ip)!;
         wanted.delete(hit.ip);
-        const marks = this.opts.maps.marks();
-        const taken = new Set(marks.keys());
-        const ownedMarks = new Set([...this.#live.values()].map((l) => l.rec.mark));
+        const taken = this.#marksInUse();
         // A pod whose record was lost keeps its mark and its pins: nothing it has is detached.
-        const oldMark = [...marks].find(([m, ip]) => ip === hit.ip && !ownedMarks.has(m))?.[0];
+        const oldMark = [...this.#orphanMarks].find(([, ip]) => ip === hit.ip)?.[0];
+        if (oldMark !== undefined) this.#orphanMarks.delete(oldMark);
         const oldKey = [...this.#orphans].find(([, ip]) => ip === hit.ip)?.[0];
         if (oldKey) this.#orphans.delete(oldKey);
         const containerId = `${SYNTHETIC_PREFIX}${name}`;
@@ -526,10 +546,7 @@ export class Attachments {
         }
       }
     }
-    if (out.attached.length) {
-      this.#save();
-      this.opts.onChange();
-    }
+    if (out.attached.length) this.#save();
     return out;
   }
 
@@ -547,15 +564,12 @@ export class Attachments {
     return gone.length;
   }
 
-  /** Pod IP → policy of attached pods (policy refreshed from the pod table when known). */
-  policies(current: (ns: string, name: string) => PodEntry | undefined): Map<string, PodPolicy | undefined> {
-    const out = new Map<string, PodPolicy | undefined>();
-    for (const l of this.#live.values()) {
-      const e = current(l.rec.podNamespace, l.rec.podName);
-      if (e) l.policy = e.policy;
-      out.set(l.rec.podIp, l.policy);
-    }
-    return out;
+  /** The attached pods: each record with the policy it was attached with. */
+  attached(): AttachedPod[] {
+    return [...this.#live.values()].map((l) => ({
+      rec: { ...l.rec },
+      ...(l.policy ? { policy: l.policy } : {}),
+    }));
   }
 
   records(): AttachmentRecord[] {

@@ -18,8 +18,8 @@ import { Attachments } from "./attachments.ts";
 import { attachmentsFile } from "./state_store.ts";
 import { serveHttp } from "./http.ts";
 import { PodTable } from "./pod_table.ts";
-import { reconcileLocalPods, reconcilePodCounters } from "./reconcile.ts";
-import { IdentityReconciler, startIdentityTriggers } from "./identity.ts";
+import { desiredNodeState, meshedPods, NodeStateWriter, wantedIps } from "./node_state.ts";
+import { IdentityTracker, startIdentityTriggers } from "./identity.ts";
 import { NetnsDiscovery } from "../netns/discover.ts";
 import { pathExists } from "../util/fs.ts";
 import { currentNetnsCookie } from "../netns/cookie.ts";
@@ -87,12 +87,17 @@ export class Daemon {
   #ready = false;
   #syncError?: string;
   #watchDone?: Promise<void>;
-  #identity?: IdentityReconciler;
+  #identity?: IdentityTracker;
   #identityDone?: Promise<void>;
+  /** The one writer of the pod-keyed maps. */
+  #writer?: NodeStateWriter;
+  #fallbackPolicy: PodPolicy;
+  #identityRuns = 0;
   readonly #m;
 
   private constructor(readonly cfg: DaemonConfig, readonly source: PodSource) {
     this.table = new PodTable(cfg.mode);
+    this.#fallbackPolicy = defaultPolicy(cfg.mode);
     const r = this.registry;
     this.#m = {
       bpf: r.counter("merbridge_bpf_events_total", "What the BPF programs did, by event (summed over CPUs)"),
@@ -192,7 +197,8 @@ export class Daemon {
       connAdmit: connAdmitLimit(cfg.connTableSize ?? DEFAULT_TABLE_SIZE),
     });
     dp.attach();
-    this.#identity = new IdentityReconciler(dp.maps, new NetnsDiscovery({ netnsDirs: cfg.netnsDirs }));
+    this.#identity = new IdentityTracker(new NetnsDiscovery({ netnsDirs: cfg.netnsDirs }));
+    this.#writer = new NodeStateWriter(dp.maps);
 
     if (cfg.metricsAddr) this.#http = serveHttp(cfg.metricsAddr, this.registry, this.#health());
     this.#collectors();
@@ -207,11 +213,12 @@ export class Daemon {
         xdpMode: cfg.xdpMode ?? "auto",
         hardwareChecksum: cfg.hardwareChecksum,
         lookupPod: (ns, name) => this.#lookupPod(ns, name),
-        onChange: () => this.reconcile(),
       });
       const r = this.#attachments.restore();
       this.#stateProblem = r.problem;
       log.info("CNI attachments restored: {restored}, dropped: {dropped}", r);
+      // Entries a crash lost come back now; nothing goes before the pods are known.
+      this.reconcile();
     }
 
     await this.source.start((pods) => {
@@ -229,7 +236,7 @@ export class Daemon {
       await this.#leaveCniMode();
       this.#serveLocalApi();
       // Removed attachments took their namespace cookies with them; the scan puts them back now.
-      this.#runIdentity();
+      this.reconcile({ scan: true });
     }
     if (cfg.cniMode) {
       const attachments = this.#attachments!;
@@ -237,7 +244,10 @@ export class Daemon {
       this.#serveLocalApi(attachments);
       this.#sweep = setInterval(() => {
         const n = attachments.sweep();
-        if (n) log.info("removed {n} attachments whose pod namespace disappeared", { n });
+        if (n) {
+          log.info("removed {n} attachments whose pod namespace disappeared", { n });
+          this.reconcile();
+        }
         this.#repair();
         // The kubelet rotates the service-account token; the plugin's copy follows.
         this.#pluginMembership();
@@ -258,7 +268,9 @@ export class Daemon {
       netnsDirs: cfg.netnsDirs,
       signal: this.#abort.signal,
       run: () => {
-        this.#runIdentity();
+        // Now and then the writer reads the maps again instead of trusting what it wrote.
+        if (++this.#identityRuns % 30 === 0) this.#writer?.resync();
+        this.reconcile({ scan: true });
         return identity.discovery.settling(identity.wanted());
       },
     }).done;
@@ -295,11 +307,13 @@ export class Daemon {
         x,
       );
     }
+    if (r.attached.length) this.reconcile();
     if (a.orphanCount > 0) {
       // After a damaged state file: what no running pod claimed is what deleted pods left.
       const meshed = new Set(this.table.entries().filter((e) => e.inMesh && e.ip).map((e) => e.ip));
       const n = a.dropOrphans(meshed);
       if (n) log.info("removed {n} per-pod pin directories no running pod claimed", { n });
+      this.reconcile();
     }
     const before = this.#unattached;
     this.#unattached = new Map(r.failed.map((f) => [f.pod, f.error]));
@@ -326,6 +340,8 @@ export class Daemon {
       }
       const t0 = performance.now();
       const res = await attachments.handle(req);
+      // The pod's entries are in the maps before the runtime hears back.
+      if (req.op !== "status") this.reconcile();
       this.#m.cniRequests.inc({ op: req.op, result: res.ok ? "ok" : "error" });
       this.#m.cniLatency.observe({ op: req.op }, (performance.now() - t0) / 1000);
       return res;
@@ -360,7 +376,6 @@ export class Daemon {
         xdpMode: this.cfg.xdpMode ?? "auto",
         hardwareChecksum: this.cfg.hardwareChecksum,
         lookupPod: () => Promise.resolve(undefined),
-        onChange: () => {},
       });
       a.restore();
       log.info("CNI mode is off: removed {n} pod attachments", {
@@ -425,71 +440,51 @@ export class Daemon {
     return podEntry(pod, this.cfg.mode);
   }
 
-  /** Brings local_pods in line with the pod table and the CNI attachments. */
-  reconcile(): void {
-    if (!this.#dp) return;
-    const desired = new Map<string, PodPolicy>();
-    // A dual-stack pod's policy is written under each of its IPs, and it gets a counter entry under
-    // each: connect() counts under its IPv4 (else its IPv6), the ingress program under the address a
-    // packet was sent to. /metrics sums them.
-    for (const e of this.table.entries()) {
-      if (!e.inMesh) continue;
-      if (e.ip) desired.set(e.ip, e.policy);
-      if (e.ip6) desired.set(e.ip6, e.policy);
-    }
-    if (this.#attachments) {
-      for (const [ip, p] of this.#attachments.policies((ns, n) => this.table.get(ns, n))) {
-        if (!desired.has(ip)) desired.set(ip, p ?? defaultPolicy(this.cfg.mode));
+  /**
+   * Brings every pod-keyed map in line with the pod table, the CNI attachments and the namespaces
+   * found. The namespaces are scanned again when `scan` is set (the periodic pass, the netns dirs'
+   * events) or when the pods' addresses changed; a policy change costs no scan.
+   */
+  reconcile(o: { scan?: boolean } = {}): void {
+    const identity = this.#identity, writer = this.#writer;
+    if (!identity || !writer) return;
+    // Before the first snapshot an empty table says nothing: entries are only added, never removed.
+    const early = this.table.snapshots === 0;
+    const pods = this.table.entries();
+    let namespaces;
+    if (!early) {
+      try {
+        namespaces = identity.namespaces(wantedIps(meshedPods(pods)), o.scan ?? false);
+      } catch (e) {
+        log.error("pod identity scan: {error}", { error: (e as Error).message });
       }
     }
+    const desired = desiredNodeState({
+      pods,
+      attached: this.#attachments?.attached() ?? [],
+      namespaces,
+      orphanMarks: this.#attachments?.orphanMarks(),
+      fallbackPolicy: this.#fallbackPolicy,
+    });
     try {
-      const r = reconcileLocalPods(this.#dp.maps, desired);
-      reconcilePodCounters(this.#dp.maps, desired.keys());
+      const w = writer.apply(desired, { addOnly: early || namespaces === undefined });
       this.#m.reconciles.inc({ result: "ok" });
       this.#syncError = undefined;
-      if (r.added.length + r.updated.length + r.removed.length) {
-        log.info("pod maps: +{added} ~{updated} -{removed}", {
-          added: r.added.length,
-          updated: r.updated.length,
-          removed: r.removed.length,
-        });
+      const lp = w.localPods;
+      if (lp.added + lp.updated + lp.removed) {
+        log.info("pod maps: +{added} ~{updated} -{removed}", { ...lp });
+      }
+      if (w.marks.added + w.marks.updated + w.marks.removed) {
+        log.debug("mark_pod_ips: +{added} ~{updated} -{removed}", { ...w.marks });
+      }
+      if (!early && namespaces) {
+        identity.update(desired.identityPods, desired.netnsPods, w.netnsPods.written, w.netnsPods.removed);
       }
     } catch (e) {
+      // What was written is remembered; the next pass retries the rest.
       this.#m.reconciles.inc({ result: "error" });
       this.#syncError = (e as Error).message;
       log.error("reconciling pod maps failed: {error}", { error: this.#syncError });
-    }
-    this.#runIdentity();
-  }
-
-  /** Brings netns_pod_ips in line with the meshed pods found in this node's namespaces. */
-  #runIdentity(): void {
-    const identity = this.#identity;
-    // Before the first snapshot an empty table would mean "no pods" and drop every entry.
-    if (!identity || this.table.snapshots === 0) return;
-    const pods = this.table.entries().filter((e) => e.inMesh && (e.ip || e.ip6)).map((e) => ({
-      namespace: e.namespace,
-      name: e.name,
-      ip: e.ip,
-      ...(e.ip6 ? { ip6: e.ip6 } : {}),
-    }));
-    const pinned = (this.#attachments?.records() ?? []).filter((r) => r.netnsCookie).map((r) => ({
-      cookie: BigInt(r.netnsCookie!),
-      ip: r.podIp,
-      namespace: r.podNamespace,
-      name: r.podName,
-    }));
-    try {
-      const r = identity.run(pods, pinned);
-      if (r.added.length + r.updated.length + r.removed.length) {
-        log.debug("netns_pod_ips: +{added} ~{updated} -{removed}", {
-          added: r.added.length,
-          updated: r.updated.length,
-          removed: r.removed.length,
-        });
-      }
-    } catch (e) {
-      log.error("pod identity: {error}", { error: (e as Error).message });
     }
   }
 

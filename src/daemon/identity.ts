@@ -1,8 +1,8 @@
 // Pod identity by network-namespace cookie, in every mode: netns_pod_ips holds, for each meshed pod
 // whose IP is found on an interface of a namespace of this node, that namespace's cookie -> the pod
 // IP, which is how connect4 knows which pod is calling when no mark listener answers (any mode
-// without the CNI). The CNI attachments' own entries are part of the desired state, so this never
-// removes what an ADD wrote while the attachment lives. Desired state in, fewest map writes out.
+// without the CNI). The CNI attachments' own entries are part of the desired state, so nothing an
+// ADD made is removed while the attachment lives. The map itself is written by the node-state writer.
 import { getLogger } from "../log/logger.ts";
 import type { NetnsDiscovery, NetnsInfo } from "../netns/discover.ts";
 
@@ -48,9 +48,9 @@ export function podKey(p: { namespace: string; name: string }): string {
  * namespace's processes act for that IP.
  */
 export function desiredIdentities(
-  pods: IdentityPod[],
-  namespaces: NetnsInfo[],
-  pinned: PinnedIdentity[],
+  pods: readonly IdentityPod[],
+  namespaces: readonly NetnsInfo[],
+  pinned: readonly PinnedIdentity[],
 ): Map<bigint, Identity> {
   const byIp = new Map<string, IdentityPod>();
   for (const p of pods) {
@@ -82,86 +82,55 @@ export function desiredIdentities(
   return out;
 }
 
-/** The part of DatapathMaps this needs, so tests can give a fake map. */
-export interface NetnsPodMap {
-  netnsPodIps(): Map<bigint, { ip4: string; ip6: string }>;
-  putNetnsPod(cookie: bigint, ip: string, ip6?: string): void;
-  deleteNetnsPod(cookie: bigint): boolean;
-}
-
-/** The entry a cookie should hold: the pod's IPv4 and IPv6 ("" for a family it has none in). */
-export interface NetnsPodIps {
-  ip: string;
-  ip6?: string;
-}
-
-export interface IdentityWrites {
-  added: bigint[];
-  updated: bigint[];
-  removed: bigint[];
-}
-
-/** Unchanged entries are not rewritten; entries not desired are deleted. */
-export function reconcileNetnsPods(
-  map: NetnsPodMap,
-  desired: Map<bigint, string | NetnsPodIps>,
-): IdentityWrites {
-  const res: IdentityWrites = { added: [], updated: [], removed: [] };
-  const cur = map.netnsPodIps();
-  for (const cookie of cur.keys()) {
-    if (!desired.has(cookie)) {
-      map.deleteNetnsPod(cookie);
-      res.removed.push(cookie);
-    }
-  }
-  for (const [cookie, want] of desired) {
-    const { ip, ip6 = "" } = typeof want === "string" ? { ip: want } : want;
-    const had = cur.get(cookie);
-    if (had && had.ip4 === ip && had.ip6 === ip6) continue;
-    map.putNetnsPod(cookie, ip, ip6);
-    (had === undefined ? res.added : res.updated).push(cookie);
-  }
-  return res;
-}
-
-export interface IdentityRun extends IdentityWrites {
-  identified: number;
-  unidentified: number;
-}
-
-export class IdentityReconciler {
+/**
+ * How the node's meshed pods are identified: it runs the namespace scan (only when the addresses
+ * looked for changed, or when asked: the periodic pass and the netns dirs' events) and keeps, from
+ * the entries the node-state writer made, which pod each namespace cookie names, for `merbridge pods`,
+ * the metrics and the logs. It writes no map.
+ */
+export class IdentityTracker {
   #current = new Map<bigint, Identity>();
   #byPod = new Map<string, Identity[]>();
   #pods: IdentityPod[] = [];
+  #wanted = new Set<string>();
+  #namespaces?: NetnsInfo[];
   #runs = 0;
 
-  constructor(readonly map: NetnsPodMap, readonly discovery: NetnsDiscovery) {}
+  constructor(readonly discovery: NetnsDiscovery) {}
 
-  /** Scans (reading only what needs it), computes the desired entries and writes the difference. */
-  run(pods: IdentityPod[], pinned: PinnedIdentity[]): IdentityRun {
-    this.#pods = pods;
-    const namespaces = this.discovery.scan(this.wanted());
-    const desired = desiredIdentities(pods, namespaces, pinned);
-    const writes = reconcileNetnsPods(
-      this.map,
-      new Map([...desired].map(([c, i]) => [c, { ip: i.ip, ip6: i.ip6 }])),
-    );
+  /**
+   * The namespaces of the node: scanned again when `force` is set or when `wanted` differs from the
+   * set the last scan looked for, else what the last scan found (a policy change moves no address).
+   */
+  namespaces(wanted: Set<string>, force: boolean): NetnsInfo[] {
+    if (force || !this.#namespaces || !sameSet(wanted, this.#wanted)) {
+      this.#namespaces = this.discovery.scan(wanted);
+      this.#wanted = wanted;
+    }
+    return this.#namespaces;
+  }
+
+  /** Takes in the identities just made the desired state, with the cookies that were (re)written. */
+  update(
+    pods: IdentityPod[],
+    desired: Map<bigint, Identity>,
+    written: ReadonlySet<bigint>,
+    removed: number,
+  ): void {
+    const livePods = new Set(pods.map(podKey));
+    const liveCookies = new Set((this.#namespaces ?? []).map((n) => n.cookie));
     if (this.#runs++ === 0) {
       // A restarted daemon finds most entries already right: one line for those, not one per pod.
-      const written = new Set([...writes.added, ...writes.updated]);
-      this.#logChanges(
-        new Map([...desired].filter(([c]) => written.has(c))),
-        new Set(pods.map(podKey)),
-        new Set(namespaces.map((n) => n.cookie)),
-      );
+      this.#logChanges(new Map([...desired].filter(([c]) => written.has(c))), livePods, liveCookies);
       log.info("pod identity: {n} namespace entries, {kept} kept from before, {removed} stale removed", {
         n: desired.size,
         kept: desired.size - written.size,
-        removed: writes.removed.length,
+        removed,
       });
-    } else {
-      this.#logChanges(desired, new Set(pods.map(podKey)), new Set(namespaces.map((n) => n.cookie)));
+    } else if (written.size || removed || desired.size !== this.#current.size) {
+      this.#logChanges(desired, livePods, liveCookies);
     }
+    this.#pods = pods;
     this.#current = desired;
     this.#byPod = new Map();
     for (const i of desired.values()) {
@@ -170,14 +139,11 @@ export class IdentityReconciler {
       if (l) l.push(i);
       else this.#byPod.set(i.pod, [i]);
     }
-    let identified = 0;
-    for (const p of pods) if (this.#byPod.has(podKey(p))) identified++;
-    return { ...writes, identified, unidentified: pods.length - identified };
   }
 
-  /** Pod IPs still to be found in a namespace (the set the last run was given). */
+  /** Pod IPs the last scan looked for. */
   wanted(): Set<string> {
-    return new Set(this.#pods.flatMap((p) => [p.ip, p.ip6 ?? ""]).filter((ip) => ip !== ""));
+    return this.#wanted;
   }
 
   /** How a pod is identified (one entry per namespace holding its IP), or undefined. */
@@ -225,6 +191,12 @@ export class IdentityReconciler {
       });
     }
   }
+}
+
+function sameSet<T>(a: ReadonlySet<T>, b: ReadonlySet<T>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
 }
 
 export interface IdentityTriggerOptions {

@@ -9,6 +9,8 @@ const log = getLogger("pods");
 
 export class PodTable {
   #entries = new Map<string, PodEntry>();
+  /** The pod object each entry was decoded from: a source hands the same object for an unchanged pod. */
+  #from = new Map<string, Pod>();
   #warned = new Map<string, string>();
   snapshots = 0;
 
@@ -18,10 +20,24 @@ export class PodTable {
     return `${namespace}/${name}`;
   }
 
-  /** Replaces the table with a snapshot; returns how many entries changed. */
+  /**
+   * Replaces the table with a snapshot; returns how many entries changed. An entry that did not
+   * change stays the same object, so a snapshot with one pod changed costs about one pod's work
+   * further on.
+   */
   set(pods: Pod[]): number {
     const next = new Map<string, PodEntry>();
+    const from = new Map<string, Pod>();
     for (const p of pods) {
+      const name = p.metadata?.name;
+      const same = name ? PodTable.key(p.metadata?.namespace ?? "default", name) : undefined;
+      const kept = same !== undefined && this.#from.get(same) === p ? this.#entries.get(same) : undefined;
+      if (kept) {
+        // The very object decoded last time: sources never change a pod they handed out.
+        next.set(same!, kept);
+        from.set(same!, p);
+        continue;
+      }
       let e: PodEntry;
       try {
         e = podEntry(p, this.mode);
@@ -31,7 +47,9 @@ export class PodTable {
         continue;
       }
       const k = PodTable.key(e.namespace, e.name);
-      next.set(k, e);
+      const old = this.#entries.get(k);
+      next.set(k, old && JSON.stringify(old) === JSON.stringify(e) ? old : e);
+      from.set(k, p);
       const w = JSON.stringify(e.warnings);
       if (e.warnings.length && this.#warned.get(k) !== w) {
         for (const x of e.warnings) {
@@ -47,9 +65,10 @@ export class PodTable {
     }
     for (const k of this.#warned.keys()) if (!next.has(k)) this.#warned.delete(k);
     let changed = 0;
-    for (const [k, e] of next) if (JSON.stringify(this.#entries.get(k)) !== JSON.stringify(e)) changed++;
+    for (const [k, e] of next) if (this.#entries.get(k) !== e) changed++;
     for (const k of this.#entries.keys()) if (!next.has(k)) changed++;
     this.#entries = next;
+    this.#from = from;
     this.snapshots++;
     return changed;
   }

@@ -128,9 +128,19 @@ export class DatapathMaps {
     this.maps.local_pods.update(ip16Key(ip), encodePodConfig(policy));
   }
 
+  /** Writes an encoding made by encodePodConfig (the node-state writer keeps it to compare). */
+  putPodBytes(ip: string, bytes: Uint8Array): void {
+    this.maps.local_pods.update(ip16Key(ip), bytes);
+  }
+
   /** The raw encoding currently stored for a pod, to skip writes that would change nothing. */
   podBytes(ip: string): Uint8Array | undefined {
     return this.maps.local_pods.lookup(ip16Key(ip));
+  }
+
+  /** The IPs local_pods has entries for, without reading the values. */
+  podIps(): string[] {
+    return [...this.maps.local_pods.keys()].map(ipOf);
   }
 
   deletePod(ip: string): boolean {

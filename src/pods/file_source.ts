@@ -15,14 +15,67 @@ export class PodsFileError extends Error {
   }
 }
 
-/** Parses the file's text into pods; throws PodsFileError naming the document that is wrong. */
-export function parsePodsYaml(path: string, text: string): Pod[] {
-  let docs: unknown[];
-  try {
-    docs = loadAll(text);
-  } catch (e) {
-    throw new PodsFileError(path, `not valid YAML: ${(e as Error).message.split("\n")[0]}`);
+/** A line that starts a document ("---" alone or before content) or ends one ("..."). */
+const DOC_MARKER = /^(?:---|\.\.\.)(?=[ \t\r]|$)/gm;
+
+/**
+ * The text cut at its document-start lines, each piece with the marker that opens it. Such a line is
+ * a document boundary wherever it is (YAML forbids it inside any scalar), so each piece parses alone
+ * as it would within the whole; directives ("%YAML") bind to what follows and are not cut.
+ */
+export function documentPieces(text: string): string[] | undefined {
+  if (/^%/m.test(text)) return undefined;
+  const starts: number[] = [];
+  for (const m of text.matchAll(DOC_MARKER)) if (m[0] === "---") starts.push(m.index);
+  const out: string[] = [];
+  let from = 0;
+  for (const at of starts) {
+    if (at > from) out.push(text.slice(from, at));
+    from = at;
   }
+  out.push(text.slice(from));
+  return out;
+}
+
+/** Parsed pieces of the last text, by piece text: an edit of one pod re-parses that pod only. */
+export type PieceCache = Map<string, unknown[]>;
+
+function loadDocuments(path: string, text: string, cache?: PieceCache): unknown[] {
+  const whole = () => {
+    try {
+      return loadAll(text);
+    } catch (e) {
+      throw new PodsFileError(path, `not valid YAML: ${(e as Error).message.split("\n")[0]}`);
+    }
+  };
+  const pieces = cache && documentPieces(text);
+  if (!cache || !pieces) return whole();
+  const next: PieceCache = new Map();
+  const docs: unknown[] = [];
+  for (const piece of pieces) {
+    let got = cache.get(piece) ?? next.get(piece);
+    if (!got) {
+      try {
+        got = loadAll(piece);
+      } catch {
+        // Reported as the whole file's parse reports it (its line numbers).
+        return whole();
+      }
+    }
+    next.set(piece, got);
+    docs.push(...got);
+  }
+  cache.clear();
+  for (const [k, v] of next) cache.set(k, v);
+  return docs;
+}
+
+/**
+ * Parses the file's text into pods; throws PodsFileError naming the document that is wrong. With a
+ * cache, documents whose text did not change since the last call come back as the same objects.
+ */
+export function parsePodsYaml(path: string, text: string, cache?: PieceCache): Pod[] {
+  const docs = loadDocuments(path, text, cache);
   const pods: Pod[] = [];
   docs.forEach((doc, i) => {
     if (doc === null || doc === undefined) return;
@@ -100,6 +153,7 @@ export class FilePodSource implements PodSource {
   #last = "";
   #pods: Pod[] = [];
   #onSnapshot?: (pods: Pod[]) => void;
+  readonly #pieces: PieceCache = new Map();
 
   constructor(readonly path: string, readonly nodeName: string) {
     this.description = `file ${path}`;
@@ -108,7 +162,7 @@ export class FilePodSource implements PodSource {
   #read(): boolean {
     const text = Deno.readTextFileSync(this.path);
     if (text === this.#last && this.#stats.lists > 0) return false;
-    const pods = podsOfNode(parsePodsYaml(this.path, text), this.nodeName);
+    const pods = podsOfNode(parsePodsYaml(this.path, text, this.#pieces), this.nodeName);
     this.#last = text;
     this.#pods = pods;
     this.#stats.lists++;
@@ -127,12 +181,18 @@ export class FilePodSource implements PodSource {
       );
     }
     const dir = this.path.includes("/") ? this.path.slice(0, this.path.lastIndexOf("/")) || "/" : ".";
+    const base = this.path.slice(this.path.lastIndexOf("/") + 1);
     this.#watcher = Deno.watchFs(dir, { recursive: false });
     (async () => {
       try {
-        for await (const _ev of this.#watcher!) {
+        for await (const ev of this.#watcher!) {
           clearTimeout(this.#timer);
-          this.#timer = setTimeout(() => this.#reload(), 50);
+          // A file renamed into place, or closed after writing ("access"), is whole: read at once.
+          // Anything else may be a write still going on: read once the writer has been quiet a while.
+          const last = ev.paths.at(-1) ?? "";
+          const whole = (ev.kind === "rename" || ev.kind === "access") &&
+            last.slice(last.lastIndexOf("/") + 1) === base;
+          this.#timer = setTimeout(() => this.#reload(), whole ? 0 : 50);
         }
       } catch (e) {
         if (this.#watcher) {

@@ -346,6 +346,10 @@ Deno.test("kernel: a meshed pod unknown at its ADD is repaired in place; GC, CHE
     if (Date.now() > deadline) throw new Error(`not repaired: ${w.daemon.stderr.join("\n")}`);
     await sleep(100);
   }
+  // The listener opens before the pass that opened it logs: its line may be a moment behind.
+  for (let i = 0; i < 20 && !w.daemon.stderr.some((l) => l.includes("repaired default/late")); i++) {
+    await sleep(50);
+  }
   assert.ok(w.daemon.stderr.some((l) => l.includes("repaired default/late")), "a log line names the pod");
   const metrics = await (await fetch(`${w.daemon.metricsUrl}/metrics`)).text();
   assert.match(metrics, /merbridge_pods_repaired_total 1\n/);

@@ -1,12 +1,11 @@
 // Pod identity without the kernel: listing and deduplicating namespaces, what a scan reads again,
 // the desired cookie -> IP entries, and the fewest writes that reach them.
 import assert from "node:assert/strict";
-import {
-  desiredIdentities,
-  IdentityReconciler,
-  type NetnsPodMap,
-  reconcileNetnsPods,
-} from "../../src/daemon/identity.ts";
+import { desiredIdentities, type IdentityPod, IdentityTracker } from "../../src/daemon/identity.ts";
+import { desiredNodeState, NodeStateWriter } from "../../src/daemon/node_state.ts";
+import { defaultPolicy } from "../../src/mesh/policy.ts";
+import type { PodEntry } from "../../src/mesh/types.ts";
+import { FakePodMaps } from "./fake_pod_maps.ts";
 import {
   type FsOps,
   listNamespaces,
@@ -275,18 +274,6 @@ Deno.test("desiredIdentities: a dual-stack pod is found by either IP, its entry 
   // A CNI entry (by IPv4, from the CNI result) gets the pod's IPv6 from the pod source.
   const cni = desiredIdentities(pods, [], [{ cookie: 30n, ip: "10.0.0.4", namespace: "default", name: "d" }]);
   assert.deepEqual([...cni.values()].map((i) => [i.ip, i.ip6, i.via]), [["10.0.0.4", "fd00::4", "cni"]]);
-  const m = new FakeMap();
-  const r = reconcileNetnsPods(m, new Map([...d].map(([c, i]) => [c, { ip: i.ip, ip6: i.ip6 }])));
-  assert.deepEqual(r.added, [11n, 12n]);
-  assert.deepEqual(m.writes, ["put 11 10.0.0.4 fd00::4", "put 12  fd00::6"]);
-  m.writes = [];
-  reconcileNetnsPods(
-    m,
-    new Map([[11n, { ip: "10.0.0.4", ip6: "fd00::4" }], [12n, { ip: "", ip6: "fd00::6" }]]),
-  );
-  assert.deepEqual(m.writes, [], "unchanged entries are not rewritten");
-  reconcileNetnsPods(m, new Map([[11n, { ip: "10.0.0.4" }], [12n, { ip: "", ip6: "fd00::6" }]]));
-  assert.deepEqual(m.writes, ["put 11 10.0.0.4"], "an IPv6 address gone is an update");
 });
 
 Deno.test("readIpv6Addresses: global addresses only, as if_inet6 lists them", () => {
@@ -302,76 +289,108 @@ Deno.test("readIpv6Addresses: global addresses only, as if_inet6 lists them", ()
   assert.deepEqual(podAddresses(a), ["fd00:105::10"], "lo never names a pod");
 });
 
-class FakeMap implements NetnsPodMap {
-  entries = new Map<bigint, string>();
-  writes: string[] = [];
-  entries6 = new Map<bigint, string>();
-  netnsPodIps() {
-    return new Map([...this.entries].map(([c, ip]) => [c, { ip4: ip, ip6: this.entries6.get(c) ?? "" }]));
-  }
-  putNetnsPod(cookie: bigint, ip: string, ip6 = "") {
-    this.writes.push(`put ${cookie} ${ip}${ip6 ? ` ${ip6}` : ""}`);
-    this.entries.set(cookie, ip);
-    if (ip6) this.entries6.set(cookie, ip6);
-    else this.entries6.delete(cookie);
-  }
-  deleteNetnsPod(cookie: bigint) {
-    this.writes.push(`del ${cookie}`);
-    return this.entries.delete(cookie);
-  }
+/** One pass as the daemon makes it: scan (when forced or the addresses changed), desired, write. */
+function pass(
+  tracker: IdentityTracker,
+  writer: NodeStateWriter,
+  pods: IdentityPod[],
+  pinned: { cookie: bigint; ip: string; name: string }[] = [],
+  scan = true,
+) {
+  const entries: PodEntry[] = pods.map((p) => ({
+    ...p,
+    uid: p.name,
+    inMesh: true,
+    policy: defaultPolicy("istio"),
+    warnings: [],
+  }));
+  const wanted = new Set(pods.flatMap((p) => [p.ip, p.ip6 ?? ""]).filter(Boolean));
+  const d = desiredNodeState({
+    pods: entries,
+    attached: pinned.map((x, i) => ({
+      rec: {
+        containerId: `c${i}`,
+        ifName: "eth0",
+        netns: `/run/netns/${x.name}`,
+        podNamespace: "default",
+        podName: x.name,
+        podIp: x.ip,
+        mark: 100 + i,
+        netnsCookie: String(x.cookie),
+        hook: "xdp",
+        txChanged: false,
+        createdAt: "",
+      },
+    })),
+    namespaces: tracker.namespaces(wanted, scan),
+    fallbackPolicy: defaultPolicy("istio"),
+  });
+  const w = writer.apply(d);
+  tracker.update(d.identityPods, d.netnsPods, w.netnsPods.written, w.netnsPods.removed);
+  return w;
 }
 
-Deno.test("reconcileNetnsPods writes only the difference", () => {
-  const m = new FakeMap();
-  m.entries = new Map([[1n, "10.0.0.1"], [2n, "10.0.0.2"], [3n, "10.0.0.3"]]);
-  const r = reconcileNetnsPods(m, new Map([[1n, "10.0.0.1"], [2n, "10.0.0.9"], [4n, "10.0.0.4"]]));
-  assert.deepEqual(r, { added: [4n], updated: [2n], removed: [3n] });
-  assert.deepEqual(m.writes, ["del 3", "put 2 10.0.0.9", "put 4 10.0.0.4"]);
-  m.writes = [];
-  reconcileNetnsPods(m, new Map([[1n, "10.0.0.1"], [2n, "10.0.0.9"], [4n, "10.0.0.4"]]));
-  assert.deepEqual(m.writes, [], "a second pass changes nothing");
-});
-
-Deno.test("IdentityReconciler: new pods, deleted pods, vanished namespaces, a restart", () => {
+Deno.test("identity: new pods, deleted pods, vanished namespaces, a restart", () => {
   const node = new FakeNode();
   node.addPod("/run/netns/a", 11, 101n, "10.0.0.1");
   node.addPod("/run/netns/b", 12, 102n, "10.0.0.2");
-  const map = new FakeMap();
-  map.entries.set(999n, "10.0.0.50"); // left by an earlier daemon for a namespace gone since
-  const rec = new IdentityReconciler(map, discovery(node));
+  const map = new FakePodMaps();
+  map.netns.set(999n, { ip4: "10.0.0.50", ip6: "" }); // left by an earlier daemon for a namespace gone since
+  const rec = new IdentityTracker(discovery(node));
+  const writer = new NodeStateWriter(map);
   const a = { namespace: "default", name: "a", ip: "10.0.0.1" };
   const b = { namespace: "default", name: "b", ip: "10.0.0.2" };
+  const netns = () => new Map([...map.netns].map(([c, p]) => [c, p.ip4]));
 
-  let r = rec.run([a], []);
-  assert.deepEqual(map.entries, new Map([[101n, "10.0.0.1"]]));
-  assert.equal(r.identified, 1);
+  pass(rec, writer, [a]);
+  assert.deepEqual(netns(), new Map([[101n, "10.0.0.1"]]));
+  assert.deepEqual(rec.counts(), { netns: 1, cni: 0, unidentified: 0 });
   assert.deepEqual(rec.of("default", "a")?.map((i) => [i.via, i.cookie, i.netns]), [
     ["netns", 101n, "/run/netns/a"],
   ]);
   assert.equal(rec.of("default", "b"), undefined);
 
-  r = rec.run([a, b], [{ cookie: 300n, ip: "10.0.0.3", namespace: "default", name: "c" }]);
-  assert.deepEqual(r.added.sort(), [102n, 300n]);
+  const r = pass(rec, writer, [a, b], [{ cookie: 300n, ip: "10.0.0.3", name: "c" }]);
+  assert.deepEqual([...r.netnsPods.written].sort(), [102n, 300n]);
   assert.deepEqual(rec.counts(), { netns: 2, cni: 0, unidentified: 0 });
 
   map.writes = [];
-  rec.run([a], [{ cookie: 300n, ip: "10.0.0.3", namespace: "default", name: "c" }]);
-  assert.deepEqual(map.writes, ["del 102"], "b left the pod source; a and the CNI entry are not rewritten");
+  pass(rec, writer, [a], [{ cookie: 300n, ip: "10.0.0.3", name: "c" }]);
+  assert.deepEqual(map.writesTo("netns"), ["del netns 102"], "b left: a and the CNI entry are not rewritten");
 
   node.files.delete("/run/netns/a");
   map.writes = [];
-  r = rec.run([a], []);
-  assert.deepEqual(map.writes.sort(), ["del 101", "del 300"]);
-  assert.equal(r.unidentified, 1);
+  pass(rec, writer, [a]);
+  assert.deepEqual(map.writesTo("netns").sort(), ["del netns 101", "del netns 300"]);
+  assert.deepEqual(rec.counts(), { netns: 0, cni: 0, unidentified: 1 });
 
-  // A restarted daemon (a new reconciler on the same map) keeps what is still right.
+  // A restarted daemon (a new tracker and writer on the same maps) keeps what is still right.
   node.addPod("/run/netns/a2", 13, 103n, "10.0.0.1");
-  rec.run([a], []);
+  pass(rec, writer, [a]);
   map.writes = [];
-  const again = new IdentityReconciler(map, discovery(node));
-  again.run([a], []);
+  pass(new IdentityTracker(discovery(node)), new NodeStateWriter(map), [a]);
   assert.deepEqual(map.writes, []);
-  assert.deepEqual(map.entries, new Map([[103n, "10.0.0.1"]]));
+  assert.deepEqual(netns(), new Map([[103n, "10.0.0.1"]]));
+});
+
+Deno.test("identity: a policy change costs no namespace scan; new addresses or a forced pass do", () => {
+  const node = new FakeNode();
+  node.addPod("/run/netns/a", 11, 101n, "10.0.0.1");
+  let scans = 0;
+  const d = discovery(node);
+  const scan = d.scan.bind(d);
+  d.scan = (w) => (scans++, scan(w));
+  const rec = new IdentityTracker(d);
+  const writer = new NodeStateWriter(new FakePodMaps());
+  const a = { namespace: "default", name: "a", ip: "10.0.0.1" };
+  pass(rec, writer, [a], [], false);
+  assert.equal(scans, 1, "the first pass scans");
+  pass(rec, writer, [a], [], false);
+  assert.equal(scans, 1, "the same addresses: the last scan's namespaces");
+  pass(rec, writer, [a, { namespace: "default", name: "b", ip: "10.0.0.2" }], [], false);
+  assert.equal(scans, 2, "a new address");
+  pass(rec, writer, [a, { namespace: "default", name: "b", ip: "10.0.0.2" }], [], true);
+  assert.equal(scans, 3, "forced");
 });
 
 Deno.test("NetnsDiscovery: an old namespace without a wanted IP is entered again only now and then", () => {

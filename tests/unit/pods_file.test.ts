@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { FilePodSource, parsePodsYaml, PodsFileError, podsOfNode } from "../../src/pods/file_source.ts";
+import { loadAll } from "js-yaml";
+import { PodTable } from "../../src/daemon/pod_table.ts";
+import {
+  documentPieces,
+  FilePodSource,
+  parsePodsYaml,
+  PodsFileError,
+  podsOfNode,
+} from "../../src/pods/file_source.ts";
 import type { Pod } from "../../src/pods/source.ts";
 
 Deno.test("pods YAML: Pod, PodList and List documents; clear errors", () => {
@@ -55,4 +63,49 @@ Deno.test("FilePodSource: first snapshot at start, changes delivered, a broken f
   }
   const bad = new FilePodSource(`${dir}/missing.yaml`, "n1");
   await assert.rejects(() => bad.start(() => {}), /missing.yaml: does not exist/);
+});
+
+Deno.test("pods YAML by pieces: the same documents as the whole file; unchanged ones come back as the same objects", () => {
+  const texts = [
+    "kind: Pod\nmetadata: {name: a}\n---\nkind: Pod\nmetadata: {name: b}\n",
+    "---\nkind: Pod\nmetadata: {name: a}\n---\n---\n",
+    "# comment\n--- {kind: Pod, metadata: {name: a}}\n...\n---\nkind: Pod\nmetadata:\n  name: b\n",
+    "kind: Pod\nmetadata:\n  name: a\n  annotations:\n    x: |\n      ---not a marker\n      line\n---\n",
+    "",
+    "---",
+  ];
+  for (const t of texts) {
+    assert.deepEqual(documentPieces(t)!.flatMap((p) => loadAll(p)), loadAll(t), JSON.stringify(t));
+  }
+  assert.equal(documentPieces("%YAML 1.2\n---\na: 1\n"), undefined, "directives: parsed whole");
+
+  const doc = (name: string, port = "") =>
+    `kind: Pod\nmetadata:\n  name: ${name}\n  annotations: {traffic.sidecar.istio.io/excludeOutboundPorts: "${port}"}\n---\n`;
+  const cache = new Map();
+  const first = parsePodsYaml("f.yaml", doc("a") + doc("b") + doc("c"), cache);
+  const second = parsePodsYaml("f.yaml", doc("a") + doc("b", "9090") + doc("c"), cache);
+  assert.equal(second[0], first[0]);
+  assert.notEqual(second[1], first[1]);
+  assert.equal(second[1]!.metadata?.annotations?.["traffic.sidecar.istio.io/excludeOutboundPorts"], "9090");
+  assert.equal(second[2], first[2]);
+  // A broken piece is reported as the whole file's parse reports it.
+  assert.throws(
+    () => parsePodsYaml("f.yaml", doc("a") + "kind: Pod\nmetadata: [x\n", cache),
+    /not valid YAML/,
+  );
+
+  // The table keeps the entries of the same objects as they were: only b's is new.
+  const table = new PodTable("istio");
+  table.set(first);
+  const before = table.entries();
+  assert.equal(table.set(second), 1);
+  const after = table.entries();
+  assert.equal(after[0], before[0]);
+  assert.notEqual(after[1], before[1]);
+  assert.equal(after[2], before[2]);
+  assert.equal(
+    table.set(parsePodsYaml("f.yaml", doc("a") + doc("b", "9090") + doc("c"))),
+    0,
+    "equal: no change",
+  );
 });
