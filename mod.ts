@@ -1,63 +1,59 @@
-// The public library surface: everything a program embedding the agent (or a test) may use.
-// The executable's entry point is main.ts.
+// The library: open and load compiled BPF objects through libbpf, attach their programs, read and write
+// their maps, and encode map keys and values in C struct layout. None of it knows what the programs
+// do; the node agent (main.ts) is built on it, and its own modules stay private so that they can
+// change with the datapath. Failures are typed errors carrying the operation and the errno.
+// tests/unit/public_api.test.ts lists every name: a name added here is added there on purpose.
 export { VERSION } from "./src/version.ts";
 
-// BPF loading, links and maps (mesh-agnostic).
-export * from "./src/bpf/mod.ts";
-
-// The datapath: which programs go where, pinned under one directory.
+// Objects, programs and maps.
+export { BpfMap, BpfObject, type BpfObjectOpenOptions, BpfProgram } from "./src/bpf/object.ts";
 export {
-  Datapath,
-  type DatapathOptions,
-  PinnedDatapathMaps,
-  pinnedLinks,
-  uninstallDatapath,
-} from "./src/datapath/datapath.ts";
-export { CGROUP_PROGRAMS, INGRESS_PROGRAMS, SK_MSG_PROGRAM } from "./src/datapath/catalog.ts";
+  BPF_ANY,
+  BPF_EXIST,
+  BPF_NOEXIST,
+  MapFd,
+  type MapUpdateFlags,
+  numPossibleCpus,
+  openPinnedMap,
+  PinnedMap,
+} from "./src/bpf/map_fd.ts";
+export { RingBuffer } from "./src/bpf/ring_buffer.ts";
+export { AttachType, MapType, ProgType } from "./src/bpf/types.ts";
+export { type LinkInfo, type MapInfo, mapInfoByFd, type ProgInfo, progInfo } from "./src/bpf/info.ts";
+export { isPinned, pinFd, removePinTree } from "./src/bpf/pins.ts";
 
-// Typed maps whose encoders mirror bpf/common.h.
-export { DatapathMaps, MAP_NAMES, type MapName, type RawMap, type RawPerCpuMap } from "./src/maps/manager.ts";
-export * from "./src/maps/layouts.ts";
-export { decode, encode, layout, type StructDef } from "./src/maps/codec.ts";
-
-// Mesh semantics: modes, annotations, membership, and the reference decision model.
-export * from "./src/mesh/types.ts";
-export { meshParams, parseMeshMode } from "./src/mesh/modes.ts";
-export { defaultPolicy, podPolicy } from "./src/mesh/policy.ts";
-export { isInMesh, podEntry } from "./src/mesh/membership.ts";
+// Attaching programs: cgroup and XDP through links (pinned, they outlive the process), sk_msg to a
+// sockmap, TC filters on clsact.
+export { attachCgroup, attachXdp, BpfLink, type XdpLinkMode } from "./src/bpf/link.ts";
+export { attachSkMsg, detachSkMsg, type ProgramFd } from "./src/bpf/prog_attach.ts";
 export {
-  type CallerPod,
-  type ConnectProbe,
-  type ConnectVerdict,
-  decideConnect,
-  decideInbound,
-  decideOutbound,
-  explainConnect,
-} from "./src/mesh/decide.ts";
+  tcAttach,
+  type TcAttachOptions,
+  tcDetach,
+  type TcDirection,
+  type TcFilter,
+  type TcFilterId,
+  tcQuery,
+} from "./src/bpf/tc.ts";
 
-// Per-pod pieces of CNI mode.
-export { closeMarkListener, type MarkListener, openMarkListener } from "./src/netns/mark_listener.ts";
-export { withNetns } from "./src/netns/netns.ts";
-export { currentNetnsCookie } from "./src/netns/cookie.ts";
-export { setTxChecksum, txChecksumEnabled } from "./src/netns/interface.ts";
+// Map keys and values in C layout.
 export {
-  attachIngress,
-  detachIngress,
-  type IngressHook,
-  type IngressOptions,
-  resolveXdpMode,
-  type XdpModeOption,
-} from "./src/xdp/attacher.ts";
+  type ArrayType,
+  CodecError,
+  decode,
+  encode,
+  type FieldLayout,
+  type FieldType,
+  layout,
+  type Scalar,
+  type StructDef,
+  type StructLayout,
+  type Value,
+} from "./src/maps/codec.ts";
 
-// Pod sources and the daemon.
-export type { Pod, PodSource, PodSourceStats } from "./src/pods/source.ts";
-export { FilePodSource, parsePodsYaml } from "./src/pods/file_source.ts";
-export { Daemon, type DaemonConfig } from "./src/daemon/daemon.ts";
-export { uninstallNode } from "./src/daemon/uninstall.ts";
-
-// The CNI plugin and installer.
-export { runCniPlugin } from "./cni/plugin.ts";
-export { installCni, uninstallCni, watchCniConfig } from "./src/installer/install.ts";
-
-export { cgroup2Root } from "./src/cgroup/cgroup2.ts";
-export { getLogger, setupLogging } from "./src/log/logger.ts";
+// Typed errors.
+export { BpfError, hasErrno, LibcError } from "./src/ffi/errors.ts";
+export { Errno, errnoName } from "./src/ffi/errno.ts";
+export { type LibraryAttempt, LibraryLoadError } from "./src/ffi/library.ts";
+export { BpfNotFoundError, PinMismatchError } from "./src/bpf/object.ts";
+export { BpffsError } from "./src/bpf/pins.ts";

@@ -2,36 +2,36 @@
 // does) and the real CNI plugins:
 // - CNI ADD/DEL through a bridge + host-local chain with our plugin appended by the daemon itself,
 //   timing each plugin, so "the bridge plugin alone" and "the chain" come from the same pod creations;
-// - the daemon's time from exec to its "ready" line: first start, restarts with pods attached, and
+// - the daemon's time from exec to its /readyz answering 200: first start, restarts with pods attached, and
 //   sidecar mode;
 // - the daemon's memory idle and with 1000 pods in its pods file, and how long 1000 pods take to
 //   reach the maps;
 // - the time from a change of one pod in the pods file to the changed entry in local_pods;
 // - pod identity without CNI mode: the time from a pod's namespace appearing with its IP to its
 //   netns_pod_ips entry, and what one scan of the node's namespaces costs with hundreds of them.
-import { removePinTree } from "../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
-import { daemonArgs, type DaemonProcOptions } from "../tests/kernel/harness/daemon.ts";
-import {
-  createCgroup,
-  createNetns,
-  inNs,
-  type Proc,
-  Scope,
-  sleep,
-  uniq,
-} from "../tests/kernel/harness/mod.ts";
-import { podYaml } from "../tests/kernel/harness/pods.ts";
-import { NetnsDiscovery } from "../src/netns/discover.ts";
 import {
   bridgeConflist,
   cniExec,
-  type CniInvocation,
+  createNetns,
+  type Daemon,
+  daemonHome,
+  type DaemonProcOptions,
+  inNs,
+  invocation,
   type PluginRun,
-} from "../tests/kernel/harness/cni_runtime.ts";
-import { assertPinned, memoryKiB, type Pinning, pinPrefix, startPinned } from "./procs.ts";
+  podYaml,
+  type Proc,
+  Scope,
+  sleep,
+  spawnDaemon,
+  stopDaemon as stopProc,
+  uniq,
+  waitReady,
+} from "../testbed/mod.ts";
+import { NetnsDiscovery } from "../src/netns/discover.ts";
+import { assertPinned, memoryKiB, type Pinning, pinPrefix } from "./procs.ts";
 
-const CNI_PLUGINS = "/usr/lib/cni";
 const OUR_PLUGIN = "merbridge-cni";
 
 export interface ControlConfig {
@@ -116,16 +116,16 @@ async function cniPlugin(
     name: list.name,
     ...(prevResult ? { prevResult } : {}),
   };
-  const inv: CniInvocation = {
+  const inv = invocation({
     conflist: env.conflist,
-    binDirs: [env.binDir, CNI_PLUGINS],
-    netns: `/run/netns/${pod.ns}`,
-    containerId: `ctr-${pod.name}`,
-    podNamespace: "default",
-    podName: pod.name,
-    runInNetns: env.node,
+    binDir: env.binDir,
+    nodeNs: env.node,
     wrap: pinPrefix(pin),
-  };
+  }, {
+    name: pod.name,
+    ns: pod.ns,
+    containerId: `ctr-${pod.name}`,
+  });
   const t0 = performance.now();
   const r = await cniExec(inv, command, type, conf);
   const ms = performance.now() - t0;
@@ -135,47 +135,23 @@ async function cniPlugin(
   return { ...r, ms };
 }
 
-/** A cgroup, a pin directory and a pods file for one daemon, all owned by `scope`. */
-async function daemonHome(
-  scope: Scope,
-  name: string,
-  base: string,
-  pods: string,
-  extra: string[] = [],
-): Promise<DaemonProcOptions> {
-  const cgroup = await createCgroup(scope, name);
-  const pinPath = `/sys/fs/bpf/${name}`;
-  scope.defer(() => removePinTree(pinPath));
-  const podsFile = `${base}/pods.yaml`;
-  await Deno.writeTextFile(podsFile, pods);
-  return { cgroup, pinPath, podsFile, stateDir: `${base}/state`, runDir: `${base}/run`, extra };
-}
-
-/** Starts the daemon pinned and returns it with the time from spawn to its "ready" line. */
+/** Starts the daemon pinned and returns it with the time from spawn to its /readyz answering 200. */
 async function timedDaemon(
   scope: Scope,
   pin: Pinning,
   o: DaemonProcOptions,
-): Promise<{ p: Proc; ms: number }> {
+): Promise<{ p: Daemon; ms: number }> {
   const t0 = performance.now();
-  const p = startPinned(scope, pin, Deno.execPath(), daemonArgs(o), {});
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (p.stderr.some((l) => l.includes('"msg":"ready"'))) {
-      const ms = performance.now() - t0;
-      assertPinned(p.pid, pin);
-      return { p, ms };
-    }
-    if (Date.now() > deadline) throw new Error(`daemon not ready: ${p.stderr.slice(-5).join("\n")}`);
-    const st = await Promise.race([p.done, sleep(2).then(() => undefined)]);
-    if (st) throw new Error(`daemon exited ${st.code}: ${p.stderr.slice(-5).join("\n")}`);
-  }
+  const p = spawnDaemon(scope, o, pinPrefix(pin));
+  await waitReady(p, { timeoutMs: 30_000, pollMs: 2 });
+  const ms = performance.now() - t0;
+  assertPinned(p.pid, pin);
+  return { p, ms };
 }
 
 async function stopDaemon(p: Proc): Promise<void> {
-  p.kill("SIGTERM");
-  const st = await p.done;
-  if (st.code !== 0) throw new Error(`daemon exited ${st.code} on SIGTERM`);
+  const code = await stopProc(p);
+  if (code !== 0) throw new Error(`daemon exited ${code} on SIGTERM`);
 }
 
 async function markListeners(ns: string): Promise<number> {
@@ -185,23 +161,21 @@ async function markListeners(ns: string): Promise<number> {
 
 async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: ControlResults, dir: string) {
   const prefix = uniq();
-  for (const d of ["bin", "net.d", "ipam", "run", "state"]) {
-    await Deno.mkdir(`${dir}/cni/${d}`, { recursive: true });
-  }
-  const base = `${dir}/cni`;
   const node = await createNetns(scope, `${prefix}k`);
   const k = Deno.pid % 250;
-  const conflist = `${base}/net.d/10-benchnet.conflist`;
+  const names = Array.from({ length: cfg.cniPods }, (_, i) => `bp${i}`);
+  const home = await daemonHome(scope, {
+    prefix,
+    name: "cni",
+    dir: `${dir}/cni`,
+    pods: names.map((n) => podYaml(n)).join(""),
+  });
+  const conflist = `${home.confDir}/10-benchnet.conflist`;
   await Deno.writeTextFile(
     conflist,
-    bridgeConflist({ name: "benchnet", subnet: `10.250.${k}.0/24`, ipamDir: `${base}/ipam` }),
+    bridgeConflist({ name: "benchnet", subnet: `10.250.${k}.0/24`, ipamDir: home.ipamDir }),
   );
-  const names = Array.from({ length: cfg.cniPods }, (_, i) => `bp${i}`);
-  const opts = await daemonHome(scope, `${prefix}-cni`, base, names.map((n) => podYaml(n)).join(""), [
-    "--cni-mode=true",
-    `--cni-bin-dir=${base}/bin`,
-    `--cni-config-dir=${base}/net.d`,
-  ]);
+  const opts = { ...home, extra: ["--cni-mode=true"] };
   const { pinPath } = opts;
   // A daemon whose scope ends first: its SIGKILL must come before the namespaces and pins go.
   let daemon = await timedDaemon(scope, pin, opts);
@@ -212,7 +186,7 @@ async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: C
     throw new Error(`the daemon did not chain itself: ${types}`);
   }
   const [bridge, ours] = list.plugins as [Record<string, unknown>, Record<string, unknown>];
-  const env: CniEnv = { node, binDir: `${base}/bin`, conflist };
+  const env: CniEnv = { node, binDir: home.binDir, conflist };
 
   const r = {
     pods: names.length,
@@ -330,12 +304,8 @@ async function daemonSection(
   dir: string,
   cni: { firstReadyMs: number; restartReadyMs: number[] },
 ) {
-  const prefix = uniq();
-  const base = `${dir}/side`;
-  await Deno.mkdir(base, { recursive: true });
-  const opts = await daemonHome(scope, `${prefix}-side`, base, "");
-  const { pinPath } = opts;
-  const podsFile = opts.podsFile!;
+  const opts = await daemonHome(scope, { prefix: uniq(), name: "side", dir: `${dir}/side`, pods: "" });
+  const { pinPath, podsFile } = opts;
   const d = await timedDaemon(scope, pin, opts);
   await sleep(cfg.settleMs);
   const idle = memoryKiB(d.p.pid);
@@ -387,17 +357,13 @@ async function identitySection(
   dir: string,
 ) {
   const prefix = uniq();
-  const base = `${dir}/identity`;
-  await Deno.mkdir(base, { recursive: true });
   const k = (Deno.pid + 7) % 250;
   const ipOf = (i: number) => `10.245.${k}.${i + 1}`;
   const pods = Array.from({ length: cfg.identityPods }, (_, i) => podYaml(`ip${i}`, { ip: ipOf(i) })).join(
     "",
   );
-  const opts = await daemonHome(scope, `${prefix}-id`, base, pods, [
-    "--cni-mode=false",
-    "--netns-dirs=/run/netns",
-  ]);
+  const home = await daemonHome(scope, { prefix, name: "id", dir: `${dir}/identity`, pods });
+  const opts = { ...home, extra: ["--cni-mode=false", "--netns-dirs=/run/netns"] };
   const d = await timedDaemon(scope, pin, opts);
   using m = new PinnedDatapathMaps(opts.pinPath);
   const has = (ip: string) => [...m.maps.netnsPods().values()].includes(ip);

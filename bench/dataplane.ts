@@ -11,7 +11,7 @@ import type { Datapath } from "../src/datapath/datapath.ts";
 import type { NativeTools } from "./native.ts";
 import { type Pinning, type ProxyStats, proxyStats, runPinned } from "./procs.ts";
 import { BULK_PORT, ECHO_PORT, type PathEnd } from "./topology.ts";
-import { type QueuePeak, sampleQueues } from "../tests/kernel/harness/mod.ts";
+import { type QueuePeak, sampleQueues } from "../testbed/mod.ts";
 
 export interface DataplaneConfig {
   reps: number;

@@ -13,24 +13,20 @@
 // datapath redirects IPv6 only to a proxy that listens on IPv6). Latency and connection rate only, and
 // no direct floor: the bulk rows and the floor stay IPv4 to keep the run short.
 import { defaultPolicy } from "../src/mesh/policy.ts";
-import {
-  closeMarkListener,
-  listenerNetnsCookie,
-  openMarkListener,
-  randomMark,
-} from "../src/netns/mark_listener.ts";
 import { attachIngress, detachIngress } from "../src/xdp/attacher.ts";
 import {
   addIpv6,
   createPod,
   inNs,
+  installIstioIptables,
+  listening,
+  markPod,
   type Proc,
   type Scope,
   type TestPod,
-} from "../tests/kernel/harness/mod.ts";
-import { installIstioIptables } from "./iptables.ts";
+} from "../testbed/mod.ts";
 import type { NativeTools } from "./native.ts";
-import { assertPinned, lineAfter, type Pinning, startPinned } from "./procs.ts";
+import { assertPinned, type Pinning, startPinned } from "./procs.ts";
 import { APP_UID, type Dataplane, ECHO_PORT, type PathEnd, SERVER_UID, tuneNetns } from "./topology.ts";
 
 export const OUT6_PATHS = ["iptables", "ebpf"] as const;
@@ -68,19 +64,16 @@ export async function buildIpv6Paths(
   }
   const pod = (n: string) => pods[n]!;
   for (const n of ["o6i", "i6i"]) {
-    await installIstioIptables(pod(n).ns, mesh);
-    await installIstioIptables(pod(n).ns, mesh, 6);
+    await installIstioIptables(pod(n).ns);
+    await installIstioIptables(pod(n).ns, {}, {}, 6);
   }
 
   // Identified by both IPs, as the CNI plugin and the daemon do for a dual-stack pod.
   for (const [n, dp] of [["o6e", nofast], ["i6x", fast]] as const) {
     const p = pod(n);
-    const mark = randomMark((m) => w.marks.has(m));
-    w.marks.add(mark);
-    const l = openMarkListener(`/run/netns/${p.ns}`, mark);
-    scope.defer(() => closeMarkListener(l));
+    const { mark, cookie } = markPod(scope, p, w.marks);
     dp.maps.putMark(mark, p.ip, p.ip6);
-    dp.maps.putNetnsPod(listenerNetnsCookie(l), p.ip, p.ip6);
+    dp.maps.putNetnsPod(cookie, p.ip, p.ip6);
     dp.maps.putPod(p.ip, defaultPolicy("istio"));
     dp.maps.putPod(p.ip6!, defaultPolicy("istio"));
   }
@@ -109,7 +102,7 @@ export async function buildIpv6Paths(
       String(ECHO_PORT + 1),
       "--dual-stack",
     ], { netns: pod(n).ns, cgroup, uid: n === "s6" ? undefined : SERVER_UID });
-    waits.push(lineAfter(p, 0, (l) => l.event === "listening"));
+    waits.push(listening(p));
     started.push(p);
   }
   const proxies: Record<string, Proc> = {};
@@ -123,7 +116,7 @@ export async function buildIpv6Paths(
     ], { netns: pod(n!).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
     proxies[n!] = p;
     started.push(p);
-    waits.push(lineAfter(p, 0, (l) => l.event === "listening" && l.kind === "inbound"));
+    waits.push(listening(p, ["inbound"]));
   }
   await Promise.all(waits);
   for (const p of started) assertPinned(p.pid, pin);

@@ -10,7 +10,7 @@
 // Exits non-zero when any path failed to carry its traffic intact (or left something behind); speed
 // itself never fails the run.
 import { parseArgs } from "node:util";
-import { Scope, sweepStale } from "../tests/kernel/harness/mod.ts";
+import { abortOnSignals, ROOT, Scope, sweepStale } from "../testbed/mod.ts";
 import { type ControlConfig, type ControlResults, runControl } from "./control.ts";
 import { type DataplaneConfig, runSection, type Sample } from "./dataplane.ts";
 import { conntrackCount } from "./iptables.ts";
@@ -20,7 +20,6 @@ import { markdown, type RunInfo, svg } from "./report.ts";
 import { buildDataplane, IN_PATHS, OUT_PATHS } from "./topology.ts";
 import { buildIpv6Paths, IN6_PATHS, OUT6_PATHS } from "./ipv6.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const SECTIONS = ["outbound", "inbound", "ipv6", "control"] as const;
 type SectionName = typeof SECTIONS[number];
 
@@ -142,15 +141,10 @@ async function main(): Promise<number> {
   // Ctrl-C or SIGTERM stops at the next measurement and unwinds the scopes as a failure would, so the
   // namespaces, rules, pins and cgroups still go.
   const stop = new AbortController();
-  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
-    const h = () => {
-      if (stop.signal.aborted) return;
-      log(`${sig}: stopping after the current measurement and cleaning up`);
-      stop.abort(new Error(`interrupted by ${sig}`));
-    };
-    Deno.addSignalListener(sig, h);
-    return [sig, h] as const;
-  });
+  const signals = abortOnSignals(
+    stop,
+    (sig) => log(`${sig}: stopping after the current measurement and cleaning up`),
+  );
 
   const t0 = performance.now();
   const samples: Sample[] = [];
@@ -217,7 +211,7 @@ async function main(): Promise<number> {
     } finally {
       await scope[Symbol.asyncDispose]();
       problems.push(...scope.errors.map((e) => `cleanup: ${e}`));
-      for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+      signals[Symbol.dispose]();
     }
   }
   if (stop.signal.aborted) {

@@ -1,6 +1,6 @@
 // Compiles the benchmark's C peers (bench/native) at run time, into a directory every test uid can
 // read and execute: the proxy runs as the mesh's proxy uid and the clients as an application uid.
-import { run, type Scope } from "../tests/kernel/harness/mod.ts";
+import { run, type Scope } from "../testbed/mod.ts";
 
 const SRC = new URL("./native/", import.meta.url).pathname;
 

@@ -1,6 +1,6 @@
 // Starting the benchmark's processes: every one pinned to the measurement CPU, in a namespace, a
-// cgroup and as a uid (the harness's spawn does the last three and keeps the PID the process's own).
-import { type Proc, Scope, sleep, spawn, type SpawnOptions } from "../tests/kernel/harness/mod.ts";
+// cgroup and as a uid (the testbed's spawn does the last three and keeps the PID the process's own).
+import { type Proc, Scope, spawn, type SpawnOptions } from "../testbed/mod.ts";
 
 export interface Pinning {
   /** The CPU every measured process runs on. */
@@ -44,38 +44,12 @@ export async function runPinned(
 ): Promise<Record<string, unknown>> {
   await using scope = new Scope();
   const proc = startPinned(scope, p, cmd, args, opts);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = await Promise.race([
-    proc.done.then(() => false),
-    new Promise<boolean>((r) => timer = setTimeout(() => r(true), timeoutMs)),
-  ]);
-  clearTimeout(timer);
-  if (timedOut) {
-    proc.kill();
-    await proc.done;
+  if (!(await proc.finish(timeoutMs))) {
     throw new ToolError(`${args[0]} timed out after ${timeoutMs} ms: ${proc.stderr.join(" ")}`);
   }
   const last = proc.lines.at(-1);
   if (!last) throw new ToolError(`${args[0]} printed nothing: ${proc.stderr.join(" ")}`);
   return last;
-}
-
-/** Waits for a peer's stdout line matching `pred`, looking only at lines after index `from`. */
-export async function lineAfter(
-  proc: Proc,
-  from: number,
-  pred: (l: Record<string, unknown>) => boolean,
-  timeoutMs = 5000,
-): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = proc.lines.slice(from).find(pred);
-    if (hit) return hit;
-    if (Date.now() > deadline) {
-      throw new ToolError(`no matching line from pid ${proc.pid}: ${proc.stderr.join(" ")}`);
-    }
-    await sleep(2);
-  }
 }
 
 export interface ProxyStats {
@@ -89,7 +63,7 @@ export interface ProxyStats {
 export async function proxyStats(proxy: Proc): Promise<ProxyStats> {
   const from = proxy.lines.length;
   Deno.kill(proxy.pid, "SIGUSR1");
-  const l = await lineAfter(proxy, from, (x) => x.event === "stats");
+  const l = await proxy.waitFor((x) => x.event === "stats", 5000, `stats from pid ${proxy.pid}`, from);
   return {
     accepted: Number(l.accepted),
     origdst_errors: Number(l.origdst_errors),

@@ -17,34 +17,32 @@
 // Exits non-zero if any check fails. Ctrl-C / SIGTERM stop it and unwind the namespaces, pods,
 // cgroups, pins and processes it created.
 import { parseArgs } from "node:util";
-import { removePinTree } from "../src/bpf/pins.ts";
 import { connAdmitLimit, PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { connTableSizeFor, nodeMemoryBytes } from "../src/datapath/sizing.ts";
 import { meshParams } from "../src/mesh/modes.ts";
-import { bridgeConflist, cniAdd, cniDel } from "../tests/kernel/harness/cni_runtime.ts";
-import { startDaemon } from "../tests/kernel/harness/daemon.ts";
 import {
-  createCgroup,
-  createNetns,
+  abortOnSignals,
+  cniNode,
   inNs,
   NETTOOL,
+  PodRuntime,
+  podYaml,
   type Proc,
   PYTHON,
+  ROOT,
   run,
   Scope,
   sleep,
   spawn,
+  type SpawnOptions,
+  startDaemon,
   sweepStale,
-  uniq,
-} from "../tests/kernel/harness/mod.ts";
-import { podYaml } from "../tests/kernel/harness/pods.ts";
+} from "../testbed/mod.ts";
 import { buildNative, type NativeTools } from "./native.ts";
 import { memoryKiB } from "./procs.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const mesh = meshParams("istio");
 const APP_UID = 1000;
-const PLUGINS = "/usr/lib/cni";
 /**
  * The descriptor limit for the peers we start: the hard limit we have (raising it needs
  * CAP_SYS_RESOURCE, which a container may lack). A sidecar with 5,000 connections needs 10,000.
@@ -156,26 +154,8 @@ async function until(b: Bounds, what: string, pred: () => boolean | Promise<bool
   }
 }
 
-interface RunAs {
-  netns: string;
-  cgroup?: string;
-  uid?: number;
-  nofile?: number;
-}
-
-/**
- * Starts a process in a namespace (and cgroup), with a raised descriptor limit and as a uid: prlimit
- * runs as root, so it may raise the hard limit, and then execs setpriv, which execs the program, so the
- * PID held is the program's own.
- */
-function spawnAs(scope: Scope, cmd: string, args: string[], o: RunAs): Proc {
-  let argv = [cmd, ...args];
-  if (o.uid !== undefined) {
-    argv = ["setpriv", `--reuid=${o.uid}`, `--regid=${o.uid}`, "--clear-groups", "--", ...argv];
-  }
-  if (o.nofile) argv = ["prlimit", `--nofile=${o.nofile}:${o.nofile}`, "--", ...argv];
-  return spawn(scope, argv[0]!, argv.slice(1), { netns: o.netns, cgroup: o.cgroup });
-}
+/** Where and as whom a peer runs: always in a namespace, often with a raised descriptor limit. */
+type RunAs = SpawnOptions & { netns: string };
 
 /** Runs a peer to completion within `timeoutMs` and returns its last JSON line. */
 async function runTool(
@@ -186,7 +166,7 @@ async function runTool(
   timeoutMs: number,
 ): Promise<Record<string, unknown>> {
   await using scope = new Scope();
-  const p = spawnAs(scope, cmd, args, o);
+  const p = spawn(scope, cmd, args, o);
   await waitDone(b, p, timeoutMs, `${args[0]} ${args[1] ?? ""}`);
   const last = p.lines.at(-1);
   if (!last) throw new Error(`${cmd} ${args.join(" ")} printed nothing: ${p.stderr.join(" ")}`);
@@ -194,23 +174,10 @@ async function runTool(
 }
 
 async function waitDone(b: Bounds, p: Proc, timeoutMs: number, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const onAbort = () => p.kill();
-  b.signal.addEventListener("abort", onAbort);
-  try {
-    const timedOut = await Promise.race([
-      p.done.then(() => false),
-      new Promise<boolean>((r) => timer = setTimeout(() => r(true), timeoutMs)),
-    ]);
-    b.check();
-    if (timedOut) {
-      p.kill();
-      await p.done;
-      throw new Error(`${what} did not finish within ${timeoutMs} ms: ${p.stderr.slice(-3).join(" ")}`);
-    }
-  } finally {
-    clearTimeout(timer);
-    b.signal.removeEventListener("abort", onAbort);
+  const ended = await p.finish(timeoutMs, b.signal);
+  b.check();
+  if (!ended) {
+    throw new Error(`${what} did not finish within ${timeoutMs} ms: ${p.stderr.slice(-3).join(" ")}`);
   }
 }
 
@@ -231,13 +198,6 @@ async function pool<T>(jobs: (() => Promise<T>)[], n: number): Promise<PromiseSe
   return out;
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 function p50(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 2)] ?? NaN;
@@ -252,8 +212,8 @@ function mapGauges(text: string): { entries: Record<string, number>; capacity: R
   return { entries, capacity };
 }
 
-async function getMetrics(port: number): Promise<string> {
-  const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+async function getMetrics(base: string): Promise<string> {
+  const r = await fetch(`${base}/metrics`);
   if (!r.ok) throw new Error(`GET /metrics: ${r.status}`);
   return await r.text();
 }
@@ -273,14 +233,14 @@ function cpuNs(pid: number): number {
  * Times `n` scrapes: the wall time of each GET and the daemon's CPU time while serving it. On a shared
  * 2-CPU machine the wall time includes waiting for a CPU; the CPU time is what the scrape costs.
  */
-async function timeScrapes(port: number, pid: number, n: number): Promise<Scrape> {
+async function timeScrapes(base: string, pid: number, n: number): Promise<Scrape> {
   const ms: number[] = [], cpu: number[] = [];
   let bytes = 0;
-  await getMetrics(port); // warm: the first request opens the connection
+  await getMetrics(base); // warm: the first request opens the connection
   for (let i = 0; i < n; i++) {
     const c0 = cpuNs(pid);
     const t0 = performance.now();
-    const text = await getMetrics(port);
+    const text = await getMetrics(base);
     ms.push(performance.now() - t0);
     cpu.push((cpuNs(pid) - c0) / 1e6);
     bytes = text.length;
@@ -427,98 +387,49 @@ async function node(
   };
 
   // --- the node, the other node, the CNI chain and the daemon ---
-  const prefix = uniq();
-  const k = (Deno.pid + Number.parseInt(prefix.slice(-2), 36)) % 250;
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-soak-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
-  await Deno.chmod(dir, 0o755);
-  for (const d of ["bin", "net.d", "ipam", "run", "state"]) await Deno.mkdir(`${dir}/${d}`);
-  const nodeNs = await createNetns(scope, `${prefix}n`);
-  const client = await createNetns(scope, `${prefix}c`);
-  await inNs(nodeNs, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
-  await inNs(nodeNs, "ip", ["link", "add", "n0", "type", "veth", "peer", "name", "c0", "netns", client]);
-  await inNs(nodeNs, "ip", ["addr", "add", `10.251.${k}.1/24`, "dev", "n0"]);
-  await inNs(nodeNs, "ip", ["link", "set", "n0", "up"]);
-  await inNs(client, "ip", ["addr", "add", `10.251.${k}.2/24`, "dev", "c0"]);
-  await inNs(client, "ip", ["link", "set", "c0", "up"]);
-  await inNs(client, "ip", ["route", "add", `10.250.${k}.0/24`, "via", `10.251.${k}.1`]);
-  for (const [ns, dev] of [[nodeNs, "n0"], [client, "c0"]] as const) {
-    await inNs(ns, "ethtool", ["-K", dev, "tx", "off"]);
-  }
+  const n = await cniNode(scope, { network: "soaknet", name: "soak" });
+  const { prefix, k, home, client } = n;
+  const { dir, cgroup, pinPath } = home;
   // The client makes 10,000 connections to each pod within TIME_WAIT: all of its own ports. A
   // connect that gets no answer gives up after 7 s instead of 127 (so a broken one costs the run
   // little time; it still counts as an error).
   await inNs(client, "sysctl", ["-qw", "net.ipv4.ip_local_port_range=1024 65535"]);
   await inNs(client, "sysctl", ["-qw", "net.ipv4.tcp_syn_retries=2"]);
-  const conflist = `${dir}/net.d/10-soaknet.conflist`;
-  await Deno.writeTextFile(
-    conflist,
-    bridgeConflist({ name: "soaknet", subnet: `10.250.${k}.0/24`, ipamDir: `${dir}/ipam` }),
-  );
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-soak`;
-  scope.defer(() => removePinTree(pinPath));
   const names = Array.from({ length: cfg.pods }, (_, i) => `s${i}`);
-  const podsFile = `${dir}/pods.yaml`;
   await Deno.writeTextFile(
-    podsFile,
+    home.podsFile,
     names.map((n) => podYaml(n)).join("") + podYaml("ext", { meshed: false }),
   );
-  const metricsPort = freePort();
   const daemon = await startDaemon(scope, {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${dir}/state`,
-    runDir: `${dir}/run`,
-    extra: [
-      "--cni-mode=true",
-      `--cni-bin-dir=${dir}/bin`,
-      `--cni-config-dir=${dir}/net.d`,
-      `--ingress-hook=${hook}`,
-      `--metrics-addr=127.0.0.1:${metricsPort}`,
-    ],
+    ...home,
+    extra: ["--cni-mode=true", `--ingress-hook=${hook}`],
   });
+  const metrics = daemon.metricsUrl;
   const rss = rssSampler(daemon.pid);
   scope.defer(() => rss.abandon());
 
-  const added = new Map<string, { ns: string; ip: string; result: Record<string, unknown> }>();
-  const inv = (name: string, ns: string) => ({
-    conflist,
-    binDirs: [`${dir}/bin`, PLUGINS],
-    netns: `/run/netns/${ns}`,
-    containerId: `ctr-${prefix}-${name}`,
-    podNamespace: "default",
-    podName: name,
-    runInNetns: nodeNs,
-  });
-  scope.defer(async () => {
-    // Removed the way a runtime would, while the node and the daemon's pins still exist.
-    for (const [name, p] of [...added].reverse()) await cniDel(inv(name, p.ns), p.result).catch(() => {});
-  });
+  // Removed the way a runtime would, while the node and the daemon's pins still exist.
+  const rt = new PodRuntime(scope, n.chain, prefix);
   await phase("setup", async () => {
     for (const name of [...names, "ext"]) {
       b.check();
-      const ns = await createNetns(scope, `${prefix}${name}`);
-      const { result } = await cniAdd(inv(name, ns));
-      const ip = String((result.ips as { address: string }[])[0]!.address).split("/")[0]!;
-      added.set(name, { ns, ip, result });
+      await rt.addPod(name);
     }
-    return { pods: added.size };
+    return { pods: rt.pods.size };
   });
-  const pod = (name: string) => added.get(name)!;
+  const pod = (name: string) => rt.pod(name);
 
   // --- sidecars and apps ---
   const proxies: Proc[] = [];
   for (const name of names) {
-    const p = spawnAs(scope, tools.fastproxy, [
+    const p = spawn(scope, tools.fastproxy, [
       "--outbound",
       String(mesh.outboundPort),
       "--inbound",
       String(mesh.inboundPort),
     ], { netns: pod(name).ns, cgroup, uid: mesh.proxyUid, nofile: NOFILE });
     proxies.push(p);
-    const app = spawnAs(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
+    const app = spawn(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
       netns: pod(name).ns,
       cgroup,
       uid: APP_UID,
@@ -528,7 +439,7 @@ async function node(
     await app.waitFor((l) => l.event === "listening", 10_000, `${name} app`);
   }
   const ext = pod("ext");
-  const extApp = spawnAs(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
+  const extApp = spawn(scope, tools.loadgen, ["server", "--echo", "8080", "--bulk", "8081"], {
     netns: ext.ns,
     uid: APP_UID,
     nofile: NOFILE,
@@ -536,7 +447,7 @@ async function node(
   await extApp.waitFor((l) => l.event === "listening", 10_000, "unmeshed server");
   // Idle connections talk to the test peers' greeting echo server (idle-echo expects its greeting).
   for (const [ns, cg] of [[pod("s0").ns, cgroup], [ext.ns, undefined]] as const) {
-    const s = spawnAs(scope, PYTHON, ["-u", NETTOOL, "server", "--name", "idle", "--port", "8090"], {
+    const s = spawn(scope, PYTHON, ["-u", NETTOOL, "server", "--name", "idle", "--port", "8090"], {
       netns: ns,
       cgroup: cg,
       uid: APP_UID,
@@ -547,14 +458,14 @@ async function node(
   using pinned = new PinnedDatapathMaps(pinPath);
   const maps = live.maps = pinned.maps;
   const fill = async (): Promise<Fill> => {
-    const g = mapGauges(await getMetrics(metricsPort));
+    const g = mapGauges(await getMetrics(metrics));
     return { own: maps.tableFill(), kernel: g.entries, capacity: g.capacity };
   };
   const c0 = maps.counters();
   await rss.start();
   const empty = await fill();
   r.fill.empty = empty;
-  r.scrape.empty = await timeScrapes(metricsPort, daemon.pid, cfg.scrapes);
+  r.scrape.empty = await timeScrapes(metrics, daemon.pid, cfg.scrapes);
   r.mapMemory.empty = await mapMemory(pinPath);
   const expectedSize = connTableSizeFor(nodeMemoryBytes());
   check(
@@ -566,7 +477,7 @@ async function node(
   // --- idle connections, opened before everything else ---
   const idle = async (from: string, target: string, o: RunAs, sport = 0) => {
     const go = `${dir}/go-${from}`;
-    const p = spawnAs(scope, PYTHON, [
+    const p = spawn(scope, PYTHON, [
       "-u",
       NETTOOL,
       "idle-echo",
@@ -743,7 +654,7 @@ async function node(
   const holders: Proc[] = [];
   await phase("hold open", async () => {
     for (const n of names) {
-      holders.push(spawnAs(scope, tools.loadgen, ["hold", `${pod(n).ip}:8080`, "--count", String(holdPer)], {
+      holders.push(spawn(scope, tools.loadgen, ["hold", `${pod(n).ip}:8080`, "--count", String(holdPer)], {
         netns: client,
         nofile: NOFILE,
       }));
@@ -761,7 +672,7 @@ async function node(
     return { open: n };
   });
   r.fill.held = await fill();
-  r.scrape.held = await timeScrapes(metricsPort, daemon.pid, cfg.scrapes);
+  r.scrape.held = await timeScrapes(metrics, daemon.pid, cfg.scrapes);
   r.mapMemory.held = await mapMemory(pinPath);
   {
     // What every scrape used to do: walk the table's keys (one system call each, then a lookup each).
@@ -811,7 +722,7 @@ async function node(
       if (empty.kernel[m] === undefined && last.kernel[m] === undefined) continue;
       check(`${m} unchanged`, last.kernel[m] === empty.kernel[m], `${empty.kernel[m]} -> ${last.kernel[m]}`);
     }
-    r.scrape.after = await timeScrapes(metricsPort, daemon.pid, cfg.scrapes);
+    r.scrape.after = await timeScrapes(metrics, daemon.pid, cfg.scrapes);
     const hs = maps.handshakes().length;
     check("ingress_syn within its LRU bound", hs <= synCap, `${hs} of ${synCap}`);
     return { handshakes: hs };
@@ -889,10 +800,7 @@ async function node(
     } ms empty, ${h.cpuP50Ms.toFixed(2)} ms held; a key walk of the held table ${r.keyWalk?.ms} ms`,
   );
   // Pods leave the way a runtime removes them, then the daemon stops.
-  for (const [name, p] of [...added].reverse()) {
-    await cniDel(inv(name, p.ns), p.result);
-    added.delete(name);
-  }
+  for (const name of [...rt.pods.keys()].reverse()) await rt.delPod(name);
   check("CNI DEL removed every pod from local_pods", maps.pods().size === 0, `${maps.pods().size} left`);
   daemon.kill("SIGTERM");
   const st = await daemon.done;
@@ -1082,15 +990,7 @@ async function main(): Promise<number> {
     () => b.ctl.abort(new Error(`the soak exceeded --max-minutes=${flags["max-minutes"]}`)),
     maxMs,
   );
-  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
-    const h = () => {
-      if (b.signal.aborted) return;
-      log(`${sig}: stopping and cleaning up`);
-      b.ctl.abort(new Error(`interrupted by ${sig}`));
-    };
-    Deno.addSignalListener(sig, h);
-    return [sig, h] as const;
-  });
+  const signals = abortOnSignals(b.ctl, (sig) => log(`${sig}: stopping and cleaning up`));
   const t0 = performance.now();
   const results: HookResult[] = [];
   const problems: string[] = [];
@@ -1132,7 +1032,7 @@ async function main(): Promise<number> {
       problems.push(`${(e as Error).stack ?? e}`);
     } finally {
       clearTimeout(timer);
-      for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+      signals[Symbol.dispose]();
     }
   }
   problems.push(...sweepStale().map((x) => `left behind: ${x}`));

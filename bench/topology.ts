@@ -16,37 +16,33 @@
 // "fast" with the default mesh config, "nofast" with the sockmap switch off (what `--sockmap=false`
 // writes), so connect4, sockops and getsockopt run exactly as in production and only the shortcut
 // between the app and its proxy is missing (sockets never enter the sockhash).
-import { removePinTree } from "../src/bpf/pins.ts";
-import { Datapath } from "../src/datapath/datapath.ts";
+import type { Datapath } from "../src/datapath/datapath.ts";
 import { meshParams } from "../src/mesh/modes.ts";
 import { defaultPolicy } from "../src/mesh/policy.ts";
 import type { MeshParams } from "../src/mesh/types.ts";
-import {
-  closeMarkListener,
-  listenerNetnsCookie,
-  openMarkListener,
-  randomMark,
-} from "../src/netns/mark_listener.ts";
 import { attachIngress, detachIngress, type IngressHook, type XdpModeOption } from "../src/xdp/attacher.ts";
 import {
   createCgroup,
   createNetns,
   createNode,
   createPod,
+  identifyAsCni,
   inNs,
+  installIstioIptables,
+  listening,
+  loadDatapath,
   type Proc,
-  ROOT,
   type Scope,
-  spawn,
+  sidecarReady,
   type SpawnOptions,
+  startMonitor,
   type TestNode,
   type TestPod,
   uniq,
-} from "../tests/kernel/harness/mod.ts";
-import { installIstioIptables } from "./iptables.ts";
+  uplink,
+} from "../testbed/mod.ts";
 import type { NativeTools } from "./native.ts";
-import { assertPinned, lineAfter, type Pinning, startPinned } from "./procs.ts";
-import { currentNetnsCookie } from "../src/netns/cookie.ts";
+import { assertPinned, type Pinning, startPinned } from "./procs.ts";
 
 export const APP_UID = 1000;
 export const SERVER_UID = 2000;
@@ -96,20 +92,7 @@ function attachedMonitor(scope: Scope, pinPath: string, dp: Datapath): NonNullab
   const leased = () => dp.maps.monitorLeased();
   return {
     async start() {
-      p = spawn(scope, Deno.execPath(), [
-        "run",
-        "-A",
-        "--quiet",
-        `${ROOT}main.ts`,
-        "monitor",
-        "--output=json",
-        `--bpf-pin-path=${pinPath}`,
-        "--run-dir=/nonexistent",
-      ]);
-      for (let i = 0; !leased(); i++) {
-        if (i > 300) throw new Error(`the monitor never attached: ${p.stderr.join("\n")}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      p = await startMonitor(scope, { pinPath, timeoutMs: 6000 });
     },
     async stop() {
       p?.kill("SIGTERM");
@@ -143,36 +126,14 @@ export async function tuneNetns(ns: string) {
   await inNs(ns, "sysctl", ["-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65000"]);
 }
 
-function loadDatapath(
+function loadBenchDatapath(
   scope: Scope,
   pinPath: string,
   cgroup: string,
   mesh: MeshParams,
-  fastPath: boolean,
+  sockmap: boolean,
 ) {
-  scope.defer(() => removePinTree(pinPath));
-  const dp = Datapath.load({ pinPath, cgroupPath: cgroup, dnsCapture: false });
-  scope.defer(() => dp.close());
-  // Config before attach, as the daemon does: programs attached first would run without it.
-  dp.maps.setMeshConfig(mesh, {
-    dnsCapture: false,
-    cniMode: true,
-    sockmap: fastPath,
-    hostNetns: currentNetnsCookie(),
-  });
-  dp.attach();
-  return dp;
-}
-
-/** What the CNI plugin does for a meshed pod: identity listener, mark and namespace entries, policy. */
-function identify(scope: Scope, dp: Datapath, pod: TestPod, marks: Set<number>) {
-  const mark = randomMark((m) => marks.has(m));
-  marks.add(mark);
-  const l = openMarkListener(`/run/netns/${pod.ns}`, mark);
-  scope.defer(() => closeMarkListener(l));
-  dp.maps.putMark(mark, pod.ip);
-  dp.maps.putNetnsPod(listenerNetnsCookie(l), pod.ip);
-  dp.maps.putPod(pod.ip, defaultPolicy("istio"));
+  return loadDatapath(scope, { pinPath, cgroup, mesh, cniMode: true, sockmap });
 }
 
 export async function buildDataplane(
@@ -188,8 +149,8 @@ export async function buildDataplane(
     nofast: await createCgroup(scope, `${prefix}-nofast`),
     fast: await createCgroup(scope, `${prefix}-fast`),
   };
-  const fast = loadDatapath(scope, `/sys/fs/bpf/${prefix}-fast`, cg.fast, mesh, true);
-  const nofast = loadDatapath(scope, `/sys/fs/bpf/${prefix}-nofast`, cg.nofast, mesh, false);
+  const fast = loadBenchDatapath(scope, `/sys/fs/bpf/${prefix}-fast`, cg.fast, mesh, true);
+  const nofast = loadBenchDatapath(scope, `/sys/fs/bpf/${prefix}-nofast`, cg.nofast, mesh, false);
 
   const pods: Record<string, TestPod> = {};
   const layout: [string, number][] = [
@@ -216,19 +177,17 @@ export async function buildDataplane(
   // The remote client: its own namespace, routed to the pods through the node.
   const remote = await createNetns(scope, `${prefix}c`);
   const k = node.subnet.split(".")[2]!;
-  await inNs(node.ns, "ip", ["link", "add", "n0", "type", "veth", "peer", "name", "c0", "netns", remote]);
-  await inNs(node.ns, "ip", ["addr", "add", `10.251.${k}.1/24`, "dev", "n0"]);
-  await inNs(node.ns, "ip", ["link", "set", "n0", "up"]);
-  await inNs(remote, "ip", ["addr", "add", `10.251.${k}.2/24`, "dev", "c0"]);
-  await inNs(remote, "ip", ["link", "set", "c0", "up"]);
-  await inNs(remote, "ip", ["route", "add", `${node.subnet}.0/24`, "via", `10.251.${k}.1`]);
+  // Offload stays on, as on a real node's links.
+  await uplink(node.ns, remote, { net: `10.251.${k}`, pods: `${node.subnet}.0/24`, offload: true });
   await tuneNetns(remote);
 
-  for (const n of ["oi", "ii"]) await installIstioIptables(pod(n).ns, mesh);
+  // Istio's rules for the default injection (no annotations), the pods' own namespaces only.
+  for (const n of ["oi", "ii"]) await installIstioIptables(pod(n).ns);
 
   const marks = new Set<number>();
-  for (const n of ["of", "ix", "in", "ih", "it", "iu"]) identify(scope, fast, pod(n), marks);
-  identify(scope, nofast, pod("on"), marks);
+  const policy = defaultPolicy("istio");
+  for (const n of ["of", "ix", "in", "ih", "it", "iu"]) identifyAsCni(scope, fast, pod(n), marks, policy);
+  identifyAsCni(scope, nofast, pod("on"), marks, policy);
 
   const hooks: [string, IngressHook, boolean, XdpModeOption][] = [
     ["ix", "xdp", false, "auto"],
@@ -271,7 +230,7 @@ export async function buildDataplane(
       cgroup,
       uid: n === "s" ? undefined : SERVER_UID,
     });
-    waits.push(lineAfter(p, 0, (l) => l.event === "listening"));
+    waits.push(listening(p));
     started.push(p);
   }
   const proxies: Record<string, Proc> = {};
@@ -295,7 +254,7 @@ export async function buildDataplane(
     ], { netns: pod(n).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
     proxies[n] = p;
     started.push(p);
-    waits.push(lineAfter(p, 0, (l) => l.event === "listening" && l.kind === "inbound"));
+    waits.push(sidecarReady(p, ["inbound"], 5000));
   }
   await Promise.all(waits);
   for (const p of started) assertPinned(p.pid, pin);

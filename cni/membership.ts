@@ -4,6 +4,7 @@
 // sidecar: so the plugin reads the pod from where the daemon would and decides with the daemon's
 // rules. Everything here is loaded only on that path, keeping the usual ADD cheap.
 import { MESH_MODES, type MeshMode } from "../src/mesh/types.ts";
+import { isRecord } from "../src/util/record.ts";
 
 /**
  * Written by the installer into our entry of the chain: the daemon's pod source and mesh mode.
@@ -22,10 +23,6 @@ export interface MembershipConf {
 /** The pod could not be judged: the caller treats it as possibly meshed. */
 export class MembershipUnknownError extends Error {
   override readonly name = "MembershipUnknownError";
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /** Validates the entry's "membership" field; returns a message for what is wrong, or the conf. */

@@ -12,6 +12,7 @@ import {
   PLUGIN_TYPE,
   SUPPORTED_CNI_VERSIONS,
 } from "./spec.ts";
+import { isRecord } from "../src/util/record.ts";
 
 export const CNI_COMMANDS = ["ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC"] as const;
 export type CniCommand = (typeof CNI_COMMANDS)[number];
@@ -62,10 +63,6 @@ export interface CniInvocation {
   ifName: string;
   pod: PodIdentity;
   config: PluginConfig;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /** Reads CNI_COMMAND; the one thing needed before anything else can be decided. */

@@ -3,6 +3,8 @@
 // stream socket, the plugin writes one JSON request line and reads one JSON response line. This is
 // the contract and the client; the daemon's server is src/daemon/socket_server.ts.
 
+import { isRecord } from "../src/util/record.ts";
+
 export const DEFAULT_RUN_DIR = "/var/run/merbridge";
 export const DEFAULT_SOCKET_PATH = `${DEFAULT_RUN_DIR}/cni.sock`;
 
@@ -90,10 +92,6 @@ export class DaemonProtocolError extends Error {
   constructor(readonly socketPath: string, detail: string) {
     super(`merbridge daemon at ${socketPath} sent an invalid response: ${detail}`);
   }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 function str(

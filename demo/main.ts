@@ -1,7 +1,7 @@
 // `deno task demo`: builds a small node out of namespaces, runs the real daemon in CNI mode on it,
 // pushes real TCP through every path the design distinguishes, shows the node's state, and takes it
 // all down again. Exits 0 only if every connection behaved as designed and nothing was left behind.
-import { Scope } from "../tests/kernel/harness/mod.ts";
+import { abortOnSignals, Scope } from "../testbed/mod.ts";
 import { buildNode, EXCLUDED_IN_PORT, EXCLUDED_OUT_PORT, type Track } from "./node.ts";
 import { bpfFootprint, checkNodeClean } from "./residue.ts";
 import { showCounters, showStatus } from "./status.ts";
@@ -28,15 +28,7 @@ async function main(): Promise<number> {
   // Ctrl-C must still take the node down: the flow stops at the next step boundary and the scope
   // unwinds as it would after a failure.
   const stop = new AbortController();
-  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
-    const h = () => {
-      if (stop.signal.aborted) return;
-      console.log(`\n${sig}: stopping and cleaning up`);
-      stop.abort(new Error(`interrupted by ${sig}`));
-    };
-    Deno.addSignalListener(sig, h);
-    return [sig, h] as const;
-  });
+  const signals = abortOnSignals(stop, (sig) => console.log(`\n${sig}: stopping and cleaning up`));
 
   const track: Track = {};
   const scope = new Scope();
@@ -72,7 +64,7 @@ async function main(): Promise<number> {
         ...bpf,
       });
     }
-    for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+    signals[Symbol.dispose]();
   }
 
   const secs = ((performance.now() - started) / 1000).toFixed(1);

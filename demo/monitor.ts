@@ -1,7 +1,6 @@
 // `merbridge monitor` watching the demo's traffic: what the programs decided for each connection and
 // why, as an operator would see it, checked against what the traffic section proved happened.
-import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
-import { type Proc, ROOT, type Scope, spawn } from "../tests/kernel/harness/mod.ts";
+import { type Scope, startMonitor } from "../testbed/mod.ts";
 import type { DemoNode } from "./node.ts";
 import { equal, holds, type Ledger } from "./ui.ts";
 
@@ -11,23 +10,11 @@ export interface Watch {
 
 /** Starts the monitor and returns once it holds the lease (the programs then send events). */
 export async function watchDecisions(scope: Scope, node: DemoNode): Promise<Watch> {
-  const p: Proc = spawn(scope, Deno.execPath(), [
-    "run",
-    "-A",
-    "--quiet",
-    `${ROOT}main.ts`,
-    "monitor",
-    "--output=json",
-    `--bpf-pin-path=${node.pinPath}`,
-    `--run-dir=${node.runDir}`,
-    `--state-dir=${node.stateDir}`,
-  ]);
-  using m = new PinnedDatapathMaps(node.pinPath);
-  const deadline = Date.now() + 15_000;
-  while (!m.maps.monitorLeased()) {
-    if (Date.now() > deadline) throw new Error(`the monitor never started: ${p.stderr.join("\n")}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const p = await startMonitor(scope, {
+    pinPath: node.pinPath,
+    runDir: node.runDir,
+    args: [`--state-dir=${node.stateDir}`],
+  });
   return {
     async stop() {
       // Its lines come through a pipe: a moment for the last events to arrive.

@@ -8,21 +8,27 @@
 // `merbridge uninstall` removes what it left pinned on purpose, and only then do the cgroup, the
 // namespaces and the temp directory go. The same unwinding runs on success, failure and Ctrl-C.
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
-import { removePinTree } from "../src/bpf/pins.ts";
 import { meshParams } from "../src/mesh/modes.ts";
-import { bridgeConflist, cniAdd, cniDel, type CniInvocation } from "../tests/kernel/harness/cni_runtime.ts";
-import { startDaemon, stopDaemon } from "../tests/kernel/harness/daemon.ts";
 import {
-  createCgroup,
+  bridgeConflist,
+  cniAdd,
+  cniDel,
   createNetns,
-  inNs,
+  daemonHome,
+  invocation,
+  listening,
+  podYaml,
   type Proc,
-  ROOT,
-  run,
+  resultIp,
+  runCli,
   type Scope,
+  startDaemon,
   startNettool,
+  startSidecar,
+  stopDaemon,
   uniq,
-} from "../tests/kernel/harness/mod.ts";
+  uplink,
+} from "../testbed/mod.ts";
 import { equal, holds, type Ledger } from "./ui.ts";
 
 export const MESH = meshParams("istio");
@@ -32,7 +38,6 @@ export const EXCLUDED_OUT_PORT = 9090;
 export const EXCLUDED_IN_PORT = 8081;
 export const BULK_BYTES = 1 << 20;
 
-const PLUGINS = "/usr/lib/cni";
 const POD_SUBNET = "10.244.1";
 const UPLINK_SUBNET = "10.240.0";
 const NETWORK = "demo";
@@ -82,40 +87,8 @@ export interface DemoNode {
   sidecars: Record<"a" | "b", Proc>;
 }
 
-function podYaml(p: PodSpec): string {
-  // Injected pods carry sidecar.istio.io/status and an istio-proxy container; the plain one neither.
-  const ann = { ...(p.meshed ? { "sidecar.istio.io/status": "{}" } : {}), ...p.annotations };
-  const annLines = Object.entries(ann).map(([k, v]) => `    ${k}: '${v}'`).join("\n");
-  return [
-    "apiVersion: v1",
-    "kind: Pod",
-    "metadata:",
-    `  name: ${p.name}`,
-    "  namespace: default",
-    `  uid: uid-${p.name}`,
-    ...(annLines ? ["  annotations:", annLines] : []),
-    "spec:",
-    "  nodeName: test-node",
-    "  containers:",
-    "  - name: app",
-    ...(p.meshed ? ["  - name: istio-proxy"] : []),
-    "status:",
-    "  phase: Pending",
-    "---",
-    "",
-  ].join("\n");
-}
-
 /** Runs the project's CLI from source, as an operator on the node would. */
-export function cli(args: string[]) {
-  return run(Deno.execPath(), ["run", "-A", "--quiet", `${ROOT}main.ts`, ...args], { allowFail: true });
-}
-
-async function listening(p: Proc, kinds: string[], what: string) {
-  for (const kind of kinds) {
-    await p.waitFor((l) => l.event === "listening" && (kind === "" || l.kind === kind), 5000, what);
-  }
-}
+export const cli = runCli;
 
 /** IP addresses host-local still has leased (its data dir holds one file per address). */
 function leases(dir: string): string[] {
@@ -164,64 +137,52 @@ export async function buildNode(
   track: Track,
 ): Promise<DemoNode> {
   const prefix = track.prefix = uniq();
-  const dir = track.dir = await Deno.makeTempDir({ prefix: "merbridge-demo-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
-  for (const d of ["bin", "net.d", "ipam", "run", "state"]) await Deno.mkdir(`${dir}/${d}`);
-
   // Every namespace exists before anything that lives in one, so the namespaces outlast all of it.
   const nodeNs = await createNetns(scope, `${prefix}n`);
   const otherNs = await createNetns(scope, `${prefix}o`);
   const podNs = {} as Record<PodKey, string>;
   for (const p of PODS) podNs[p.key] = await createNetns(scope, `${prefix}${p.key}`);
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = track.pinPath = `/sys/fs/bpf/${prefix}-demo`;
-  scope.defer(() => removePinTree(pinPath));
+  const home = await daemonHome(scope, { prefix, name: "demo" });
+  const { dir, cgroup, pinPath } = home;
+  track.dir = dir;
+  track.pinPath = pinPath;
   signal.throwIfAborted();
 
-  const nodeIp = `${UPLINK_SUBNET}.1`;
-  const otherIp = `${UPLINK_SUBNET}.2`;
-  await inNs(nodeNs, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
-  await inNs(nodeNs, "ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", otherNs]);
-  await inNs(nodeNs, "ip", ["addr", "add", `${nodeIp}/24`, "dev", "eth0"]);
-  await inNs(nodeNs, "ip", ["link", "set", "eth0", "up"]);
-  await inNs(otherNs, "ip", ["addr", "add", `${otherIp}/24`, "dev", "eth0"]);
-  await inNs(otherNs, "ip", ["link", "set", "eth0", "up"]);
-  await inNs(otherNs, "ip", ["route", "add", `${POD_SUBNET}.0/24`, "via", nodeIp]);
   // veth checksums are left partial while offload is on; off on the uplink, every hop computes them in
   // software, so the 1 MiB transfer below proves the rewritten packets' checksums are right.
-  for (const ns of [nodeNs, otherNs]) await inNs(ns, "ethtool", ["-K", "eth0", "tx", "off"]);
+  const { nodeIp, otherIp } = await uplink(nodeNs, otherNs, {
+    net: UPLINK_SUBNET,
+    pods: `${POD_SUBNET}.0/24`,
+    nodeIf: "eth0",
+    otherIf: "eth0",
+  });
 
-  const conflist = `${dir}/net.d/10-${NETWORK}.conflist`;
+  const conflist = `${home.confDir}/10-${NETWORK}.conflist`;
   const originalConflist = bridgeConflist({
     name: NETWORK,
     subnet: `${POD_SUBNET}.0/24`,
-    ipamDir: `${dir}/ipam`,
+    ipamDir: home.ipamDir,
   });
   await Deno.writeTextFile(conflist, originalConflist);
-  const podsFile = `${dir}/pods.yaml`;
-  await Deno.writeTextFile(podsFile, PODS.map(podYaml).join(""));
+  const { podsFile } = home;
+  await Deno.writeTextFile(
+    podsFile,
+    PODS.map((p) => podYaml(p.name, { meshed: p.meshed, annotations: p.annotations })).join(""),
+  );
   signal.throwIfAborted();
 
   // Servers on the other node first: they are what pods talk to.
   for (const port of [APP_PORT, EXCLUDED_OUT_PORT]) {
     const s = startNettool(scope, { netns: otherNs }, ["server", "--name", "remote", "--port", String(port)]);
-    await listening(s, [""], `other node :${port}`);
+    await listening(s, [""], 5000, `other node :${port}`);
   }
   ui.check(`node ${nodeNs}: CNI chain bridge (cni0) + host-local ${POD_SUBNET}.0/24, uplink ${nodeIp}`, [], [
     `other node ${otherNs} at ${otherIp}, one forwarding hop away, servers on :${APP_PORT} and ` +
     `:${EXCLUDED_OUT_PORT}`,
   ]);
 
-  const stateDir = `${dir}/state`;
-  const runDir = `${dir}/run`;
-  const daemon = await startDaemon(scope, {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir,
-    runDir,
-    extra: ["--cni-mode=true", "--sockmap=true", `--cni-bin-dir=${dir}/bin`, `--cni-config-dir=${dir}/net.d`],
-  });
+  const { stateDir, runDir } = home;
+  const daemon = await startDaemon(scope, { ...home, extra: ["--cni-mode=true", "--sockmap=true"] });
   track.daemonPid = daemon.pid;
   const plugins = (JSON.parse(await Deno.readTextFile(conflist)).plugins as { type: string }[])
     .map((p) => p.type);
@@ -240,12 +201,12 @@ export async function buildNode(
       `--bpf-pin-path=${pinPath}`,
       `--state-dir=${stateDir}`,
       `--run-dir=${runDir}`,
-      `--cni-bin-dir=${dir}/bin`,
-      `--cni-config-dir=${dir}/net.d`,
+      `--cni-bin-dir=${home.binDir}`,
+      `--cni-config-dir=${home.confDir}`,
       "--log-format=json",
     ]);
     const after = await Deno.readTextFile(conflist).catch((e) => `(${e.message})`);
-    const plugin = await Deno.stat(`${dir}/bin/merbridge-cni`).then(() => true, () => false);
+    const plugin = await Deno.stat(`${home.binDir}/merbridge-cni`).then(() => true, () => false);
     ui.check(
       "merbridge uninstall",
       [
@@ -298,15 +259,11 @@ export async function buildNode(
 
   const pods = {} as Record<PodKey, DemoPod>;
   for (const p of PODS) {
-    const inv: CniInvocation = {
-      conflist,
-      binDirs: [`${dir}/bin`, PLUGINS],
-      netns: `/run/netns/${podNs[p.key]}`,
+    const inv = invocation({ conflist, binDir: home.binDir, nodeNs }, {
+      name: p.name,
+      ns: podNs[p.key],
       containerId: `${prefix}-${p.name}`,
-      podNamespace: "default",
-      podName: p.name,
-      runInNetns: nodeNs,
-    };
+    });
     const added: { result?: Record<string, unknown> } = {};
     // Registered before ADD: a runtime DELs a pod whose ADD failed halfway, and so do we.
     scope.defer(async () => {
@@ -319,7 +276,7 @@ export async function buildNode(
     });
     const { runs, result } = await cniAdd(inv);
     added.result = result;
-    const ip = String((result.ips as { address: string }[])[0]!.address).split("/")[0]!;
+    const ip = resultIp(result);
     pods[p.key] = { ...p, ns: podNs[p.key], ip };
     const ann = Object.entries(p.annotations).map(([k, v]) => `${k.split("/")[1]} "${v}"`).join(", ");
     ui.check(
@@ -332,13 +289,7 @@ export async function buildNode(
   // After ADD, as a runtime starts containers once the network is up.
   const sidecars = {} as Record<"a" | "b", Proc>;
   for (const key of ["a", "b"] as const) {
-    sidecars[key] = startNettool(scope, { netns: podNs[key], cgroup, uid: MESH.proxyUid }, [
-      "proxy",
-      "--listen",
-      `outbound=${MESH.outboundPort}`,
-      "--listen",
-      `inbound=${MESH.inboundPort}`,
-    ]);
+    sidecars[key] = startSidecar(scope, { netns: podNs[key], cgroup, mesh: MESH });
   }
   const app = { netns: podNs.a, cgroup, uid: APP_UID };
   const appA = startNettool(scope, app, ["server", "--name", "pod-a", "--port", String(APP_PORT)]);
@@ -351,9 +302,9 @@ export async function buildNode(
     String(BULK_BYTES),
   ]);
   for (const key of ["a", "b"] as const) {
-    await listening(sidecars[key], ["outbound", "inbound"], `sidecar of ${key}`);
+    await listening(sidecars[key], ["outbound", "inbound"], 5000, `sidecar of ${key}`);
   }
-  for (const p of [appA, appA2, bulkApp]) await listening(p, [""], "app server");
+  for (const p of [appA, appA2, bulkApp]) await listening(p, [""], 5000, "app server");
   ui.check(`sidecars up in pod-a and pod-b, apps listening`, [], [
     `sidecars run as uid ${MESH.proxyUid}, outbound :${MESH.outboundPort}, inbound :${MESH.inboundPort}; ` +
     `apps: pod-a :${APP_PORT} and :${EXCLUDED_IN_PORT} (echo), pod-b :${APP_PORT} (1 MiB answer)`,

@@ -3,7 +3,7 @@
 // that uses one of them (looked up by ID while they existed, since names like mb_connect4 are not
 // unique to this run).
 import { cgroup2Root } from "../src/cgroup/cgroup2.ts";
-import { run, sleep } from "../tests/kernel/harness/mod.ts";
+import { run, sleep } from "../testbed/mod.ts";
 import { equal, type Ledger } from "./ui.ts";
 import { pathExists } from "../src/util/fs.ts";
 

@@ -2,7 +2,7 @@
 // (read from the pins, the way it works on a real node) cross-checked against what the kernel shows
 // inside each pod: the 39807 listener's mark must be the one mark_pod_ips maps to the pod's IP.
 import { COUNTER_NAMES, MARK_PORT } from "../src/maps/layouts.ts";
-import { inNs } from "../tests/kernel/harness/mod.ts";
+import { inNs } from "../testbed/mod.ts";
 import { cli, type DemoNode, MESH } from "./node.ts";
 import { readCounters } from "./traffic.ts";
 import { dim, equal, holds, type Ledger } from "./ui.ts";

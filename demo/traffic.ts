@@ -3,7 +3,7 @@
 // their peer, the datapath's counters), so a line can only claim what really happened.
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
 import { COUNTER_NAMES, type CounterName } from "../src/maps/layouts.ts";
-import { nettool, sleep } from "../tests/kernel/harness/mod.ts";
+import { nettool, sleep } from "../testbed/mod.ts";
 import {
   APP_PORT,
   APP_UID,

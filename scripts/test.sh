@@ -77,7 +77,7 @@ if [[ "$what" == all ]]; then
   stage "deno fmt --check" deno fmt --check
   stage "deno lint" deno lint
   # shellcheck disable=SC2046 # the directory list is meant to split into words
-  stage "deno check" deno check main.ts mod.ts tests/ $(ls -d bench/ demo/ 2>/dev/null)
+  stage "deno check" deno check main.ts mod.ts testbed/ tests/ $(ls -d bench/ demo/ 2>/dev/null)
 fi
 stage "bpf build" bash bpf/build.sh
 case "$what" in

@@ -265,7 +265,10 @@ export class BpfObject implements Disposable {
     return this.#ptr;
   }
 
-  /** @internal throws unless the object is still open; the program and map wrappers check first. */
+  /**
+   * @internal throws once the object is closed: nativeProgram and BpfMap call it before touching a
+   * libbpf handle, which closing the object frees.
+   */
   requireOpen(): void {
     this.#handle();
   }

@@ -34,12 +34,15 @@ export interface IntFlag extends FlagBase {
 export type FlagSpec = StringFlag | BoolFlag | IntFlag;
 export type FlagSpecs = Record<string, FlagSpec>;
 
-type ValueOf<F extends FlagSpec> = F extends BoolFlag ? boolean : F extends IntFlag ? number : string;
+// A flag's value as a command sees it: a string flag with choices is the union of its choices.
+type ValueOf<F extends FlagSpec> = F extends BoolFlag ? boolean
+  : F extends IntFlag ? number
+  : F extends { choices: readonly (infer C extends string)[] } ? C
+  : string;
+/** The flags of schema `S` as parsed: a flag with a default always has a value. */
 export type Parsed<S extends FlagSpecs> =
   & { [K in keyof S]: S[K] extends { default: unknown } ? ValueOf<S[K]> : ValueOf<S[K]> | undefined }
-  & {
-    _: string[];
-  };
+  & { _: string[] };
 
 function toBool(flag: string, v: string): boolean {
   if (/^(true|1|yes)$/i.test(v)) return true;
@@ -79,22 +82,19 @@ export function parseFlags<S extends FlagSpecs>(
     const m = /^--([^=]+)$/.exec(a);
     return m && specs[m[1]!]?.type === "boolean" ? `${a}=true` : a;
   });
+  const options: Record<string, { type: "string" }> = Object.fromEntries(
+    Object.keys(specs).map((k) => [k, { type: "string" }]),
+  );
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: opts.positionals ?? false,
-      options: Object.fromEntries(Object.keys(specs).map((k) => [k, { type: "string" as const }])),
-    });
+    parsed = parseArgs({ args, strict: true, allowPositionals: opts.positionals ?? false, options });
   } catch (e) {
     throw new UsageError((e as Error).message.replace(/^TypeError \[[A-Z_]+\]: /, ""));
   }
   const out: Record<string, unknown> = { _: parsed.positionals };
   const env = opts.env ?? {};
   for (const [name, spec] of Object.entries(specs)) {
-    const raw = (parsed.values as Record<string, string | undefined>)[name] ??
-      (spec.env ? env[spec.env] : undefined);
+    const raw = parsed.values[name] ?? (spec.env ? env[spec.env] : undefined);
     out[name] = raw !== undefined ? convert(name, spec, raw) : spec.default;
   }
   return out as Parsed<S>;
@@ -106,7 +106,7 @@ export function helpText(usage: string, summary: string, specs: FlagSpecs): stri
       ? "[=true|false]"
       : s.type === "int"
       ? "=N"
-      : `=${(s as StringFlag).placeholder ?? "VALUE"}`;
+      : `=${s.placeholder ?? "VALUE"}`;
     const dflt = s.default !== undefined && s.default !== "" ? ` (default ${JSON.stringify(s.default)})` : "";
     const choices = s.type === "string" && s.choices ? ` [${s.choices.join("|")}]` : "";
     const env = s.env ? ` [env ${s.env}]` : "";

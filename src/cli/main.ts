@@ -1,8 +1,8 @@
 // `merbridge <subcommand> [flags]`: finds the subcommand, parses its flags strictly, sets up logging,
 // runs it. Usage errors exit 2 with a message naming the problem; other failures exit 1.
-import { helpText, parseFlags, UsageError } from "./args.ts";
-import type { Command } from "./command.ts";
-import { isLogLevel, type LogLevel, setupLogging, shutdownLogging } from "../log/logger.ts";
+import { helpText, UsageError } from "./args.ts";
+import type { CommandEntry } from "./command.ts";
+import { setupLogging, shutdownLogging } from "../log/logger.ts";
 import { COMMANDS } from "./commands.ts";
 
 function topHelp(): string {
@@ -12,7 +12,7 @@ function topHelp(): string {
   }\n\nRun 'merbridge <command> --help' for a command's flags. Invoked as 'merbridge-cni' (or with CNI_COMMAND\nset) the executable is the CNI plugin.\n`;
 }
 
-function findCommand(args: string[]): { cmd: Command; rest: string[] } | undefined {
+function findCommand(args: string[]): { cmd: CommandEntry; rest: string[] } | undefined {
   // Two-word commands ("maps dump") first.
   for (const c of COMMANDS) {
     const words = c.name.split(" ");
@@ -37,9 +37,9 @@ export async function runCli(args: string[]): Promise<number> {
     console.log(helpText(`merbridge ${cmd.usage ?? cmd.name + " [flags]"}`, cmd.summary, cmd.flags));
     return 0;
   }
-  let flags: Record<string, unknown>;
+  let invocation;
   try {
-    flags = parseFlags(cmd.flags, rest, { positionals: cmd.positionals, env: Deno.env.toObject() });
+    invocation = cmd.parse(rest, Deno.env.toObject());
   } catch (e) {
     if (e instanceof UsageError) {
       console.error(`merbridge ${cmd.name}: ${e.message}\nRun 'merbridge ${cmd.name} --help' for its flags.`);
@@ -47,15 +47,9 @@ export async function runCli(args: string[]): Promise<number> {
     }
     throw e;
   }
-  const level: LogLevel = flags.debug
-    ? "debug"
-    : isLogLevel(String(flags["log-level"] ?? "info"))
-    ? flags["log-level"] as LogLevel
-    : "info";
-  const format = (flags["log-format"] as "auto" | "json" | "text" | undefined) ?? "auto";
-  await setupLogging({ level, format });
+  await setupLogging(invocation.logging);
   try {
-    return await cmd.run(flags);
+    return await invocation.run();
   } catch (e) {
     if (e instanceof UsageError) {
       console.error(`merbridge ${cmd.name}: ${e.message}`);

@@ -3,6 +3,7 @@
 // so that a restarted daemon rebuilds the listeners with the same marks (the map entries never go
 // stale) and DEL finds exactly what ADD made, keyed by container ID on both sides.
 import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
+import { CniErrorCode } from "../../cni/spec.ts";
 import { removePinTree } from "../bpf/pins.ts";
 import { getLogger } from "../log/logger.ts";
 import type { DatapathMaps } from "../maps/manager.ts";
@@ -175,7 +176,11 @@ export class Attachments {
       }
       case "pods":
         // Answered by the daemon itself, from its pod table.
-        return { ok: false, code: 4, msg: "the attachments do not answer pods requests" };
+        return {
+          ok: false,
+          code: CniErrorCode.invalidEnv,
+          msg: "the attachments do not answer pods requests",
+        };
     }
   }
 
@@ -193,7 +198,7 @@ export class Attachments {
       // Not knowing is not "not meshed": the runtime retries, and a meshed pod never starts bare.
       const msg = `cannot tell whether pod ${req.podNamespace}/${req.podName} is in the mesh`;
       log.warn("ADD {id}: {msg}: {error}", { id: req.containerId, msg, error: (e as Error).message });
-      return { ok: false, code: 11, msg, details: (e as Error).message };
+      return { ok: false, code: CniErrorCode.tryAgainLater, msg, details: (e as Error).message };
     }
     // Attached meanwhile by the repair pass (it found the namespace by the pod's IP).
     const again = this.#live.get(req.containerId) ?? this.#syntheticFor(req.netns);
@@ -212,7 +217,11 @@ export class Attachments {
     const podIp = req.podIps?.find((ip) => /^\d+\.\d+\.\d+\.\d+$/.test(ip)) ??
       (entry.ip || withNetns(req.netns, () => interfaceIpv4(req.ifName)));
     if (!podIp) {
-      return { ok: false, code: 11, msg: `pod ${req.podNamespace}/${req.podName} has no IPv4 address yet` };
+      return {
+        ok: false,
+        code: CniErrorCode.tryAgainLater,
+        msg: `pod ${req.podNamespace}/${req.podName} has no IPv4 address yet`,
+      };
     }
     const taken = new Set(this.opts.maps.marks().keys());
     const rec: AttachmentRecord = {
@@ -243,7 +252,7 @@ export class Attachments {
       this.#save();
       const msg = `attaching ${req.podNamespace}/${req.podName}: ${(e as Error).message}`;
       log.error(msg);
-      return { ok: false, code: 5, msg };
+      return { ok: false, code: CniErrorCode.ioFailure, msg };
     }
     crashPoint("attach:applied");
     this.#save();
@@ -329,7 +338,11 @@ export class Attachments {
     if (this.opts.maps.marks().get(live.rec.mark) !== live.rec.podIp) problems.push("mark entry missing");
     if (!pathExists(live.rec.netns)) problems.push("network namespace gone");
     return problems.length
-      ? { ok: false, code: 5, msg: `attachment of ${req.containerId}: ${problems.join(", ")}` }
+      ? {
+        ok: false,
+        code: CniErrorCode.ioFailure,
+        msg: `attachment of ${req.containerId}: ${problems.join(", ")}`,
+      }
       : { ok: true };
   }
 

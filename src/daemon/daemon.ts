@@ -1,6 +1,7 @@
 // The node agent: loads and attaches the datapath, keeps the pod maps in step with the pod source,
 // and in CNI mode serves the plugin, owns per-pod attachments and keeps itself chained in the CNI
 // config. SIGTERM leaves the pinned datapath running for the next daemon unless told to uninstall.
+import { CniErrorCode } from "../../cni/spec.ts";
 import { CniInstaller, PLUGIN_KUBECONFIG_FILE } from "../installer/install.ts";
 import { type DaemonSocketServer, serveDaemonSocket } from "./socket_server.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
@@ -317,7 +318,11 @@ export class Daemon {
       if (req.op === "pods") return { ok: true, pods: this.#podRows() };
       if (!attachments) {
         if (req.op === "status") return { ok: true, detail: "not in CNI mode" };
-        return { ok: false, code: 50, msg: "this merbridge daemon is not in CNI mode" };
+        return {
+          ok: false,
+          code: CniErrorCode.pluginNotAvailable,
+          msg: "this merbridge daemon is not in CNI mode",
+        };
       }
       const t0 = performance.now();
       const res = await attachments.handle(req);

@@ -5,6 +5,7 @@
 import { dirname } from "node:path";
 import type { IngressHook } from "../xdp/attacher.ts";
 import { crashPoint } from "../util/crash_point.ts";
+import { isRecord } from "../util/record.ts";
 
 export interface AttachmentRecord {
   containerId: string;
@@ -37,10 +38,6 @@ export type StateRead =
   | { kind: "absent" }
   /** Neither the file nor its previous copy is usable: what is attached must be rebuilt, not dropped. */
   | { kind: "invalid"; problem: string };
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** Checks a decoded state file; throws naming the first thing that is wrong. */
 export function validateRecords(v: unknown): AttachmentRecord[] {

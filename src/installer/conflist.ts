@@ -12,6 +12,7 @@ import {
   type Span,
 } from "../../cni/json_text.ts";
 import { isSupportedCniVersion, PLUGIN_TYPE, SUPPORTED_CNI_VERSIONS } from "../../cni/spec.ts";
+import { isRecord } from "../util/record.ts";
 
 /** A CNI configuration file that cannot be used as it is; the file is left untouched. */
 export class CniConfigFileError extends Error {
@@ -30,10 +31,6 @@ export interface ConfFile {
   /** "conflist" when the file holds a plugins list, "conf" for a single plugin's configuration. */
   kind: "conflist" | "conf";
   obj: Record<string, unknown>;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 export function isOurEntry(v: unknown): boolean {

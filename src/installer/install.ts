@@ -30,6 +30,7 @@ import {
 } from "./files.ts";
 import { PLUGIN_TYPE } from "../../cni/spec.ts";
 import { crashPoint } from "../util/crash_point.ts";
+import { sleep } from "../util/sleep.ts";
 
 const enc = new TextEncoder();
 
@@ -612,19 +613,6 @@ export interface WatchOptions extends InstallOptions {
   debounceMs?: number;
   /** Wait before retrying a failed install or looking again for a missing directory; default 5 s. */
   retryMs?: number;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /**

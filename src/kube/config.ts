@@ -4,6 +4,7 @@
 import { load } from "js-yaml";
 import { dirname, resolve } from "node:path";
 import { FileToken, StaticToken, type TokenSource } from "./token.ts";
+import { isRecord } from "../util/record.ts";
 
 /** Everything the client needs to talk to one API server. */
 export interface KubeConnection {
@@ -124,7 +125,7 @@ export function parseKubeconfig(text: string, path: string, opts: KubeconfigOpti
   } catch (e) {
     fail(`not valid YAML: ${(e as Error).message.split("\n")[0]}`);
   }
-  if (!isMapping(doc)) return fail("the document is not a mapping");
+  if (!isRecord(doc)) return fail("the document is not a mapping");
   const base = dirname(resolve(path));
   const file = (p: string) => resolve(base, p);
 
@@ -213,10 +214,6 @@ function present(v: unknown): boolean {
   return v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && v.length === 0);
 }
 
-function isMapping(v: unknown): v is Mapping {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function optString(m: Mapping, key: string, where: string, fail: (msg: string) => never): string | undefined {
   const v = m[key];
   if (v === undefined || v === null) return undefined;
@@ -235,12 +232,12 @@ function named(
   const list = doc[listKey];
   if (list !== undefined && list !== null && !Array.isArray(list)) fail(`${listKey} must be a list`);
   for (const [i, entry] of ((list as unknown[] | null | undefined) ?? []).entries()) {
-    if (!isMapping(entry)) fail(`${listKey}[${i}] is not a mapping`);
+    if (!isRecord(entry)) fail(`${listKey}[${i}] is not a mapping`);
     const e = entry as Mapping;
     if (e.name !== name) continue;
     const body = e[field];
     if (body === undefined || body === null) return {};
-    if (!isMapping(body)) fail(`${field} "${name}" is not a mapping`);
+    if (!isRecord(body)) fail(`${field} "${name}" is not a mapping`);
     return body as Mapping;
   }
   return fail(`${field} "${name}" is not defined in ${listKey}`);

@@ -3,7 +3,8 @@
 // resourceVersion order, so every snapshot handed out is a state the API server actually had.
 import { getLogger } from "../log/logger.ts";
 import type { Pod, PodSource, PodSourceStats } from "../pods/source.ts";
-import { Backoff, sleep } from "./backoff.ts";
+import { Backoff } from "./backoff.ts";
+import { sleep } from "../util/sleep.ts";
 import { KubeApiError, KubeClient, type PodWatchEvent } from "./client.ts";
 import type { KubeConnection } from "./config.ts";
 

@@ -16,7 +16,7 @@ export interface ArrayType {
 export type FieldType = Scalar | ArrayType | StructDef;
 
 export interface StructDef {
-  /** The C struct name (struct tag) in bpf/common.h. */
+  /** The C struct's tag (for the datapath, as bpf/common.h spells it); codec errors name it. */
   name: string;
   fields: readonly (readonly [string, FieldType])[];
 }

@@ -1,5 +1,5 @@
 // The TypeScript side of bpf/common.h: one definition per C struct, in the same field order.
-// tests/kernel/layouts.test.ts checks every size and offset here against the compiled objects' BTF.
+// tests/unit/layouts_btf.test.ts checks every size and offset here against the compiled objects' BTF.
 import { MAX_ALWAYS_EXCLUDED, MAX_CIDRS, MAX_PORT_RANGES } from "../mesh/types.ts";
 import type { Cidr, CidrList, MeshParams, PodPolicy, PortList, PortRange } from "../mesh/types.ts";
 import { decode, encode, parseIp4, type StructDef, type Value } from "./codec.ts";

@@ -1,7 +1,8 @@
-// The reference model of the interception decisions the BPF programs make (bpf/policy.h and the
-// connect/ingress programs), in words an operator can act on. The order of the checks is the
-// contract with the BPF code: change both together. It explains; it does not prove: the kernel tests
-// hold the datapath to Istio's own iptables rules run in a namespace (tests/kernel/differential).
+// The reference model of the interception decisions the BPF programs make (bpf/policy.h,
+// bpf/connect.bpf.c, bpf/ingress.bpf.c), in words an operator can act on. The order of the checks is
+// the contract with the BPF code: change both together (tests/kernel/policy_matrix.test.ts holds the
+// programs to this model). It explains; it does not prove: tests/kernel/differential.test.ts and
+// differential_ipv6.test.ts hold the datapath to Istio's own iptables rules run in a namespace.
 import type { CidrList, MeshParams, PodPolicy } from "./types.ts";
 import { portListHas } from "./annotations.ts";
 import { cidrContains, parseIpv4 } from "./ipv4.ts";

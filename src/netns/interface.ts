@@ -8,13 +8,19 @@ const ETHTOOL_STXCSUM = 0x17;
 const IFNAMSIZ = 16;
 const IFREQ_SIZE = 40;
 
-/** Runs one SIOCETHTOOL command whose argument struct (starting with the u32 cmd) is `arg`. */
-function ethtool(ifname: string, arg: Uint8Array): void {
+/** A struct ifreq naming `ifname`, its union left zero for the request to fill. */
+function ifreq(ifname: string): Uint8Array {
   if (ifname.length === 0 || ifname.length >= IFNAMSIZ) {
     throw new RangeError(`invalid interface name ${ifname}`);
   }
   const ifr = new Uint8Array(IFREQ_SIZE);
   ifr.set(new TextEncoder().encode(ifname));
+  return ifr;
+}
+
+/** Runs one SIOCETHTOOL command whose argument struct (starting with the u32 cmd) is `arg`. */
+function ethtool(ifname: string, arg: Uint8Array): void {
+  const ifr = ifreq(ifname);
   // ifr_data points at the command's struct.
   const ptr = Deno.UnsafePointer.value(Deno.UnsafePointer.of(arg));
   new DataView(ifr.buffer).setBigUint64(IFNAMSIZ, BigInt(ptr), true);
@@ -62,11 +68,7 @@ const SIOCGIFADDR = 0x8915;
 
 /** The primary IPv4 address of an interface in the calling thread's namespace, or undefined. */
 export function interfaceIpv4(ifname: string): string | undefined {
-  if (ifname.length === 0 || ifname.length >= IFNAMSIZ) {
-    throw new RangeError(`invalid interface name ${ifname}`);
-  }
-  const ifr = new Uint8Array(IFREQ_SIZE);
-  ifr.set(new TextEncoder().encode(ifname));
+  const ifr = ifreq(ifname);
   new DataView(ifr.buffer).setUint16(IFNAMSIZ, AF_INET, true);
   const fd = socketFd(AF_INET, SOCK_DGRAM);
   try {

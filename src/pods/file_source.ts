@@ -4,6 +4,7 @@
 import { loadAll } from "js-yaml";
 import { getLogger } from "../log/logger.ts";
 import type { Pod, PodSource, PodSourceStats } from "./source.ts";
+import { isRecord } from "../util/record.ts";
 
 const log = getLogger("pods");
 
@@ -50,10 +51,6 @@ export function parsePodsYaml(path: string, text: string): Pod[] {
   return pods;
 }
 
-function isMapping(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 /**
  * YAML reads `inject: true` or `port: 9090` as a boolean or a number where the API would hold a
  * string: such scalars are turned into the string the API would have; what cannot be (a list where
@@ -61,9 +58,9 @@ function isMapping(v: unknown): v is Record<string, unknown> {
  */
 function checkPod(path: string, i: number, p: Pod): Pod {
   const where = `document ${i + 1}`;
-  if (!isMapping(p)) throw new PodsFileError(path, `${where}: a pod that is not a mapping`);
+  if (!isRecord(p)) throw new PodsFileError(path, `${where}: a pod that is not a mapping`);
   const meta = p.metadata as unknown;
-  if (meta !== undefined && !isMapping(meta)) {
+  if (meta !== undefined && !isRecord(meta)) {
     throw new PodsFileError(path, `${where}: metadata is not a mapping`);
   }
   const m = (meta ?? {}) as Record<string, unknown>;
@@ -80,7 +77,7 @@ function checkPod(path: string, i: number, p: Pod): Pod {
       delete m[k];
       continue;
     }
-    if (!isMapping(v)) throw new PodsFileError(path, `${where} (${m.name}): metadata.${k} is not a mapping`);
+    if (!isRecord(v)) throw new PodsFileError(path, `${where} (${m.name}): metadata.${k} is not a mapping`);
     for (const [key, val] of Object.entries(v)) {
       if (typeof val === "string") continue;
       if (typeof val === "number" || typeof val === "boolean") v[key] = String(val);

@@ -3,29 +3,33 @@
 // XDP/TC on the pod's interface. Checksums are verified in software after a forwarding hop: offload is
 // off on the client's and the forwarding node's veths, so no hop trusts a partial checksum.
 import assert from "node:assert/strict";
-import { removePinTree } from "../../src/bpf/pins.ts";
 import { BpfLink } from "../../src/bpf/link.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
-import { bridgeConflist, cniAdd, cniDel, cniExec } from "./harness/cni_runtime.ts";
-import { startDaemon, stopDaemon } from "./harness/daemon.ts";
-import { podYaml } from "./harness/pods.ts";
 import {
-  createCgroup,
+  cniAdd,
+  cniDel,
+  cniExec,
+  cniNode,
   createNetns,
   inNs,
   nettool,
-  ROOT,
+  PodRuntime,
+  podYaml,
   run,
+  runCli,
   Scope,
+  sidecarReady,
   sleep,
+  startDaemon,
   startNettool,
+  startSidecar,
+  stopDaemon,
   uniq,
-} from "./harness/mod.ts";
+} from "../../testbed/mod.ts";
 import { readNetns } from "../../src/netns/discover.ts";
 
 const mesh = meshParams("istio");
-const PLUGINS = "/usr/lib/cni";
 
 interface CniWorldOptions {
   flags?: string[];
@@ -33,74 +37,30 @@ interface CniWorldOptions {
 }
 
 async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
-  const prefix = uniq();
-  const k = (Deno.pid + Number.parseInt(prefix.slice(-2), 36)) % 250;
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-cni-test-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
-  for (const d of ["bin", "net.d", "ipam", "run", "state"]) await Deno.mkdir(`${dir}/${d}`);
-  const node = await createNetns(scope, `${prefix}n`);
-  const client = await createNetns(scope, `${prefix}c`);
-  await inNs(node, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
-  await inNs(node, "ip", ["link", "add", "n0", "type", "veth", "peer", "name", "c0", "netns", client]);
-  await inNs(node, "ip", ["addr", "add", `10.251.${k}.1/24`, "dev", "n0"]);
-  await inNs(node, "ip", ["link", "set", "n0", "up"]);
-  await inNs(client, "ip", ["addr", "add", `10.251.${k}.2/24`, "dev", "c0"]);
-  await inNs(client, "ip", ["link", "set", "c0", "up"]);
-  await inNs(client, "ip", ["route", "add", `10.250.${k}.0/24`, "via", `10.251.${k}.1`]);
-  for (const [ns, dev] of [[node, "n0"], [client, "c0"]] as const) {
-    await inNs(ns, "ethtool", ["-K", dev, "tx", "off"]);
-  }
-  const conflist = `${dir}/net.d/10-testnet.conflist`;
+  const n = await cniNode(scope, { network: "testnet", name: "cni" });
+  const { home } = n;
   await Deno.writeTextFile(
-    conflist,
-    bridgeConflist({ name: "testnet", subnet: `10.250.${k}.0/24`, ipamDir: `${dir}/ipam` }),
-  );
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-cni`;
-  scope.defer(() => removePinTree(pinPath));
-  const podsFile = `${dir}/pods.yaml`;
-  await Deno.writeTextFile(
-    podsFile,
+    home.podsFile,
     o.pods ??
       (podYaml("p1", { annotations: { "traffic.sidecar.istio.io/excludeOutboundPorts": "9090" } }) +
         podYaml("p2") +
         podYaml("plain", { meshed: false })),
   );
-  const daemonOpts = {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${dir}/state`,
-    runDir: `${dir}/run`,
-    extra: [
-      "--cni-mode=true",
-      `--cni-bin-dir=${dir}/bin`,
-      `--cni-config-dir=${dir}/net.d`,
-      ...(o.flags ?? []),
-    ],
-  };
+  const daemonOpts = { ...home, extra: ["--cni-mode=true", ...(o.flags ?? [])] };
   let daemon = await startDaemon(scope, daemonOpts);
-  const chained = JSON.parse(await Deno.readTextFile(conflist));
+  const chained = JSON.parse(await Deno.readTextFile(n.conflist));
   assert.deepEqual(chained.plugins.map((p: { type: string }) => p.type), ["bridge", "merbridge-cni"]);
 
-  const added = new Map<string, { ns: string; ip: string; result: Record<string, unknown> }>();
-  const inv = (name: string, ns: string) => ({
-    conflist,
-    binDirs: [`${dir}/bin`, PLUGINS],
-    netns: `/run/netns/${ns}`,
-    containerId: `ctr-${prefix}-${name}`,
-    podNamespace: "default",
-    podName: name,
-    runInNetns: node,
-  });
-  const w = {
-    dir,
-    k,
-    node,
-    client,
-    cgroup,
-    pinPath,
-    conflist,
+  // After the daemon: pods still attached at the end are removed the way the runtime would, first.
+  const rt = new PodRuntime(scope, n.chain, n.prefix);
+  return {
+    dir: home.dir,
+    k: n.k,
+    node: n.node,
+    client: n.client,
+    cgroup: home.cgroup,
+    pinPath: home.pinPath,
+    conflist: n.conflist,
     daemonOpts,
     get daemon() {
       return daemon;
@@ -108,41 +68,18 @@ async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
     async restartDaemonAfterStop(extra: string[] = []) {
       daemon = await startDaemon(scope, { ...daemonOpts, extra: [...daemonOpts.extra, ...extra] });
     },
-    inv,
-    async addPod(name: string) {
-      const ns = await createNetns(scope, `${prefix}${name}`);
-      const { result } = await cniAdd(inv(name, ns));
-      const ip = String((result.ips as { address: string }[])[0]!.address).split("/")[0]!;
-      added.set(name, { ns, ip, result });
-      return { ns, ip, result };
-    },
+    inv: (name: string, ns: string) => rt.inv(name, ns),
+    addPod: (name: string) => rt.addPod(name),
     async delPod(name: string) {
-      const p = added.get(name)!;
-      await cniDel(inv(name, p.ns), p.result);
-      added.delete(name);
+      await rt.delPod(name);
     },
-    pod(name: string) {
-      return added.get(name)!;
-    },
+    pod: (name: string) => rt.pod(name),
   };
-  scope.defer(async () => {
-    // Pods still attached at the end are removed the way the runtime would, before the node goes.
-    for (const name of [...added.keys()]) await w.delPod(name).catch(() => {});
-  });
-  return w;
 }
 
 async function sidecar(scope: Scope, w: { cgroup: string }, ns: string, dualStack = false) {
-  const p = startNettool(scope, { netns: ns, cgroup: w.cgroup, uid: mesh.proxyUid }, [
-    "proxy",
-    "--listen",
-    `outbound=${mesh.outboundPort}`,
-    "--listen",
-    `inbound=${mesh.inboundPort}`,
-    ...(dualStack ? ["--dual-stack"] : []),
-  ]);
-  await p.waitFor((l) => l.event === "listening" && l.kind === "inbound");
-  await p.waitFor((l) => l.event === "listening" && l.kind === "outbound");
+  const p = startSidecar(scope, { netns: ns, cgroup: w.cgroup, mesh, dualStack });
+  await sidecarReady(p, ["inbound", "outbound"], 5000);
   return p;
 }
 
@@ -172,18 +109,14 @@ Deno.test("kernel: CNI ADD creates the mark listener and map entries; per-pod ou
   });
 
   await t.step("merbridge status finds the chain and the attachments healthy", async () => {
-    const out = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "--quiet",
-      `${ROOT}main.ts`,
+    const out = await runCli([
       "status",
       `--bpf-pin-path=${w.pinPath}`,
       `--state-dir=${w.dir}/state`,
       `--cni-config-dir=${w.dir}/net.d`,
       `--cni-bin-dir=${w.dir}/bin`,
       "--output=json",
-    ], { allowFail: true });
+    ]);
     assert.equal(out.code, 0, out.stderr);
     const sub = (n: string) =>
       JSON.parse(out.stdout).subsystems.find((x: { subsystem: string }) => x.subsystem === n);
@@ -385,7 +318,7 @@ Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a mes
     return true;
   });
   assert.match(refused, /ADD merbridge-cni failed/, "the bridge plugin succeeded; ours refused");
-  // The harness puts the plugin's stdout (one line: the error document) first, then its stderr.
+  // The testbed's CNI runtime puts the plugin's stdout (one line: the error document) first, then its stderr.
   const doc = JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n")));
   assert.equal(doc.code, 11, "try again later: the runtime retries the sandbox");
   assert.match(doc.msg, /pod default\/p1 is in the mesh and the merbridge daemon is not reachable/);
@@ -403,7 +336,7 @@ Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a mes
 Deno.test("kernel: a meshed pod unknown at its ADD is repaired in place; GC, CHECK and DEL handle its record", async () => {
   await using scope = new Scope();
   const plainOnly = podYaml("plain", { meshed: false });
-  const w = await cniWorld(scope, { pods: plainOnly, flags: ["--metrics-addr=127.0.0.1:0"] });
+  const w = await cniWorld(scope, { pods: plainOnly });
   const late = await w.addPod("late");
   assert.deepEqual(await marksListening(late.ns), [], "unknown at ADD: nothing attached");
 
@@ -414,11 +347,10 @@ Deno.test("kernel: a meshed pod unknown at its ADD is repaired in place; GC, CHE
     await sleep(100);
   }
   assert.ok(w.daemon.stderr.some((l) => l.includes("repaired default/late")), "a log line names the pod");
-  const addr = w.daemon.stderr.map((l) => /HTTP endpoints on ([\d.]+:\d+)/.exec(l)?.[1]).find(Boolean);
-  const metrics = await (await fetch(`http://${addr}/metrics`)).text();
+  const metrics = await (await fetch(`${w.daemon.metricsUrl}/metrics`)).text();
   assert.match(metrics, /merbridge_pods_repaired_total 1\n/);
   assert.match(metrics, /merbridge_pods_unattached 0\n/);
-  const ready = await fetch(`http://${addr}/readyz`);
+  const ready = await fetch(`${w.daemon.metricsUrl}/readyz`);
   assert.equal(ready.status, 200, await ready.text());
   {
     using m = new PinnedDatapathMaps(w.pinPath);

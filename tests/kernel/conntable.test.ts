@@ -4,8 +4,7 @@
 // midway. An idle pooled connection, inbound through XDP and TC and outbound, must keep working.
 import assert from "node:assert/strict";
 import { attachIngress, detachIngress, type IngressHook } from "../../src/xdp/attacher.ts";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { nettool, sleep, startNettool } from "./harness/mod.ts";
+import { APP_UID, createWorld, nettool, Scope, sleep, startNettool, type World } from "../../testbed/mod.ts";
 
 const CHURN = 3000;
 const SYNS = 3000;

@@ -2,10 +2,22 @@
 import assert from "node:assert/strict";
 import { formatPortRange } from "../../src/mesh/annotations.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
-import { createCgroup, createNode, createPod, nettool, Scope, startNettool, uniq } from "./harness/mod.ts";
-import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
-import { podYaml } from "./harness/pods.ts";
-import { removePinTree } from "../../src/bpf/pins.ts";
+import {
+  createNode,
+  createPod,
+  daemonHome,
+  listening,
+  nettool,
+  podYaml,
+  runCli,
+  Scope,
+  startDaemon,
+  startNettool,
+  startSidecar,
+  stopDaemon,
+  uniq,
+  waitMaps,
+} from "../../testbed/mod.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { FakeApiServer, makePod, makeTestPki } from "../unit/fake_apiserver.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
@@ -16,23 +28,15 @@ const mesh = meshParams("istio");
 async function setup(scope: Scope) {
   const prefix = uniq();
   const node = await createNode(scope, prefix);
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-d`;
-  scope.defer(() => removePinTree(pinPath));
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-daemon-test-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
+  const home = await daemonHome(scope, { prefix, name: "d" });
+  const { cgroup, pinPath, podsFile } = home;
   const a = await createPod(scope, node, "a", 10);
   const b = await createPod(scope, node, "b", 11);
   const r = await createPod(scope, node, "r", 100);
-  const sc = startNettool(scope, { netns: a.ns, cgroup, uid: mesh.proxyUid }, [
-    "proxy",
-    "--listen",
-    `outbound=${mesh.outboundPort}`,
-  ]);
-  await sc.waitFor((l) => l.event === "listening");
+  const sc = startSidecar(scope, { netns: a.ns, cgroup, mesh, listen: ["outbound"] });
+  await listening(sc);
   const srv = startNettool(scope, { netns: r.ns }, ["server", "--name", "r", "--port", "8080"]);
-  await srv.waitFor((l) => l.event === "listening");
-  const podsFile = `${dir}/pods.yaml`;
+  await listening(srv);
   await Deno.writeTextFile(podsFile, podYaml("a", { ip: a.ip }));
   return {
     cgroup,
@@ -42,7 +46,7 @@ async function setup(scope: Scope) {
     b,
     r,
     sc,
-    opts: { cgroup, pinPath, podsFile, stateDir: `${dir}/state`, runDir: `${dir}/run` },
+    opts: home,
   };
 }
 
@@ -115,24 +119,12 @@ Deno.test("kernel: pods file changes reach the maps within a second", async () =
   assert.ok(daemon.stderr.some((l) => l.includes("keeping the previous")), "the bad file was reported");
 });
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", new URL("../../main.ts", import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
+const cli = runCli;
 
 Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a running daemon", async () => {
   await using scope = new Scope();
   const s = await setup(scope);
-  const port = 20000 + (Deno.pid % 20000);
-  const daemon = await startDaemon(scope, { ...s.opts, extra: [`--metrics-addr=127.0.0.1:${port}`] });
+  const daemon = await startDaemon(scope, s.opts);
   await waitMaps(s.pinPath, (m) => m.maps.pods().has(s.a.ip));
   const res = await nettool({ netns: s.a.ns, cgroup: s.cgroup, uid: 1000 }, ["client", `${s.r.ip}:8080`]);
   assert.equal(res.ok, true);
@@ -141,7 +133,7 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
     "status",
     `--bpf-pin-path=${s.pinPath}`,
     `--state-dir=${s.opts.stateDir}`,
-    `--daemon-addr=127.0.0.1:${port}`,
+    `--daemon-addr=${daemon.metricsAddr}`,
     "--output=json",
   ]);
   assert.equal(status.code, 0, status.stderr);
@@ -231,13 +223,13 @@ Deno.test("kernel: status, pods, maps dump, metrics and uninstall against a runn
   assert.equal(badDump.code, 2);
   assert.match(badDump.stderr, /give one of mesh_config/);
 
-  const onNetwork = await fetch(`http://127.0.0.1:${port}/pods`);
+  const onNetwork = await fetch(`${daemon.metricsUrl}/pods`);
   assert.equal(onNetwork.status, 404, "the pod table is not on the network port");
   await onNetwork.body?.cancel();
-  const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+  const ready = await fetch(`${daemon.metricsUrl}/readyz`);
   assert.equal(ready.status, 200);
   await ready.body?.cancel();
-  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const metrics = await (await fetch(`${daemon.metricsUrl}/metrics`)).text();
   assert.match(metrics, /merbridge_bpf_events_total\{event="connect_redirect"\} [1-9]/);
   assert.match(metrics, /merbridge_pods\{state="meshed"\} 1/);
   assert.match(metrics, /merbridge_ready 1/);

@@ -1,8 +1,7 @@
 // The sidecar-mode datapath on the real kernel: real TCP through namespaces, asserted from what the
 // peers (test sidecars and servers) saw.
 import assert from "node:assert/strict";
-import { createWorld, Scope } from "./harness/world.ts";
-import { startNettool } from "./harness/mod.ts";
+import { createWorld, Scope, startNettool } from "../../testbed/mod.ts";
 import { podPolicy } from "../../src/mesh/policy.ts";
 
 Deno.test("kernel: outbound redirect to the sidecar with SO_ORIGINAL_DST, and the sidecar is not looped", async () => {

@@ -1,32 +1,31 @@
 // Differential test: the datapath against Istio's own iptables rules. For each annotation set two twin
 // pods are created through the real bridge + host-local chain: the "iptables" twin gets Istio's nat
-// rules (harness/istio_iptables.ts) loaded into its own namespace and runs outside the test cgroup; the
+// rules (testbed/istio_iptables.ts) loaded into its own namespace and runs outside the test cgroup; the
 // "eBPF" twin is meshed under the real daemon. Both run the same test sidecar and the same app, and the
 // same probes run in both. Per probe we compare what can be observed: which sidecar listener took the
 // connection, the original destination it read, which server answered and the peer that server saw.
 // Addresses are compared by role (self, R1, client, 127.0.0.6, ...) since the twins' IPs differ.
 import assert from "node:assert/strict";
-import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
-import { bridgeConflist, cniAdd, cniDel } from "./harness/cni_runtime.ts";
-import { startDaemon, waitMaps } from "./harness/daemon.ts";
-import { istioIptablesRestore, PROXY_GID, PROXY_UID } from "./harness/istio_iptables.ts";
-import { podYaml } from "./harness/pods.ts";
 import {
-  createCgroup,
-  createNetns,
+  cniNode,
   inNs,
-  NETTOOL,
+  installIstioIptables,
+  listening,
+  PodRuntime,
+  podYaml,
   type Proc,
-  PYTHON,
-  run,
+  PROXY_GID,
+  PROXY_UID,
   Scope,
+  sidecarReady,
   sleep,
-  spawn,
-  uniq,
-} from "./harness/mod.ts";
+  startDaemon,
+  startNettool,
+  startSidecar,
+  waitMaps,
+} from "../../testbed/mod.ts";
 
-const PLUGINS = "/usr/lib/cni";
 const APP_UID = 1000;
 const SERVER_UID = 2000;
 const T = "traffic.sidecar.istio.io/";
@@ -168,68 +167,41 @@ async function pool<T>(items: T[], n: number, fn: (t: T) => Promise<unknown>) {
  */
 async function differential(cniMode: boolean, dual = false) {
   await using scope = new Scope();
-  const prefix = uniq();
-  const k = (Deno.pid + Number.parseInt(prefix.slice(-2), 36) + (cniMode ? 7 : 0) + (dual ? 3 : 0)) % 250;
   const SETS = dual ? ALL_SETS.filter((s) => s.name === "default" || s.name.includes("Inbound")) : ALL_SETS;
   const OUTBOUND = dual ? [] : ALL_OUTBOUND;
   const FAMILIES = dual ? [4, 6] as const : [4] as const;
-  const v6 = (net: number, host: number) => `fd0${net}:${k}::${host.toString(16)}`;
-  const subnet = `10.246.${k}`;
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-diff-test-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
-  for (const d of ["bin", "net.d", "ipam", "run", "state"]) await Deno.mkdir(`${dir}/${d}`);
-
   // The node, and another "node" one forwarding hop away.
-  const node = await createNetns(scope, `${prefix}n`);
-  const far = await createNetns(scope, `${prefix}o`);
-  await inNs(node, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
-  await inNs(node, "ip", ["link", "add", "n0", "type", "veth", "peer", "name", "o0", "netns", far]);
-  await inNs(node, "ip", ["addr", "add", `10.247.${k}.1/24`, "dev", "n0"]);
-  await inNs(node, "ip", ["link", "set", "n0", "up"]);
-  await inNs(far, "ip", ["addr", "add", `10.247.${k}.2/24`, "dev", "o0"]);
-  await inNs(far, "ip", ["link", "set", "o0", "up"]);
-  await inNs(far, "ip", ["route", "add", `${subnet}.0/24`, "via", `10.247.${k}.1`]);
-  for (const [ns, dev] of [[node, "n0"], [far, "o0"]] as const) {
-    await inNs(ns, "ethtool", ["-K", dev, "tx", "off"]);
-  }
-  const farIp = `10.247.${k}.2`;
+  const n = await cniNode(scope, {
+    network: "difftest",
+    name: "diff",
+    salt: (cniMode ? 7 : 0) + (dual ? 3 : 0),
+    podNet: "10.246",
+    uplinkNet: "10.247",
+    other: { suffix: "o", nodeIf: "n0", otherIf: "o0" },
+  });
+  const { home, k } = n;
+  const far = n.client, farIp = n.clientIp;
+  const v6 = (net: number, host: number) => `fd0${net}:${k}::${host.toString(16)}`;
   const farIp6 = v6(2, 2);
   if (dual) {
-    await inNs(node, "sysctl", ["-qw", "net.ipv6.conf.all.forwarding=1"]);
-    await inNs(node, "ip", ["-6", "addr", "add", `${v6(2, 1)}/64`, "dev", "n0", "nodad"]);
+    await inNs(n.node, "sysctl", ["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    await inNs(n.node, "ip", ["-6", "addr", "add", `${v6(2, 1)}/64`, "dev", "n0", "nodad"]);
     await inNs(far, "ip", ["-6", "addr", "add", `${farIp6}/64`, "dev", "o0", "nodad"]);
     await inNs(far, "ip", ["-6", "route", "add", `fd01:${k}::/64`, "via", v6(2, 1)]);
   }
 
   // Two conflists on one network: the node's own (the daemon chains itself into it in CNI mode), and
   // a copy it never touches for pods outside the mesh (the iptables twins among them).
-  const conf = bridgeConflist({ name: "difftest", subnet: `${subnet}.0/24`, ipamDir: `${dir}/ipam` });
-  const meshConflist = `${dir}/net.d/10-difftest.conflist`;
-  const plainConflist = `${dir}/plain.conflist`;
-  await Deno.writeTextFile(meshConflist, conf);
-  await Deno.writeTextFile(plainConflist, conf);
+  const meshConflist = n.conflist;
+  const plainConflist = `${home.dir}/plain.conflist`;
+  await Deno.copyFile(meshConflist, plainConflist);
 
-  const added: { name: string; ns: string; conflist: string; result: Record<string, unknown> }[] = [];
-  const inv = (name: string, ns: string, conflist: string) => ({
-    conflist,
-    binDirs: [`${dir}/bin`, PLUGINS],
-    netns: `/run/netns/${ns}`,
-    containerId: `ctr-${prefix}-${name}`,
-    podNamespace: "default",
-    podName: name,
-    runInNetns: node,
-  });
-  scope.defer(async () => {
-    for (const p of added.reverse()) await cniDel(inv(p.name, p.ns, p.conflist), p.result).catch(() => {});
-  });
+  const rt = new PodRuntime(scope, n.chain, n.prefix);
   const addPod = async (name: string, world: World, conflist: string): Promise<PodH> => {
-    const ns = await createNetns(scope, `${prefix}${name}`);
-    const { result } = await cniAdd(inv(name, ns, conflist));
-    added.push({ name, ns, conflist, result });
-    const ip = String((result.ips as { address: string }[])[0]!.address).split("/")[0]!;
+    const { ns, ip } = await rt.addPod(name, conflist);
     if (!dual) return { name, ns, ip, world };
     // The bridge plugin made cni0 at the first ADD; its IPv6 gateway address comes with the first pod.
-    await inNs(node, "ip", ["-6", "addr", "add", `${v6(1, 1)}/64`, "dev", "cni0", "nodad"], {
+    await inNs(n.node, "ip", ["-6", "addr", "add", `${v6(1, 1)}/64`, "dev", "cni0", "nodad"], {
       allowFail: true,
     });
     const ip6 = v6(1, 0x100 + Number(ip.split(".")[3]));
@@ -243,46 +215,27 @@ async function differential(cniMode: boolean, dual = false) {
   const r2 = await addPod("r2", "iptables", plainConflist);
   const plain = await addPod("pc", "iptables", plainConflist);
   for (const r of [r1, r2]) {
-    const s = spawn(scope, PYTHON, [
-      "-u",
-      NETTOOL,
+    const s = startNettool(scope, { netns: r.ns }, [
       "servers",
       "--name",
       r === r1 ? "R1" : "R2",
       "--ports",
       REMOTE_PORTS.join(","),
       ...(dual ? ["--bind", "::"] : []),
-    ], {
-      netns: r.ns,
-    });
+    ]);
     await s.waitFor((l) => l.event === "listening", 30_000);
   }
   const sets = SETS.map((s) => ({ ...s, ann: s.annotations({ r1: r1.ip, r2: r2.ip }) }));
 
   // eBPF twins are b<i>, iptables twins i<i>; bc and ic are the meshed pods whose proxies call in.
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-diff`;
-  scope.defer(() => removePinTree(pinPath));
-  const podsFile = `${dir}/pods.yaml`;
+  const { cgroup, pinPath, podsFile } = home;
   const podsDoc = (ips: Record<string, string>, ip6s: Record<string, string> = {}) =>
     sets.map((s, i) => podYaml(`b${i}`, { annotations: s.ann, ip: ips[`b${i}`], ip6: ip6s[`b${i}`] })).join(
       "",
     ) +
     podYaml("bc", { ip: ips.bc, ip6: ip6s.bc });
   await Deno.writeTextFile(podsFile, podsDoc({}));
-  await startDaemon(scope, {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${dir}/state`,
-    runDir: `${dir}/run`,
-    extra: [
-      `--cni-mode=${cniMode}`,
-      `--cni-bin-dir=${dir}/bin`,
-      `--cni-config-dir=${dir}/net.d`,
-      "--netns-dirs=/run/netns",
-    ],
-  });
+  await startDaemon(scope, { ...home, extra: [`--cni-mode=${cniMode}`, "--netns-dirs=/run/netns"] });
   const chain = JSON.parse(await Deno.readTextFile(meshConflist)).plugins.map((p: { type: string }) =>
     p.type
   );
@@ -318,35 +271,21 @@ async function differential(cniMode: boolean, dual = false) {
 
   // Istio's rules in each iptables twin's own namespace, never the host's.
   for (const family of FAMILIES) {
-    const cmd = family === 6 ? "ip6tables-restore" : "iptables-restore";
-    for (const [i, set] of sets.entries()) {
-      await run("nsenter", [`--net=/run/netns/${pods[`i${i}`]!.ns}`, "--", cmd], {
-        stdin: istioIptablesRestore(set.ann, {}, family),
-      });
-    }
-    await run("nsenter", [`--net=/run/netns/${pods.ic!.ns}`, "--", cmd], {
-      stdin: istioIptablesRestore({}, {}, family),
-    });
+    for (const [i, set] of sets.entries()) await installIstioIptables(pods[`i${i}`]!.ns, set.ann, {}, family);
+    await installIstioIptables(pods.ic!.ns, {}, {}, family);
   }
 
   // The same sidecar and app in every meshed pod; the eBPF twins' processes in the daemon's cgroup.
+  const at = (p: PodH, id: { uid: number; gid: number }) => ({
+    netns: p.ns,
+    cgroup: p.world === "ebpf" ? cgroup : undefined,
+    ...id,
+  });
   const start = (p: PodH, args: string[], id: { uid: number; gid: number }) =>
-    spawn(scope, PYTHON, ["-u", NETTOOL, ...args], {
-      netns: p.ns,
-      cgroup: p.world === "ebpf" ? cgroup : undefined,
-      uid: id.uid,
-      gid: id.gid,
-    });
+    startNettool(scope, at(p, id), args);
   const ready: Promise<unknown>[] = [];
   for (const p of [...twins.flatMap((t) => [t.ipt, t.bpf]), pods.bc!, pods.ic!]) {
-    p.sidecar = start(p, [
-      "proxy",
-      "--listen",
-      "outbound=15001",
-      "--listen",
-      "inbound=15006",
-      ...(dual ? ["--dual-stack"] : []),
-    ], IDS.proxy);
+    p.sidecar = startSidecar(scope, { ...at(p, IDS.proxy), dualStack: dual });
     const app = start(p, [
       "servers",
       "--name",
@@ -359,9 +298,8 @@ async function differential(cniMode: boolean, dual = false) {
       gid: SERVER_UID,
     });
     ready.push(
-      p.sidecar.waitFor((l) => l.event === "listening" && l.kind === "outbound", 30_000),
-      p.sidecar.waitFor((l) => l.event === "listening" && l.kind === "inbound", 30_000),
-      app.waitFor((l) => l.event === "listening", 30_000),
+      sidecarReady(p.sidecar, ["outbound", "inbound"], 30_000),
+      listening(app, [""], 30_000),
     );
   }
   await Promise.all(ready);

@@ -1,5 +1,5 @@
 // Differential test for dual-stack pods: the datapath against the rules istio-iptables writes for a
-// dual-stack pod, iptables for IPv4 and ip6tables for IPv6 (harness/istio_iptables.ts). Per annotation
+// dual-stack pod, iptables for IPv4 and ip6tables for IPv6 (testbed/istio_iptables.ts). Per annotation
 // set, two twin pods on one node, each dual-stack with the same dual-stack test sidecar and app: the
 // "iptables" twin runs outside the test cgroup with Istio's rules of both families loaded in its
 // namespace; the "eBPF" twin is in the cgroup, identified with the same annotations. The same outbound
@@ -7,9 +7,20 @@
 // passthrough source) run in both twins; what each twin's sidecar and servers saw must agree, with
 // addresses compared by role.
 import assert from "node:assert/strict";
-import { istioIptablesRestore, PROXY_GID, PROXY_UID } from "./harness/istio_iptables.ts";
-import { addIpv6, createPod, nettool, type Proc, Scope, startNettool, type TestPod } from "./harness/mod.ts";
-import { APP_UID, createWorld } from "./harness/world.ts";
+import {
+  addIpv6,
+  APP_UID,
+  createPod,
+  createWorld,
+  installIstioIptables,
+  nettool,
+  type Proc,
+  PROXY_GID,
+  PROXY_UID,
+  Scope,
+  startNettool,
+  type TestPod,
+} from "../../testbed/mod.ts";
 
 const T = "traffic.sidecar.istio.io/";
 const APP_PORTS = [8080, 9090, 15008];
@@ -176,19 +187,7 @@ Deno.test("kernel: differential against Istio's iptables and ip6tables rules for
     const ipt = await createPod(scope, node, `i${octet}`, octet++);
     const bpf = await createPod(scope, node, `e${octet}`, octet++);
     for (const p of [ipt, bpf]) await addIpv6(p, node);
-    for (const [cmd, family] of [["iptables-restore", 4], ["ip6tables-restore", 6]] as const) {
-      const rules = istioIptablesRestore(ann, {}, family);
-      const c = new Deno.Command("nsenter", {
-        args: [`--net=/run/netns/${ipt.ns}`, cmd, "--noflush"],
-        stdin: "piped",
-        stderr: "piped",
-      }).spawn();
-      const wr = c.stdin.getWriter();
-      await wr.write(new TextEncoder().encode(rules));
-      await wr.close();
-      const st = await c.output();
-      assert.equal(st.code, 0, `${cmd} ${set.name}: ${new TextDecoder().decode(st.stderr)}\n${rules}`);
-    }
+    for (const family of [4, 6] as const) await installIstioIptables(ipt.ns, ann, {}, family);
     const tIpt = await startTwin(scope, ipt);
     const tBpf = await startTwin(scope, bpf, w.cgroup);
     // The eBPF twin, known to the datapath by both of its IPs with the set's annotations.

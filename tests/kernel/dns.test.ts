@@ -3,8 +3,15 @@
 // UDP responder in pod a on 127.0.0.1:<dns port> running as the proxy, and a "resolver" in pod r on
 // port 53; each answers with its own name, so the reply says who answered.
 import assert from "node:assert/strict";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { nettool, startNettool } from "./harness/mod.ts";
+import {
+  APP_UID,
+  createWorld,
+  nettool,
+  Scope,
+  startDnsProxy,
+  startNettool,
+  type World,
+} from "../../testbed/mod.ts";
 
 interface Reply {
   from: string;
@@ -16,16 +23,7 @@ interface Reply {
 async function dnsWorld(scope: Scope, dnsCapture: boolean) {
   const w = await createWorld(scope, { dnsCapture, outside: { r: [8080] } });
   const { a, r } = w.pods as Record<string, { ns: string; ip: string }>;
-  const standIn = startNettool(scope, { netns: a!.ns, cgroup: w.cgroup, uid: w.mesh.proxyUid }, [
-    "udp-server",
-    "--name",
-    "proxy-dns",
-    "--bind",
-    "127.0.0.1",
-    "--port",
-    String(w.mesh.dnsPort),
-  ]);
-  await standIn.waitFor((l) => l.event === "listening", 5000, "DNS stand-in");
+  const standIn = await startDnsProxy(scope, { netns: a!.ns, cgroup: w.cgroup, mesh: w.mesh });
   for (const port of [53, 5353]) {
     const p = startNettool(scope, { netns: r!.ns }, [
       "udp-server",

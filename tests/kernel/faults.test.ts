@@ -5,26 +5,30 @@
 // each deleted pod left nothing, and the configuration directory holds exactly one valid chain.
 // The seed is printed (and taken from MERBRIDGE_FAULT_SEED) so that a failing sequence can be replayed.
 import assert from "node:assert/strict";
-import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { validateRecords } from "../../src/daemon/state_store.ts";
-import { cniAdd, cniDel, type CniInvocation } from "./harness/cni_runtime.ts";
-import { daemonArgs, startDaemon } from "./harness/daemon.ts";
-import { podYaml } from "./harness/pods.ts";
 import {
-  createCgroup,
+  bridgePlugin,
+  cniAdd,
+  cniDel,
+  type CniInvocation,
   createNetns,
+  daemonHome,
   inNs,
+  invocation,
+  podYaml,
   type Proc,
-  ROOT,
+  resultIp,
   run,
   Scope,
   sleep,
-  spawn,
+  spawnCli,
+  spawnDaemon,
+  startDaemon,
   uniq,
-} from "./harness/mod.ts";
+  waitReady,
+} from "../../testbed/mod.ts";
 
-const PLUGINS = "/usr/lib/cni";
 const PODS = 12;
 const ADD_DEL_KILLS = 14;
 const INSTALL_KILLS = 4;
@@ -58,49 +62,25 @@ Deno.test("kernel: SIGKILL at random points during parallel ADD/DEL, install and
   await using scope = new Scope();
   const prefix = uniq();
   const k = (Deno.pid + Number.parseInt(prefix.slice(-2), 36)) % 250;
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-faults-test-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
-  for (const d of ["bin", "net.d", "ipam", "run", "state"]) await Deno.mkdir(`${dir}/${d}`);
+  const names = Array.from({ length: PODS }, (_, i) => `f${i}`);
+  const home = await daemonHome(scope, {
+    prefix,
+    name: "faults",
+    pods: names.map((n) => podYaml(n)).join(""),
+  });
+  const { dir, confDir, pinPath } = home;
   const node = await createNetns(scope, `${prefix}n`);
-  const confDir = `${dir}/net.d`;
   // A lone .conf, so that every install wraps it into a .conflist and every uninstall unwraps it.
   await Deno.writeTextFile(
     `${confDir}/10-testnet.conf`,
     JSON.stringify({
       cniVersion: "1.0.0",
       name: "testnet",
-      type: "bridge",
-      bridge: "cni0",
-      isGateway: true,
-      ipMasq: false,
-      ipam: {
-        type: "host-local",
-        subnet: `10.249.${k}.0/24`,
-        dataDir: `${dir}/ipam`,
-        routes: [{ dst: "0.0.0.0/0" }],
-      },
+      ...bridgePlugin({ subnet: `10.249.${k}.0/24`, ipamDir: home.ipamDir }),
     }) + "\n",
   );
   const conflist = `${confDir}/10-testnet.conflist`;
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-faults`;
-  scope.defer(() => removePinTree(pinPath));
-  const podsFile = `${dir}/pods.yaml`;
-  const names = Array.from({ length: PODS }, (_, i) => `f${i}`);
-  await Deno.writeTextFile(podsFile, names.map((n) => podYaml(n)).join(""));
-  const daemonOpts = {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${dir}/state`,
-    runDir: `${dir}/run`,
-    extra: [
-      "--cni-mode=true",
-      `--cni-bin-dir=${dir}/bin`,
-      `--cni-config-dir=${confDir}`,
-      "--netns-dirs=/run/netns",
-    ],
-  };
+  const daemonOpts = { ...home, extra: ["--cni-mode=true", "--netns-dirs=/run/netns"] };
   let daemon: Proc = await startDaemon(scope, daemonOpts);
 
   const running = new Map<string, RunningPod>();
@@ -112,15 +92,8 @@ Deno.test("kernel: SIGKILL at random points during parallel ADD/DEL, install and
     for (const ns of namespaces) await run("ip", ["netns", "del", ns], { allowFail: true });
   });
   let gen = 0;
-  const inv = (name: string, ns: string, containerId: string): CniInvocation => ({
-    conflist,
-    binDirs: [`${dir}/bin`, PLUGINS],
-    netns: `/run/netns/${ns}`,
-    containerId,
-    podNamespace: "default",
-    podName: name,
-    runInNetns: node,
-  });
+  const inv = (name: string, ns: string, containerId: string): CniInvocation =>
+    invocation({ conflist, binDir: home.binDir, nodeNs: node }, { name, ns, containerId });
   const dropNetns = async (ns: string) => {
     await run("ip", ["netns", "del", ns], { allowFail: true });
     namespaces.delete(ns);
@@ -137,7 +110,7 @@ Deno.test("kernel: SIGKILL at random points during parallel ADD/DEL, install and
     const i = inv(name, ns, containerId);
     try {
       const { result } = await cniAdd(i);
-      const ip = String((result.ips as { address: string }[])[0]!.address).split("/")[0]!;
+      const ip = resultIp(result);
       running.set(name, { name, ns, ip, containerId, result });
       return `+${name}`;
     } catch {
@@ -217,18 +190,12 @@ Deno.test("kernel: SIGKILL at random points during parallel ADD/DEL, install and
   await verify("start");
   const tried: string[] = [];
 
-  const withCrash = (spec: string | undefined, argv: string[]) =>
-    spec ? ["env", `MERBRIDGE_CRASH_AT=${spec}`, ...argv] : argv;
   /** A daemon that kills itself at `spec`, started and ready. */
   const startArmed = async (spec: string) => {
-    const argv = withCrash(spec, [Deno.execPath(), ...daemonArgs(daemonOpts)]);
-    const p = spawn(scope, argv[0]!, argv.slice(1));
-    const deadline = Date.now() + 20_000;
-    while (!p.stderr.some((l) => l.includes('"msg":"ready"'))) {
-      if (Date.now() > deadline) throw new Error(`armed daemon not ready: ${p.stderr.join("\n")}`);
-      const st = await Promise.race([p.done, sleep(25).then(() => undefined)]);
-      if (st) throw new Error(`armed daemon (${spec}) died while starting: ${p.stderr.slice(-5).join("\n")}`);
-    }
+    const p = spawnDaemon(scope, daemonOpts, ["env", `MERBRIDGE_CRASH_AT=${spec}`]);
+    await waitReady(p).catch((e) => {
+      throw new Error(`armed daemon (${spec}) did not start: ${(e as Error).message}`);
+    });
     return p;
   };
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
@@ -273,18 +240,8 @@ Deno.test("kernel: SIGKILL at random points during parallel ADD/DEL, install and
     await verify(`round ${round} (${tried.at(-1)})`);
   }
 
-  const cli = (args: string[], spec?: string) => {
-    const argv = withCrash(spec, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      `${ROOT}main.ts`,
-      ...args,
-      "--log-format=json",
-    ]);
-    return spawn(scope, argv[0]!, argv.slice(1));
-  };
+  const cli = (args: string[], spec?: string) =>
+    spawnCli(scope, [...args, "--log-format=json"], spec ? ["env", `MERBRIDGE_CRASH_AT=${spec}`] : []);
   const cniFlags = [`--cni-bin-dir=${dir}/bin`, `--cni-config-dir=${confDir}`, `--state-dir=${dir}/state`];
 
   for (let round = 0; round < INSTALL_KILLS; round++) {
@@ -295,15 +252,14 @@ Deno.test("kernel: SIGKILL at random points during parallel ADD/DEL, install and
     let how: string;
     if (round % 2 === 0) {
       const spec = pick(["cni-install:state-written", "cni-install:conf-aside"]);
-      const argv = withCrash(spec, [Deno.execPath(), ...daemonArgs(daemonOpts)]);
-      const d = spawn(scope, argv[0]!, argv.slice(1));
+      const d = spawnDaemon(scope, daemonOpts, ["env", `MERBRIDGE_CRASH_AT=${spec}`]);
       const st = await Promise.race([d.done, sleep(15_000).then(() => undefined)]);
       d.kill("SIGKILL");
       await d.done;
       how = st ? `killed itself at ${spec}` : `${spec} not reached in 15 s`;
     } else {
       const delay = 50 + Math.floor(rand() * 900);
-      const d = spawn(scope, Deno.execPath(), daemonArgs(daemonOpts));
+      const d = spawnDaemon(scope, daemonOpts);
       await sleep(delay);
       d.kill("SIGKILL");
       await d.done;

@@ -6,8 +6,16 @@ import assert from "node:assert/strict";
 import { withNetns } from "../../src/netns/netns.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
 import { ISTIO_ANNOTATIONS as I } from "../../src/mesh/policy.ts";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { inNs, nettool, startNettool } from "./harness/mod.ts";
+import {
+  APP_UID,
+  createWorld,
+  inNs,
+  nettool,
+  Scope,
+  startDnsProxy,
+  startNettool,
+  type World,
+} from "../../testbed/mod.ts";
 
 const PROXY = 1337;
 
@@ -162,16 +170,7 @@ Deno.test("kernel: AF_INET6 UDP queries to ::ffff:resolver:53 follow DNS capture
   await using scope = new Scope();
   const w = await createWorld(scope, { dnsCapture: true, meshed: ["a"], outside: { r: [8080] } });
   const { a, r } = w.pods as Record<string, { ns: string; ip: string }>;
-  const standIn = startNettool(scope, { netns: a!.ns, cgroup: w.cgroup, uid: w.mesh.proxyUid }, [
-    "udp-server",
-    "--name",
-    "proxy-dns",
-    "--bind",
-    "127.0.0.1",
-    "--port",
-    String(w.mesh.dnsPort),
-  ]);
-  await standIn.waitFor((l) => l.event === "listening", 5000, "DNS stand-in");
+  await startDnsProxy(scope, { netns: a!.ns, cgroup: w.cgroup, mesh: w.mesh });
   const resolver = startNettool(scope, { netns: r!.ns }, [
     "udp-server",
     "--name",

@@ -3,25 +3,28 @@
 // own IP and reach the sidecar from the pod IP. Deleting the pod, restarting the daemon and starting
 // a pod while no daemon runs keep netns_pod_ips right.
 import assert from "node:assert/strict";
-import { removePinTree } from "../../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { readNetns } from "../../src/netns/discover.ts";
-import { startDaemon, stopDaemon, waitMaps } from "./harness/daemon.ts";
 import {
   addIpv6,
-  createCgroup,
   createNode,
   createPod,
+  daemonHome,
   nettool,
+  podYaml,
   run,
   Scope,
+  sidecarReady,
   sleep,
   spawn,
+  startDaemon,
   startNettool,
+  startSidecar,
+  stopDaemon,
   uniq,
-} from "./harness/mod.ts";
-import { podYaml } from "./harness/pods.ts";
+  waitMaps,
+} from "../../testbed/mod.ts";
 
 const mesh = meshParams("istio");
 const EXCLUDE = { "traffic.sidecar.istio.io/excludeOutboundPorts": "9090" };
@@ -50,23 +53,12 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
   await using scope = new Scope();
   const prefix = uniq();
   const node = await createNode(scope, prefix);
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-id`;
-  scope.defer(() => removePinTree(pinPath));
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-identity-test-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
+  const home = await daemonHome(scope, { prefix, name: "id" });
+  const { cgroup, pinPath, podsFile } = home;
   const a = await createPod(scope, node, "a", 10);
   const r = await createPod(scope, node, "r", 100);
-  const sc = startNettool(scope, { netns: a.ns, cgroup, uid: mesh.proxyUid }, [
-    "proxy",
-    "--listen",
-    `outbound=${mesh.outboundPort}`,
-    "--listen",
-    `inbound=${mesh.inboundPort}`,
-  ]);
-  for (const kind of ["outbound", "inbound"]) {
-    await sc.waitFor((l) => l.event === "listening" && l.kind === kind, 5000, `sidecar ${kind}`);
-  }
+  const sc = startSidecar(scope, { netns: a.ns, cgroup, mesh });
+  await sidecarReady(sc, ["outbound", "inbound"], 5000);
   for (const port of [8080, 9090]) {
     const s = startNettool(scope, { netns: r.ns }, ["server", "--name", "r", "--port", String(port)]);
     await s.waitFor((l) => l.event === "listening");
@@ -80,17 +72,9 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
   ]);
   await self.waitFor((l) => l.event === "listening");
 
-  const podsFile = `${dir}/pods.yaml`;
   const podA = podYaml("a", { ip: a.ip, annotations: EXCLUDE });
   await Deno.writeTextFile(podsFile, podA);
-  const opts = {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${dir}/state`,
-    runDir: `${dir}/run`,
-    extra: ["--cni-mode=false", "--netns-dirs=/run/netns"],
-  };
+  const opts = { ...home, extra: ["--cni-mode=false", "--netns-dirs=/run/netns"] };
   let daemon = await startDaemon(scope, opts);
   const cookieA = cookieOf(a.ns);
   const app = (target: string, args: string[] = []) =>
@@ -237,25 +221,13 @@ Deno.test("kernel: a dual-stack pod is identified by both IPs and keyed by each;
   await using scope = new Scope();
   const prefix = uniq();
   const node = await createNode(scope, prefix);
-  const cgroup = await createCgroup(scope, `${prefix}-cg`);
-  const pinPath = `/sys/fs/bpf/${prefix}-id6`;
-  scope.defer(() => removePinTree(pinPath));
-  const dir = await Deno.makeTempDir({ prefix: "merbridge-identity-test-" });
-  scope.defer(() => Deno.remove(dir, { recursive: true }));
+  const home = await daemonHome(scope, { prefix, name: "id6" });
+  const { cgroup, pinPath, podsFile } = home;
   const a = await createPod(scope, node, "a", 10);
   const r = await createPod(scope, node, "r", 100);
   const a6 = await addIpv6(a, node), r6 = await addIpv6(r, node);
-  const sc = startNettool(scope, { netns: a.ns, cgroup, uid: mesh.proxyUid }, [
-    "proxy",
-    "--listen",
-    `outbound=${mesh.outboundPort}`,
-    "--listen",
-    `inbound=${mesh.inboundPort}`,
-    "--dual-stack",
-  ]);
-  for (const kind of ["outbound", "inbound"]) {
-    await sc.waitFor((l) => l.event === "listening" && l.kind === kind, 5000, `sidecar ${kind}`);
-  }
+  const sc = startSidecar(scope, { netns: a.ns, cgroup, mesh, dualStack: true });
+  await sidecarReady(sc, ["outbound", "inbound"], 5000);
   for (const port of [8080, 9090]) {
     const s = startNettool(scope, { netns: r.ns }, [
       "server",
@@ -268,16 +240,8 @@ Deno.test("kernel: a dual-stack pod is identified by both IPs and keyed by each;
     ]);
     await s.waitFor((l) => l.event === "listening");
   }
-  const podsFile = `${dir}/pods.yaml`;
   await Deno.writeTextFile(podsFile, podYaml("a", { ip: a.ip, ip6: a6, annotations: EXCLUDE }));
-  await startDaemon(scope, {
-    cgroup,
-    pinPath,
-    podsFile,
-    stateDir: `${dir}/state`,
-    runDir: `${dir}/run`,
-    extra: ["--cni-mode=false", "--netns-dirs=/run/netns"],
-  });
+  await startDaemon(scope, { ...home, extra: ["--cni-mode=false", "--netns-dirs=/run/netns"] });
   const cookieA = cookieOf(a.ns);
   await waitMaps(pinPath, (m) => {
     const ids = m.maps.netnsPodIps().get(cookieA);

@@ -7,8 +7,15 @@ import assert from "node:assert/strict";
 import { type CallerPod, decideConnect } from "../../src/mesh/decide.ts";
 import { ISTIO_ANNOTATIONS as I } from "../../src/mesh/policy.ts";
 import type { PodPolicy } from "../../src/mesh/types.ts";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { nettool, startNettool } from "./harness/mod.ts";
+import {
+  APP_UID,
+  createWorld,
+  nettool,
+  Scope,
+  startDnsProxy,
+  startNettool,
+  type World,
+} from "../../testbed/mod.ts";
 
 const PROXY = 1337;
 
@@ -259,16 +266,7 @@ Deno.test("kernel: DNS capture over IPv6 sends queries to [::1] and restores the
   await using scope = new Scope();
   const w = await createWorld(scope, { dnsCapture: true, meshed: ["a"], outside: { r: [8080] }, ipv6: true });
   const { a, r } = w.pods as Record<string, { ns: string; ip: string; ip6: string }>;
-  const standIn = startNettool(scope, { netns: a!.ns, cgroup: w.cgroup, uid: w.mesh.proxyUid }, [
-    "udp-server",
-    "--name",
-    "proxy-dns",
-    "--bind",
-    "::1",
-    "--port",
-    String(w.mesh.dnsPort),
-  ]);
-  await standIn.waitFor((l) => l.event === "listening", 5000, "DNS stand-in");
+  const standIn = await startDnsProxy(scope, { netns: a!.ns, cgroup: w.cgroup, mesh: w.mesh, bind: "::1" });
   const resolver = startNettool(scope, { netns: r!.ns }, [
     "udp-server",
     "--name",

@@ -7,39 +7,17 @@
 // of it is removed in finally blocks.
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
-import {
-  attachCgroup,
-  AttachType,
-  attachXdp,
-  BPF_EXIST,
-  BPF_NOEXIST,
-  BpfError,
-  BpfLink,
-  BpfObject,
-  cgroupQuery,
-  CLONE_NEWNET,
-  closeFd,
-  ifNameToIndex,
-  isPinned,
-  mapInfoByFd,
-  numPossibleCpus,
-  O_RDONLY,
-  openFd,
-  openPinnedMap,
-  pinFd,
-  PinMismatchError,
-  progInfo,
-  removePinTree,
-  setnsFd,
-  tcAttach,
-  tcDestroyHook,
-  tcDetach,
-  tcQuery,
-  xdpAttach,
-  xdpDetach,
-  xdpQuery,
-  xdpQueryId,
-} from "../../src/bpf/mod.ts";
+import { BpfError } from "../../src/ffi/errors.ts";
+import { CLONE_NEWNET, closeFd, ifNameToIndex, O_RDONLY, openFd, setnsFd } from "../../src/ffi/libc.ts";
+import { mapInfoByFd, progInfo } from "../../src/bpf/info.ts";
+import { attachCgroup, attachXdp, BpfLink } from "../../src/bpf/link.ts";
+import { BPF_EXIST, BPF_NOEXIST, numPossibleCpus, openPinnedMap } from "../../src/bpf/map_fd.ts";
+import { BpfObject, PinMismatchError } from "../../src/bpf/object.ts";
+import { isPinned, pinFd, removePinTree } from "../../src/bpf/pins.ts";
+import { cgroupQuery } from "../../src/bpf/prog_attach.ts";
+import { tcAttach, tcDestroyHook, tcDetach, tcQuery } from "../../src/bpf/tc.ts";
+import { AttachType } from "../../src/bpf/types.ts";
+import { xdpAttach, xdpDetach, xdpQuery, xdpQueryId } from "../../src/bpf/xdp.ts";
 import { thrown } from "../unit/helpers.ts";
 
 const BUILD = new URL("../../bpf/build/test/", import.meta.url).pathname;

@@ -6,8 +6,7 @@ import assert from "node:assert/strict";
 import { MESH_MODES } from "../../src/mesh/types.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import { podPolicy } from "../../src/mesh/policy.ts";
-import { createWorld, Scope } from "./harness/world.ts";
-import { startNettool } from "./harness/mod.ts";
+import { createWorld, Scope, startNettool } from "../../testbed/mod.ts";
 
 const ipRe = (ip: string) => new RegExp(`^${ip.replaceAll(".", "\\.")}:\\d+$`);
 

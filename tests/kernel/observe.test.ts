@@ -4,8 +4,16 @@ import assert from "node:assert/strict";
 import { explainLive } from "../../src/monitor/explain.ts";
 import type { ConnectVerdict } from "../../src/mesh/decide.ts";
 import { ISTIO_ANNOTATIONS as I } from "../../src/mesh/policy.ts";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { ROOT, run, sleep, spawn, startNettool } from "./harness/mod.ts";
+import {
+  APP_UID,
+  createWorld,
+  runCli,
+  Scope,
+  sleep,
+  startMonitor,
+  startNettool,
+  type World,
+} from "../../testbed/mod.ts";
 
 const PROXY = 1337;
 
@@ -122,18 +130,7 @@ Deno.test("kernel: merbridge explain prints the decision and the rule, as text a
   const w = await world(scope);
   w.identify("a", { [I.excludeOutboundPorts]: "9090" });
   const cli = (args: string[]) =>
-    run(Deno.execPath(), [
-      "run",
-      "-A",
-      "--quiet",
-      `${ROOT}main.ts`,
-      "explain",
-      ...args,
-      `--bpf-pin-path=${w.pinPath}`,
-      "--run-dir=/nonexistent",
-    ], {
-      allowFail: true,
-    });
+    runCli(["explain", ...args, `--bpf-pin-path=${w.pinPath}`, "--run-dir=/nonexistent"]);
   const r = w.pods.r!.ip, a = w.pods.a!.ip;
   let out = await cli([a, `${r}:9090`]);
   assert.equal(out.code, 0, out.stderr);
@@ -159,22 +156,8 @@ Deno.test("kernel: merbridge monitor streams decisions with their reasons, and n
   await w.client("a", `${r.ip}:9090`);
   const before = w.dp.maps.counters().events_lost;
 
-  const mon = spawn(scope, Deno.execPath(), [
-    "run",
-    "-A",
-    "--quiet",
-    `${ROOT}main.ts`,
-    "monitor",
-    "--output=json",
-    "--seconds=20",
-    `--bpf-pin-path=${w.pinPath}`,
-    "--run-dir=/nonexistent",
-  ]);
+  const mon = await startMonitor(scope, { pinPath: w.pinPath, args: ["--seconds=20"], timeoutMs: 10_000 });
   const leaseOn = () => w.dp.maps.monitorLeased();
-  for (let i = 0; !leaseOn(); i++) {
-    if (i > 200) throw new Error(`monitor never took the lease: ${mon.stderr.join("\n")}`);
-    await sleep(50);
-  }
   const redirected = await w.client("a", `${r.ip}:8080`);
   const excluded = await w.client("a", `${r.ip}:9090`);
   const passthrough = await w.client("a", `${a.ip}:8080`, {

@@ -11,8 +11,7 @@ import {
   podPolicy,
 } from "../../src/mesh/policy.ts";
 import type { MeshMode } from "../../src/mesh/types.ts";
-import { createWorld, Scope, type World } from "./harness/world.ts";
-import { startNettool } from "./harness/mod.ts";
+import { createWorld, Scope, startNettool, type World } from "../../testbed/mod.ts";
 
 const I = ISTIO_ANNOTATIONS;
 

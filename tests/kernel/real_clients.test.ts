@@ -7,8 +7,18 @@
 // connect6 handling v4-mapped destinations.
 // Matrix: fast path on and off; the pod known by its mark listener or by its namespace cookie alone.
 import assert from "node:assert/strict";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { nettool, type Proc, ROOT, spawn, type SpawnOptions, startNettool } from "./harness/mod.ts";
+import {
+  APP_UID,
+  createWorld,
+  nettool,
+  type Proc,
+  ROOT,
+  Scope,
+  spawn,
+  type SpawnOptions,
+  startNettool,
+  type World,
+} from "../../testbed/mod.ts";
 
 const MIB = 1 << 20;
 const HTTP_PORT = 8080;
@@ -37,13 +47,7 @@ async function sha256(data: Uint8Array<ArrayBuffer>): Promise<string> {
 async function runClient(argv: string[], opts: SpawnOptions, ms = 30_000) {
   await using scope = new Scope();
   const p: Proc = spawn(scope, argv[0]!, argv.slice(1), opts);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = await Promise.race([
-    p.done.then(() => false),
-    new Promise<boolean>((r) => timer = setTimeout(() => r(true), ms)),
-  ]);
-  clearTimeout(timer);
-  if (timedOut) p.kill();
+  const timedOut = !(await p.finish(ms));
   const st = await p.done;
   return { code: timedOut ? -1 : st.code, lines: p.lines, stderr: p.stderr.join("\n") };
 }

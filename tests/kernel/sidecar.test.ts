@@ -4,18 +4,18 @@
 // exactly once, from 127.0.0.6, and a remote server from the pod's IP. A capture that does take the
 // inbound hop must show up as a loop the sidecar refuses, not as a sidecar spinning.
 import assert from "node:assert/strict";
-import { installIstioIptables } from "../../bench/iptables.ts";
 import { meshParams } from "../../src/mesh/modes.ts";
 import {
   createNode,
   createPod,
   inNs,
+  installIstioIptables,
   nettool,
   type Proc,
   Scope,
   startNettool,
   type TestPod,
-} from "./harness/mod.ts";
+} from "../../testbed/mod.ts";
 
 const mesh = meshParams("istio");
 const MIB = 1 << 20;
@@ -24,7 +24,7 @@ async function setup(scope: Scope, sidecarArgs: string[] = []) {
   const node = await createNode(scope);
   const p = await createPod(scope, node, "p", 10);
   const c = await createPod(scope, node, "c", 100);
-  await installIstioIptables(p.ns, mesh);
+  await installIstioIptables(p.ns);
   const sc = startNettool(scope, { netns: p.ns, uid: mesh.proxyUid, gid: mesh.proxyGid }, [
     "proxy",
     "--listen",

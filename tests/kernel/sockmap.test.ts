@@ -4,8 +4,15 @@
 // connection that skips the datapath, and the counters prove the redirected one took the fast path.
 import assert from "node:assert/strict";
 import type { CounterName } from "../../src/maps/layouts.ts";
-import { APP_UID, createWorld, Scope, type World } from "./harness/world.ts";
-import { nettool, sampleQueues, startNettool } from "./harness/mod.ts";
+import {
+  APP_UID,
+  createWorld,
+  nettool,
+  sampleQueues,
+  Scope,
+  startNettool,
+  type World,
+} from "../../testbed/mod.ts";
 import { uninstallDatapath } from "../../src/datapath/datapath.ts";
 
 const KERNEL = Deno.osRelease();

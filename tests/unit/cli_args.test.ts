@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { helpText, parseFlags, UsageError } from "../../src/cli/args.ts";
 import { DAEMON_FLAGS, DEFAULTS } from "../../src/cli/options.ts";
 import { runCli } from "../../src/cli/main.ts";
+import { COMMANDS } from "../../src/cli/commands.ts";
+import type { MeshMode } from "../../src/mesh/types.ts";
 import { resolveXdpMode } from "../../src/xdp/attacher.ts";
 
 Deno.test("daemon flags: defaults, booleans with and without =value, choices, env", async (t) => {
@@ -74,4 +76,26 @@ Deno.test("runCli exit codes: unknown command and bad flags are 2, --help is 0",
     console.error = origError;
     console.log = origLog;
   }
+});
+
+Deno.test("each command gets its flags typed from its schema, and logging from its log flags", () => {
+  const f = parseFlags(DAEMON_FLAGS, ["--mode=linkerd", "--conn-table-size=4096"]);
+  // Checked by deno check: a choice flag is the union of its choices, an int a number, and a flag
+  // without a default may be absent.
+  const mode: MeshMode = f.mode;
+  const size: number = f["conn-table-size"];
+  // @ts-expect-error --cgroup-path has no default
+  const cgroup: string = f["cgroup-path"];
+  assert.deepEqual([mode, size, cgroup], ["linkerd", 4096, undefined]);
+
+  const entry = (name: string) => COMMANDS.find((c) => c.name === name)!;
+  assert.deepEqual(entry("status").parse([], {}).logging, { level: "info", format: "auto" });
+  assert.deepEqual(entry("status").parse(["--debug"], {}).logging, { level: "debug", format: "auto" });
+  assert.deepEqual(
+    entry("pods").parse(["--log-level=warning", "--log-format=json"], {}).logging,
+    { level: "warning", format: "json" },
+  );
+  // version has no log flags of its own.
+  assert.deepEqual(entry("version").parse([], {}).logging, { level: "info", format: "auto" });
+  assert.throws(() => entry("version").parse(["--debug"], {}), UsageError);
 });

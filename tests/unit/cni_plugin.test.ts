@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
 import { serveDaemonSocket } from "../../src/daemon/socket_server.ts";
+import { run } from "../../testbed/proc.ts";
 import { FakeApiServer, makePod } from "./fake_apiserver.ts";
 
 const ENTRY = new URL("../../cni/entry.ts", import.meta.url).pathname;
@@ -23,23 +24,22 @@ async function runPlugin(env: Record<string, string>, stdin: string): Promise<Ru
     const v = Deno.env.get(k);
     if (v) base[k] = v;
   }
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", "--config", CONFIG, ENTRY],
+  const { code, stdout, stderr } = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    "--quiet",
+    "--config",
+    CONFIG,
+    ENTRY,
+  ], {
     env: { ...base, ...env },
     clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode(stdin));
-  await w.close();
-  const out = await child.output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = new TextDecoder().decode(out.stderr);
+    stdin,
+    allowFail: true,
+  });
   // JSON.parse rejects anything but exactly one document (plus whitespace).
   const doc = stdout.trim() === "" ? null : JSON.parse(stdout) as Record<string, unknown>;
-  return { code: out.code, stdout, stderr, doc };
+  return { code, stdout, stderr, doc };
 }
 
 const PREV_RESULT = `{

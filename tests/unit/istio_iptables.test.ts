@@ -6,7 +6,7 @@ import {
   istioIptablesRestore,
   istioNatRules,
   IstioRejects,
-} from "../kernel/harness/istio_iptables.ts";
+} from "../../testbed/istio_iptables.ts";
 
 const T = "traffic.sidecar.istio.io/";
 const out = (rules: string[]) =>

@@ -2,7 +2,8 @@
 // typed errors, request deadlines, TLS with a CA-signed server certificate and client certificates.
 // Also the two helpers it stands on: the line splitter and the retry backoff.
 import assert from "node:assert/strict";
-import { Backoff, sleep } from "../../src/kube/backoff.ts";
+import { Backoff } from "../../src/kube/backoff.ts";
+import { sleep } from "../../src/util/sleep.ts";
 import {
   KubeApiError,
   KubeClient,

@@ -3,11 +3,9 @@ import { resolve } from "node:path";
 import { getLogger } from "../../log/logger.ts";
 import { openPodSource } from "../../pods/open_source.ts";
 import { DAEMON_FLAGS } from "../options.ts";
-import { UsageError } from "../args.ts";
+import { type Parsed, UsageError } from "../args.ts";
 import { connTableSizeFor, nodeMemoryBytes } from "../../datapath/sizing.ts";
 import type { Command } from "../command.ts";
-import type { MeshMode } from "../../mesh/types.ts";
-import type { IngressHook, XdpModeOption } from "../../xdp/attacher.ts";
 
 const log = getLogger("daemon");
 
@@ -24,20 +22,20 @@ export function pluginSource(): DaemonConfig["pluginSource"] {
   return { kind: "binary", path: exe };
 }
 
-type Flags = { [K in keyof typeof DAEMON_FLAGS]: unknown };
+type Flags = Parsed<typeof DAEMON_FLAGS>;
 
 /** The pod source as the plugin must find it: it starts from an unknown working directory. */
 function podSourceRef(f: Flags): DaemonConfig["podSourceRef"] {
-  const podsFile = f["pods-file"] as string | undefined;
+  const podsFile = f["pods-file"];
   if (podsFile) return { podsFile: resolve(podsFile) };
-  const kubeconfig = f.kubeconfig as string | undefined;
+  const kubeconfig = f.kubeconfig;
   if (kubeconfig) return { kubeconfig: resolve(kubeconfig) };
   return {};
 }
 
 export function daemonConfig(f: Flags): DaemonConfig {
-  const nodeName = (f["node-name"] as string | undefined) || Deno.hostname();
-  let connTableSize = f["conn-table-size"] as number;
+  const nodeName = f["node-name"] || Deno.hostname();
+  let connTableSize = f["conn-table-size"];
   if (connTableSize === 0) connTableSize = connTableSizeFor(nodeMemoryBytes());
   else if (connTableSize < 1024) {
     throw new UsageError(
@@ -45,27 +43,27 @@ export function daemonConfig(f: Flags): DaemonConfig {
     );
   }
   return {
-    mode: f.mode as MeshMode,
-    cniMode: f["cni-mode"] as boolean,
-    hardwareChecksum: f["hardware-checksum"] as boolean,
-    ingressHook: f["ingress-hook"] as IngressHook,
-    xdpMode: f["xdp-mode"] as XdpModeOption,
-    dnsCapture: f["dns-capture"] as boolean,
-    sockmap: f.sockmap as boolean,
+    mode: f.mode,
+    cniMode: f["cni-mode"],
+    hardwareChecksum: f["hardware-checksum"],
+    ingressHook: f["ingress-hook"],
+    xdpMode: f["xdp-mode"],
+    dnsCapture: f["dns-capture"],
+    sockmap: f.sockmap,
     connTableSize,
-    synTableSize: f["syn-table-size"] as number,
-    cgroupPath: f["cgroup-path"] as string | undefined,
-    pinPath: f["bpf-pin-path"] as string,
+    synTableSize: f["syn-table-size"],
+    cgroupPath: f["cgroup-path"],
+    pinPath: f["bpf-pin-path"],
     nodeName,
-    metricsAddr: f["metrics-addr"] as string,
-    runDir: f["run-dir"] as string,
-    stateDir: f["state-dir"] as string,
-    cniBinDir: f["cni-bin-dir"] as string,
-    cniConfigDir: f["cni-config-dir"] as string,
-    uninstallOnExit: f["uninstall-on-exit"] as boolean,
-    netnsDirs: String(f["netns-dirs"] ?? "").split(",").map((d) => d.trim()).filter(Boolean),
+    metricsAddr: f["metrics-addr"],
+    runDir: f["run-dir"],
+    stateDir: f["state-dir"],
+    cniBinDir: f["cni-bin-dir"],
+    cniConfigDir: f["cni-config-dir"],
+    uninstallOnExit: f["uninstall-on-exit"],
+    netnsDirs: f["netns-dirs"].split(",").map((d) => d.trim()).filter(Boolean),
     pluginSource: pluginSource(),
-    logLevel: f.debug ? "debug" : f["log-level"] as string,
+    logLevel: f.debug ? "debug" : f["log-level"],
     podSourceRef: podSourceRef(f),
   };
 }
@@ -77,8 +75,8 @@ export const daemonCommand: Command<typeof DAEMON_FLAGS> = {
   async run(f) {
     const cfg = daemonConfig(f);
     const source = await openPodSource({
-      podsFile: f["pods-file"] as string | undefined,
-      kubeconfig: f.kubeconfig as string | undefined,
+      podsFile: f["pods-file"],
+      kubeconfig: f.kubeconfig,
       nodeName: cfg.nodeName,
     });
     const daemon = await Daemon.start(cfg, source);

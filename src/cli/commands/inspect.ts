@@ -73,7 +73,7 @@ export const statusCommand: Command<typeof STATUS_FLAGS> = {
   summary: "health of each subsystem, what is attached where, map fill and the BPF counters",
   flags: STATUS_FLAGS,
   async run(f) {
-    const pinPath = f["bpf-pin-path"] as string;
+    const pinPath = f["bpf-pin-path"];
     using pm = new PinnedDatapathMaps(pinPath);
     const cfg = pm.maps.meshConfig();
     const links = linkRows(pinPath);
@@ -87,15 +87,15 @@ export const statusCommand: Command<typeof STATUS_FLAGS> = {
       return { map: n, entries, capacity: m?.maxEntries ?? 0 };
     });
     const counters = pm.maps.counters();
-    const attachments = readAttachments(f["state-dir"] as string);
+    const attachments = readAttachments(f["state-dir"]);
     const subsystems = await subsystemHealth({
       pm,
       config: cfg,
       links,
       attachments,
-      daemonAddr: f["daemon-addr"] as string,
-      cniConfigDir: f["cni-config-dir"] as string,
-      cniBinDir: f["cni-bin-dir"] as string,
+      daemonAddr: f["daemon-addr"],
+      cniConfigDir: f["cni-config-dir"],
+      cniBinDir: f["cni-bin-dir"],
     });
     if (f.output === "json") {
       printJson({
@@ -159,9 +159,9 @@ export const podsCommand: Command<typeof PODS_FLAGS> = {
   summary: "meshed pods of this node with their decoded interception config",
   flags: PODS_FLAGS,
   async run(f) {
-    using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
-    const attachments = readAttachments(f["state-dir"] as string);
-    const known = await daemonPods(f["run-dir"] as string) ?? [];
+    using pm = new PinnedDatapathMaps(f["bpf-pin-path"]);
+    const attachments = readAttachments(f["state-dir"]);
+    const known = await daemonPods(f["run-dir"]) ?? [];
     // A dual-stack pod has a local_pods entry under each of its IPs; its identity names both.
     const has = (ips: { ip4: string; ip6: string }, ip: string) => ips.ip4 === ip || ips.ip6 === ip;
     const marks = pm.maps.markIps();
@@ -225,13 +225,13 @@ export const mapsDumpCommand: Command<typeof DUMP_FLAGS> = {
   flags: DUMP_FLAGS,
   positionals: true,
   run(f) {
-    const name = (f._ as string[])[0];
+    const name = f._[0];
     if (!name || !(MAP_NAMES as readonly string[]).includes(name)) {
       throw new UsageError(
         `maps dump: give one of ${MAP_NAMES.join(", ")}${name ? `, not ${JSON.stringify(name)}` : ""}`,
       );
     }
-    using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
+    using pm = new PinnedDatapathMaps(f["bpf-pin-path"]);
     let rows: unknown[];
     switch (name) {
       case "mesh_config":

@@ -1,11 +1,11 @@
 // Commands that change the node: uninstall everything, install or remove the CNI chain entry.
 import { installCni, uninstallCni } from "../../installer/install.ts";
-import { callDaemon } from "../../../cni/protocol.ts";
 import { socketPath } from "../../daemon/daemon.ts";
 import { uninstallNode } from "../../daemon/uninstall.ts";
 import { type Command, printJson } from "../command.ts";
 import { CNI_INSTALL_FLAGS, LOG_FLAGS, OUTPUT_FLAGS, PIN_FLAGS } from "../options.ts";
 import { pluginSource } from "./daemon.ts";
+import { daemonAnswers } from "../local_api.ts";
 
 const UNINSTALL_FLAGS = {
   ...PIN_FLAGS,
@@ -19,38 +19,21 @@ const UNINSTALL_FLAGS = {
   ...LOG_FLAGS,
 } as const;
 
-async function daemonRunning(runDir: string): Promise<boolean> {
-  try {
-    await callDaemon(socketPath(runDir), {
-      op: "status",
-      containerId: "",
-      netns: "",
-      ifName: "",
-      podNamespace: "",
-      podName: "",
-      cniVersion: "1.0.0",
-    }, 500);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export const uninstallCommand: Command<typeof UNINSTALL_FLAGS> = {
   name: "uninstall",
   summary: "remove everything from this node: links, pins, XDP/TC attachments, CNI config entry, plugin",
   flags: UNINSTALL_FLAGS,
   async run(f) {
-    if (!f.force && await daemonRunning(f["run-dir"] as string)) {
+    if (!f.force && await daemonAnswers(f["run-dir"])) {
       console.error("a merbridge daemon is running on this node; stop it first (or pass --force)");
       return 1;
     }
     const report = await uninstallNode({
-      pinPath: f["bpf-pin-path"] as string,
-      stateDir: f["state-dir"] as string,
-      runDir: f["run-dir"] as string,
-      cniBinDir: f["cni-bin-dir"] as string,
-      cniConfigDir: f["cni-config-dir"] as string,
+      pinPath: f["bpf-pin-path"],
+      stateDir: f["state-dir"],
+      runDir: f["run-dir"],
+      cniBinDir: f["cni-bin-dir"],
+      cniConfigDir: f["cni-config-dir"],
     });
     if (f.output === "json") printJson(report);
     else {
@@ -70,11 +53,11 @@ export const installCniCommand: Command<typeof CNI_FLAGS> = {
     "install the CNI plugin and chain it into the active CNI config (the daemon does this in CNI mode)",
   flags: CNI_FLAGS,
   async run(f) {
-    const runDir = f["run-dir"] as string;
+    const runDir = f["run-dir"];
     const res = await installCni({
-      binDir: f["cni-bin-dir"] as string,
-      confDir: f["cni-config-dir"] as string,
-      stateDir: f["state-dir"] as string,
+      binDir: f["cni-bin-dir"],
+      confDir: f["cni-config-dir"],
+      stateDir: f["state-dir"],
       source: pluginSource(),
       pluginConf: { socketPath: socketPath(runDir), logFile: `${runDir}/cni.log` },
     });
@@ -97,9 +80,9 @@ export const uninstallCniCommand: Command<typeof CNI_FLAGS> = {
   flags: CNI_FLAGS,
   async run(f) {
     const res = await uninstallCni({
-      binDir: f["cni-bin-dir"] as string,
-      confDir: f["cni-config-dir"] as string,
-      stateDir: f["state-dir"] as string,
+      binDir: f["cni-bin-dir"],
+      confDir: f["cni-config-dir"],
+      stateDir: f["state-dir"],
     });
     for (const c of res.changes) console.log(c);
     for (const w of res.warnings) console.error(`warning: ${w}`);

@@ -58,7 +58,7 @@ export const explainCommand: Command<typeof EXPLAIN_FLAGS> = {
   flags: EXPLAIN_FLAGS,
   positionals: true,
   async run(f) {
-    const [podArg, dest, ...extra] = f._ as string[];
+    const [podArg, dest, ...extra] = f._;
     if (!podArg || !dest || extra.length) {
       throw new UsageError("explain needs POD (IP or NAMESPACE/NAME) and DEST:PORT, nothing more");
     }
@@ -70,16 +70,16 @@ export const explainCommand: Command<typeof EXPLAIN_FLAGS> = {
         "--inbound describes a connection into the pod: no --from-proxy, --proxy-group or --source",
       );
     }
-    const pod = await resolvePod(podArg, f["run-dir"] as string);
-    using pm = new PinnedDatapathMaps(f["bpf-pin-path"] as string);
+    const pod = await resolvePod(podArg, f["run-dir"]);
+    using pm = new PinnedDatapathMaps(f["bpf-pin-path"]);
     let r;
     try {
       r = explainLive(pm.maps, {
         podIp: pod.ip,
         dest,
         caller: f["from-proxy"] ? "proxy" : f["proxy-group"] ? "proxy-group" : "app",
-        source: f.source as string | undefined,
-        inbound: f.inbound as boolean,
+        source: f.source,
+        inbound: f.inbound,
       });
     } catch (e) {
       if (e instanceof ExplainError) throw new UsageError(e.message);
@@ -152,9 +152,9 @@ export const monitorCommand: Command<typeof MONITOR_FLAGS> = {
   summary: "a live stream of what the programs decided and why, one line per event",
   flags: MONITOR_FLAGS,
   async run(f) {
-    const pinPath = f["bpf-pin-path"] as string;
-    const runDir = f["run-dir"] as string;
-    const only = f.pod ? await resolvePod(f.pod as string, runDir) : undefined;
+    const pinPath = f["bpf-pin-path"];
+    const runDir = f["run-dir"];
+    const only = f.pod ? await resolvePod(f.pod, runDir) : undefined;
     using pm = new PinnedDatapathMaps(pinPath);
     const eventsPin = `${pinPath}/maps/events`;
     using events = PinnedMap.open(eventsPin);
@@ -162,7 +162,7 @@ export const monitorCommand: Command<typeof MONITOR_FLAGS> = {
     const refreshNames = async (timeoutMs = 500) => {
       const pods = await daemonPods(runDir, timeoutMs) ?? [];
       // CNI attachments know the IPs a pod source may not have yet (a pod still Pending in the API).
-      const attached = readRecordsForDisplay(attachmentsFile(f["state-dir"] as string));
+      const attached = readRecordsForDisplay(attachmentsFile(f["state-dir"]));
       const next = new Map(attached.map((a) => [a.podIp, `${a.podNamespace}/${a.podName}`]));
       for (const p of pods) if (p.ip) next.set(p.ip, `${p.namespace}/${p.name}`);
       if (next.size) names = next;
@@ -171,7 +171,7 @@ export const monitorCommand: Command<typeof MONITOR_FLAGS> = {
     let netnsPods = pm.maps.netnsPods();
     const base = { mono: monotonicNs(), wall: Date.now() };
     let seen = 0;
-    const limit = f.count as number;
+    const limit = f.count;
     const rb = new RingBuffer(events.fd, (rec) => {
       const e = decodeEvent(rec);
       const podIp = e.podIp ?? netnsPods.get(e.netns) ?? null;
@@ -189,7 +189,7 @@ export const monitorCommand: Command<typeof MONITOR_FLAGS> = {
     const onSignal = () => stop = true;
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
-    const deadline = (f.seconds as number) ? Date.now() + (f.seconds as number) * 1000 : Infinity;
+    const deadline = f.seconds ? Date.now() + f.seconds * 1000 : Infinity;
     let lost = pm.maps.counters().events_lost;
     let renewed = 0;
     try {

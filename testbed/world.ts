@@ -1,30 +1,20 @@
 // A node for datapath tests: a bridge namespace, meshed pods with a test sidecar, an outside server,
 // a child cgroup holding the pods' processes, and our datapath loaded with a test-only pin directory.
-import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE } from "../../../src/datapath/datapath.ts";
-import { removePinTree } from "../../../src/bpf/pins.ts";
-import { meshParams } from "../../../src/mesh/modes.ts";
-import { podPolicy, type PolicyResult } from "../../../src/mesh/policy.ts";
-import type { MeshMode, MeshParams } from "../../../src/mesh/types.ts";
+import { connAdmitLimit, type Datapath, DEFAULT_TABLE_SIZE } from "../src/datapath/datapath.ts";
+import { meshParams } from "../src/mesh/modes.ts";
+import { podPolicy, type PolicyResult } from "../src/mesh/policy.ts";
+import type { MeshMode, MeshParams } from "../src/mesh/types.ts";
 import {
   closeMarkListener,
   listenerNetnsCookie,
   openMarkListener,
   randomMark,
-} from "../../../src/netns/mark_listener.ts";
-import {
-  addIpv6,
-  createCgroup,
-  createNode,
-  createPod,
-  nettool,
-  type Proc,
-  Scope,
-  startNettool,
-  type TestNode,
-  type TestPod,
-  uniq,
-} from "./mod.ts";
-import { currentNetnsCookie } from "../../../src/netns/cookie.ts";
+} from "../src/netns/mark_listener.ts";
+import { loadDatapath, markPod } from "./datapath.ts";
+import { addIpv6, createCgroup, createNode, createPod, type TestNode, type TestPod, uniq } from "./netns.ts";
+import { listening, nettool, sidecarReady, startNettool, startSidecar } from "./peers.ts";
+import type { Proc } from "./proc.ts";
+import type { Scope } from "./scope.ts";
 
 export const APP_UID = 1000;
 
@@ -94,42 +84,35 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
   const node = await createNode(scope, prefix);
   const cgroup = await createCgroup(scope, `${prefix}-cg`);
   const pinPath = `/sys/fs/bpf/${prefix}-test`;
-  scope.defer(() => removePinTree(pinPath));
-  const dp = Datapath.load({
+  const dp = loadDatapath(scope, {
     pinPath,
-    cgroupPath: cgroup,
-    dnsCapture: opts.dnsCapture ?? false,
+    cgroup,
+    mesh,
+    dnsCapture: opts.dnsCapture,
+    sockmap: opts.sockmap ?? true,
     connTableSize: opts.connTableSize,
     synTableSize: opts.synTableSize,
-  });
-  scope.defer(() => dp.close());
-  if (opts.attach ?? true) dp.attach();
-  dp.maps.setMeshConfig(mesh, {
-    dnsCapture: opts.dnsCapture ?? false,
-    cniMode: false,
-    sockmap: opts.sockmap ?? true,
-    hostNetns: currentNetnsCookie(),
     connAdmit: connAdmitLimit(opts.connTableSize ?? DEFAULT_TABLE_SIZE),
+    attach: opts.attach,
   });
 
   const pods: Record<string, TestPod> = {};
   const sidecars: Record<string, Proc> = {};
   const marks = new Map<string, number>();
   const cookies = new Map<string, bigint>();
+  const taken = new Set<number>();
   let octet = 10;
   for (const name of opts.meshed ?? ["a", "b"]) {
     const pod = await createPod(scope, node, name, octet++);
     pods[name] = pod;
     if (opts.ipv6) await addIpv6(pod, node);
-    const sc = startNettool(scope, { netns: pod.ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid }, [
-      "proxy",
-      "--listen",
-      `outbound=${mesh.outboundPort}`,
-      "--listen",
-      `inbound=${mesh.inboundPort}`,
-      ...(opts.ipv6 ? ["--dual-stack"] : []),
-      ...(opts.sidecarArgs ?? []),
-    ]);
+    const sc = startSidecar(scope, {
+      netns: pod.ns,
+      cgroup,
+      mesh,
+      dualStack: opts.ipv6,
+      args: opts.sidecarArgs,
+    });
     sidecars[name] = sc;
   }
   octet = 100;
@@ -147,14 +130,10 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
         String(port),
         ...bind,
       ]);
-      await p.waitFor((l) => l.event === "listening", 15000, `${name}:${port} listening`);
+      await listening(p, [""], 15000, `${name}:${port}`);
     }
   }
-  for (const [name, sc] of Object.entries(sidecars)) {
-    for (const kind of ["outbound", "inbound"]) {
-      await sc.waitFor((l) => l.event === "listening" && l.kind === kind, 15000, `sidecar ${name} ${kind}`);
-    }
-  }
+  for (const sc of Object.values(sidecars)) await sidecarReady(sc);
   return {
     scope,
     node,
@@ -186,11 +165,10 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
       const ip4 = o.ipv6Only ? "" : p.ip;
       let mark = marks.get(pod);
       if (mark === undefined) {
-        mark = randomMark((m) => [...marks.values()].includes(m));
-        const l = openMarkListener(`/run/netns/${p.ns}`, mark);
-        scope.defer(() => closeMarkListener(l));
+        const l = markPod(scope, p, taken);
+        mark = l.mark;
         marks.set(pod, mark);
-        cookies.set(pod, listenerNetnsCookie(l));
+        cookies.set(pod, l.cookie);
       }
       if (o.asCni) {
         // As in CNI mode: the mark entry from the CNI result's IPv4, the namespace entry with both.
@@ -218,5 +196,3 @@ export async function createWorld(scope: Scope, opts: WorldOptions = {}): Promis
     },
   };
 }
-
-export { Scope };

@@ -1,25 +1,9 @@
-// Builds throwaway "nodes" and "pods" out of network namespaces, veths and a child cgroup, and tears
-// all of it down in reverse order when the scope ends, whether the test passed or threw.
-// Rules it enforces: nothing is attached to the root cgroup or the machine's own interfaces; processes
-// are killed by the PIDs we started; every name carries a per-run prefix.
-import { cgroup2Root } from "../../../src/cgroup/cgroup2.ts";
-
-export const ROOT = new URL("../../../", import.meta.url).pathname;
-/**
- * The test peers' script, copied where unprivileged test uids can read it (the checkout may live
- * under a home directory they cannot enter).
- */
-export const NETTOOL: string = (() => {
-  const dir = Deno.makeTempDirSync({ prefix: `merbridge-nettool-${Deno.pid}-` });
-  Deno.chmodSync(dir, 0o755);
-  const path = `${dir}/nettool.py`;
-  Deno.copyFileSync(`${ROOT}tests/tools/nettool.py`, path);
-  Deno.chmodSync(path, 0o755);
-  globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-  return path;
-})();
-/** The distribution's python: unprivileged test uids cannot reach a per-user install under /root. */
-export const PYTHON = "/usr/bin/python3";
+// Throwaway "nodes" and "pods" out of network namespaces, veths and child cgroups, every name carrying a
+// per-run prefix. Nothing is attached to the root cgroup or the machine's own interfaces, and what a run
+// that died left behind is swept before anything new is built.
+import { cgroup2Root } from "../src/cgroup/cgroup2.ts";
+import { run } from "./proc.ts";
+import type { Scope } from "./scope.ts";
 
 let seq = 0;
 const PID36 = Deno.pid.toString(36).padStart(5, "0");
@@ -103,62 +87,6 @@ export function sweepStale(): string[] {
   return removed;
 }
 
-export class Scope implements AsyncDisposable {
-  #cleanups: (() => unknown)[] = [];
-  readonly errors: unknown[] = [];
-
-  defer(fn: () => unknown): void {
-    this.#cleanups.push(fn);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    while (this.#cleanups.length) {
-      const fn = this.#cleanups.pop()!;
-      try {
-        await fn();
-      } catch (e) {
-        this.errors.push(e);
-      }
-    }
-  }
-}
-
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to completion; throws with its stderr unless `allowFail`. */
-export async function run(
-  cmd: string,
-  args: string[],
-  opts: { allowFail?: boolean; stdin?: string; env?: Record<string, string> } = {},
-): Promise<RunResult> {
-  const p = new Deno.Command(cmd, {
-    args,
-    stdin: opts.stdin !== undefined ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: opts.env,
-  }).spawn();
-  if (opts.stdin !== undefined) {
-    const w = p.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const out = await p.output();
-  const r = {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-  if (r.code !== 0 && !opts.allowFail) {
-    throw new Error(`${cmd} ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
-  }
-  return r;
-}
-
 /** Runs a command inside a named network namespace (nsenter keeps /sys and bpffs visible). */
 export function inNs(ns: string, cmd: string, args: string[], opts: { allowFail?: boolean } = {}) {
   return run("nsenter", [`--net=/run/netns/${ns}`, "--", cmd, ...args], opts);
@@ -187,134 +115,6 @@ export async function createCgroup(scope: Scope, name: string): Promise<string> 
     await Deno.remove(path);
   });
   return path;
-}
-
-export interface SpawnOptions {
-  netns?: string;
-  cgroup?: string;
-  uid?: number;
-  gid?: number;
-}
-
-/** A process we started; its stdout is parsed as JSON lines. */
-export class Proc {
-  readonly lines: Record<string, unknown>[] = [];
-  readonly stderr: string[] = [];
-  #child: Deno.ChildProcess;
-  #waiters: (() => void)[] = [];
-  readonly done: Promise<Deno.CommandStatus>;
-
-  constructor(child: Deno.ChildProcess) {
-    this.#child = child;
-    const out = this.#read(child.stdout, (l) => {
-      try {
-        this.lines.push(JSON.parse(l));
-      } catch {
-        this.lines.push({ raw: l });
-      }
-    });
-    const err = this.#read(child.stderr, (l) => this.stderr.push(l));
-    // Done means exited AND every line read, so callers never race the stream readers.
-    this.done = Promise.all([child.status, out, err]).then(([st]) => st);
-  }
-
-  get pid(): number {
-    return this.#child.pid;
-  }
-
-  async #read(stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) {
-    let buf = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        onLine(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-        this.#waiters.splice(0).forEach((w) => w());
-      }
-    }
-    if (buf) onLine(buf);
-    this.#waiters.splice(0).forEach((w) => w());
-  }
-
-  /** Waits until a stdout line satisfies `pred`. */
-  async waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs = 5000, what = "line") {
-    const deadline = Date.now() + timeoutMs;
-    let seen = 0;
-    while (true) {
-      for (; seen < this.lines.length; seen++) if (pred(this.lines[seen]!)) return this.lines[seen]!;
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(
-          `timed out waiting for ${what}; stdout: ${JSON.stringify(this.lines)} stderr: ${
-            this.stderr.join("\n")
-          }`,
-        );
-      }
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.min(left, 100));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
-  }
-
-  kill(signal: Deno.Signal = "SIGKILL") {
-    try {
-      this.#child.kill(signal);
-    } catch {
-      // already gone
-    }
-  }
-}
-
-/**
- * Starts a process in a namespace, a cgroup and as a uid. The cgroup move happens in the shell before
- * exec, so the process never runs outside the cgroup; nsenter and setpriv exec in place, so the PID we
- * hold is the process itself.
- */
-export function spawn(scope: Scope, cmd: string, args: string[], opts: SpawnOptions = {}): Proc {
-  const inner: string[] = [];
-  if (opts.uid !== undefined) {
-    const gid = opts.gid ?? opts.uid;
-    inner.push("setpriv", `--reuid=${opts.uid}`, `--regid=${gid}`, "--clear-groups", "--");
-  }
-  inner.push(cmd, ...args);
-  let argv: string[] = opts.cgroup
-    ? ["sh", "-c", `echo $$ > '${opts.cgroup}/cgroup.procs' && exec "$@"`, "sh", ...inner]
-    : inner;
-  if (opts.netns) argv = ["nsenter", `--net=/run/netns/${opts.netns}`, "--", ...argv];
-  const child = new Deno.Command(argv[0]!, {
-    args: argv.slice(1),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const p = new Proc(child);
-  scope.defer(async () => {
-    p.kill();
-    await p.done;
-  });
-  return p;
-}
-
-/** Runs nettool.py to completion inside a pod and returns its single JSON result line. */
-export async function nettool(
-  opts: SpawnOptions,
-  args: string[],
-): Promise<Record<string, unknown>> {
-  await using scope = new Scope();
-  const p = spawn(scope, PYTHON, ["-u", NETTOOL, ...args], opts);
-  await p.done;
-  const last = p.lines.at(-1);
-  if (!last) throw new Error(`nettool ${args.join(" ")} printed nothing: ${p.stderr.join("\n")}`);
-  return last;
-}
-
-export function startNettool(scope: Scope, opts: SpawnOptions, args: string[]): Proc {
-  return spawn(scope, PYTHON, ["-u", NETTOOL, ...args], opts);
 }
 
 export interface TestNode {
@@ -378,8 +178,41 @@ export async function createPod(
   return { name, ns, ip, hostIf };
 }
 
-export async function sleep(ms: number) {
-  await new Promise((r) => setTimeout(r, ms));
+export interface UplinkOptions {
+  /** First three octets of the link's /24: the node gets .1, the other side .2. */
+  net: string;
+  /** The pod network the other side reaches through the node, e.g. "10.250.3.0/24". */
+  pods: string;
+  nodeIf?: string;
+  otherIf?: string;
+  /**
+   * Leave transmit checksum offload on. Off (the default), every hop computes checksums in software, so
+   * a packet whose checksum a program got wrong is dropped after the forwarding hop instead of passing
+   * as "partial".
+   */
+  offload?: boolean;
+}
+
+/**
+ * Links a node namespace to another one ("another node", or a client one hop away) with a veth pair,
+ * forwarding on in the node and a route to the pods through it.
+ */
+export async function uplink(node: string, other: string, o: UplinkOptions) {
+  const nodeIf = o.nodeIf ?? "n0", otherIf = o.otherIf ?? "c0";
+  const nodeIp = `${o.net}.1`, otherIp = `${o.net}.2`;
+  await inNs(node, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
+  await inNs(node, "ip", ["link", "add", nodeIf, "type", "veth", "peer", "name", otherIf, "netns", other]);
+  await inNs(node, "ip", ["addr", "add", `${nodeIp}/24`, "dev", nodeIf]);
+  await inNs(node, "ip", ["link", "set", nodeIf, "up"]);
+  await inNs(other, "ip", ["addr", "add", `${otherIp}/24`, "dev", otherIf]);
+  await inNs(other, "ip", ["link", "set", otherIf, "up"]);
+  await inNs(other, "ip", ["route", "add", o.pods, "via", nodeIp]);
+  if (!o.offload) {
+    for (const [ns, dev] of [[node, nodeIf], [other, otherIf]] as const) {
+      await inNs(ns, "ethtool", ["-K", dev, "tx", "off"]);
+    }
+  }
+  return { nodeIp, otherIp, nodeIf, otherIf };
 }
 
 // A run that died earlier (SIGKILL, OOM, a runner abort) could not clean up: do it before building more.

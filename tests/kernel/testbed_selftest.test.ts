@@ -1,7 +1,7 @@
-// The harness must leave nothing behind when a test fails: namespaces, pins, cgroups, programs.
+// The testbed must leave nothing behind when a test fails: namespaces, pins, cgroups, programs.
 import assert from "node:assert/strict";
 import { cgroup2Root } from "../../src/cgroup/cgroup2.ts";
-import { ROOT, run, sweepStale } from "./harness/mod.ts";
+import { ROOT, run, sweepStale } from "../../testbed/mod.ts";
 
 async function residue(prefix: string) {
   const netns = (await run("ip", ["netns", "list"])).stdout.split("\n").filter((l) => l.startsWith(prefix));

@@ -1,5 +1,5 @@
 // Pod documents for the daemon's --pods-file in tests (JSON is YAML, so no templating).
-import type { Pod } from "../../../src/pods/source.ts";
+import type { Pod } from "../src/pods/source.ts";
 
 export interface TestPodSpec {
   /** Set once the pod runs; CNI tests add pods before their IP exists. */

@@ -1,8 +1,9 @@
-// The oracle of the differential tests: Istio's own sidecar rule set (nat table, REDIRECT mode), as
-// istio-iptables builds it from the flags the sidecar injector derives from a pod's annotations.
-// Written from the facts of istio-iptables' golden rule files; test-only. The kernel test loads this
-// text into a plain pod's namespace with iptables-restore, so the decisions it compares against come
-// from the real netfilter, not from our reference model (src/mesh/decide.ts).
+// Istio's own sidecar rule set (nat table, REDIRECT mode), as istio-iptables builds it from the flags the
+// sidecar injector derives from a pod's annotations, written from the facts of istio-iptables' golden rule
+// files. It is the oracle of the differential tests and the benchmark's iptables baseline: loaded into a
+// pod's own namespace with iptables-restore, so the decisions compared against come from the real
+// netfilter, not from our reference model (src/mesh/decide.ts).
+import { run } from "./proc.ts";
 
 export const PROXY_UID = 1337;
 export const PROXY_GID = 1337;
@@ -200,4 +201,20 @@ export function istioIptablesRestore(
   family: 4 | 6 = 4,
 ): string {
   return ["*nat", ...istioNatRules(istioFlags(annotations, o), family), "COMMIT", ""].join("\n");
+}
+
+/**
+ * Loads Istio's rules for a pod with these annotations into the pod's namespace (never the host's: nsenter
+ * into a namespace we made), with iptables-restore or, for `family` 6, ip6tables-restore.
+ */
+export async function installIstioIptables(
+  ns: string,
+  annotations: Record<string, string> = {},
+  o: FlagOptions = {},
+  family: 4 | 6 = 4,
+): Promise<void> {
+  const tool = family === 6 ? "ip6tables-restore" : "iptables-restore";
+  await run("nsenter", [`--net=/run/netns/${ns}`, "--", tool, "--noflush"], {
+    stdin: istioIptablesRestore(annotations, o, family),
+  });
 }

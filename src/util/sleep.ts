@@ -1,0 +1,15 @@
+// Waiting that a shutdown can cut short.
+
+/** Resolves after `ms`, or as soon as `signal` aborts; leaves no timer behind either way. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
