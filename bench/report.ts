@@ -160,7 +160,10 @@ function dataTable(samples: Sample[], section: Section, paths: readonly string[]
   const present = paths.filter((p) => samples.some((s) => s.section === section && s.path === p));
   if (present.length === 0) return ["Not measured in this run."];
   const head = `| metric | ${
-    present.map((p) => PATH_LABELS[p as keyof typeof PATH_LABELS] ?? p).join(" | ")
+    present.map((p) => {
+      const label = PATH_LABELS[p as keyof typeof PATH_LABELS] ?? p;
+      return section.endsWith("6") ? label.replace("connect4", "connect6") : label;
+    }).join(" | ")
   } |`;
   const rows = [head, `|---|${present.map(() => "---:").join("|")}|`];
   for (const m of metricsFor(section, sizes)) {
