@@ -2,8 +2,16 @@
 # Builds CO-RE BPF objects: bpf/*.bpf.c -> bpf/build/*.bpf.o (and tests/bpf/*.bpf.c for test fixtures).
 # vmlinux.h is generated from the running kernel's BTF at build time rather than committed: it is
 # ~3 MB of generated text, and CO-RE relocations make the objects portable to other kernels anyway.
-# Rebuilds only what changed (make-like timestamp checks), warnings are errors.
+# Rebuilds only what changed (make-like timestamp checks), warnings are errors. Then regenerates
+# src/generated/bpf_types.ts from the objects' BTF (`deno task gen`); with --check it only verifies the
+# file is current and fails otherwise, as CI does, so a header change cannot land without it.
 set -euo pipefail
+gen_args=()
+case "${1:-}" in
+  "") ;;
+  --check) gen_args=(--check) ;;
+  *) echo "usage: bpf/build.sh [--check]" >&2; exit 2 ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/bpf/build"
 CLANG="${CLANG:-clang-19}"
@@ -43,3 +51,7 @@ mkdir -p "$OUT/test"
 for src in "$ROOT"/tests/bpf/*.bpf.c; do
   build "$src" "$OUT/test/$(basename "${src%.c}").o"
 done
+
+# The generator reads BTF through libbpf (FFI), with no privileges.
+DENO="${DENO:-$(command -v deno || echo "$ROOT/.tools/bin/deno")}"
+(cd "$ROOT" && "$DENO" task -q gen "${gen_args[@]}")

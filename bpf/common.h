@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Layouts shared by every program and by the agent. src/maps/layouts.ts mirrors each struct here
- * field by field; a kernel test compares both against the BTF of the compiled objects, so a change
- * here without the matching change there fails the build's tests.
+ * Layouts and constants shared by every program and by the agent. The agent's TypeScript side
+ * (src/generated/bpf_types.ts) is generated from the compiled objects' BTF by `deno task gen`, which
+ * bpf/build.sh runs: constants the agent needs are enums rather than #defines, since only types reach
+ * BTF, and struct agent_types below keeps the enums no map key or value carries.
  */
 #pragma once
 
@@ -19,27 +20,38 @@
 #define IP6T_SO_ORIGINAL_DST 80
 #define ETH_P_IP 0x0800
 #define TC_ACT_OK 0
-#define LOOPBACK_NET 0x7f000000 /* 127.0.0.0/8, host order */
-#define LOCALHOST 0x7f000001    /* 127.0.0.1, host order */
-/* The source Envoy binds when it forwards an inbound connection to the app (or a rewritten probe):
- * such a connection must never be captured again, whoever makes it. */
-#define INBOUND_PASSTHROUGH_SRC 0x7f000006 /* 127.0.0.6, host order */
+
+/* IPv4 addresses the decisions turn on, host order. */
+enum ipv4_addrs {
+	LOOPBACK_NET = 0x7f000000, /* 127.0.0.0/8 */
+	LOCALHOST = 0x7f000001,    /* 127.0.0.1 */
+	/* The source Envoy binds when it forwards an inbound connection to the app (or a rewritten
+	 * probe): such a connection must never be captured again, whoever makes it. */
+	INBOUND_PASSTHROUGH_SRC = 0x7f000006, /* 127.0.0.6 */
+};
 /* Their IPv6 counterparts, ::1 and ::6, are written out where used (last word, network order). */
 
-/* The per-pod identity listener: its SO_MARK is the key into mark_pod_ips. */
-#define MARK_PORT 39807
+enum ports {
+	/* The per-pod identity listener: its SO_MARK is the key into mark_pod_ips. */
+	MARK_PORT = 39807,
+};
 
-#define MAX_PORT_RANGES 32
-#define MAX_CIDRS 16
-#define MAX_ALWAYS_EXCLUDED 8
+/* Capacities of the lists in struct mesh_config and struct pod_config. */
+enum limits {
+	MAX_PORT_RANGES = 32,
+	MAX_CIDRS = 16, /* per family */
+	MAX_ALWAYS_EXCLUDED = 8,
+};
 
 /* struct mesh_config.flags */
-#define CFG_F_DNS_CAPTURE (1 << 0)
-#define CFG_F_CNI_MODE (1 << 1)
-#define CFG_F_SOCKMAP (1 << 2) /* the sk_msg fast path for loopback pairs */
-/* The proxy (by uid) calling its own pod, or loopback other than 127.0.0.1, goes to its inbound port:
- * Istio, Kuma and OSM do this; Linkerd lets it through. */
-#define CFG_F_SELF_INBOUND (1 << 3)
+enum cfg_flags {
+	CFG_F_DNS_CAPTURE = 1 << 0,
+	CFG_F_CNI_MODE = 1 << 1,
+	CFG_F_SOCKMAP = 1 << 2, /* the sk_msg fast path for loopback pairs */
+	/* The proxy (by uid) calling its own pod, or loopback other than 127.0.0.1, goes to its inbound
+	 * port: Istio, Kuma and OSM do this; Linkerd lets it through. */
+	CFG_F_SELF_INBOUND = 1 << 3,
+};
 
 /* Mesh-wide parameters, written once by the agent at start (array map, key 0). */
 struct mesh_config {
@@ -65,15 +77,18 @@ struct mesh_config {
 };
 
 /* struct pod_config.flags: a list given as "*" */
-#define POD_F_INCLUDE_OUT_PORTS_ALL (1 << 0)
-#define POD_F_EXCLUDE_OUT_PORTS_ALL (1 << 1)
-#define POD_F_INCLUDE_IN_PORTS_ALL (1 << 2)
-#define POD_F_EXCLUDE_IN_PORTS_ALL (1 << 3)
-#define POD_F_INCLUDE_OUT_CIDRS_ALL (1 << 4)
-#define POD_F_EXCLUDE_OUT_CIDRS_ALL (1 << 5)
-/* An included outbound range is a loopback one: istio-iptables then drops its "the app on loopback
- * goes direct" rules, so the app's loopback traffic follows the pod's rules like any other. */
-#define POD_F_INCLUDE_OUT_LOOPBACK (1 << 6)
+enum pod_flags {
+	POD_F_INCLUDE_OUT_PORTS_ALL = 1 << 0,
+	POD_F_EXCLUDE_OUT_PORTS_ALL = 1 << 1,
+	POD_F_INCLUDE_IN_PORTS_ALL = 1 << 2,
+	POD_F_EXCLUDE_IN_PORTS_ALL = 1 << 3,
+	POD_F_INCLUDE_OUT_CIDRS_ALL = 1 << 4,
+	POD_F_EXCLUDE_OUT_CIDRS_ALL = 1 << 5,
+	/* An included outbound range is a loopback one: istio-iptables then drops its "the app on
+	 * loopback goes direct" rules, so the app's loopback traffic follows the pod's rules like any
+	 * other. */
+	POD_F_INCLUDE_OUT_LOOPBACK = 1 << 6,
+};
 
 /*
  * An address of either family as every map holds it: 16 bytes, network order, an IPv4 address written
@@ -86,8 +101,8 @@ struct addr16 {
 
 /* An IPv4 network; both fields in network byte order, addr already masked. */
 struct cidr4 {
-	__u32 addr;
-	__u32 mask;
+	__be32 addr;
+	__be32 mask;
 };
 
 /* An IPv6 network; network byte order, addr already masked. */
@@ -135,15 +150,17 @@ struct pod_config {
 /* Who a pod is (mark_pod_ips, netns_pod_ips): its IPv4 (network order, 0 if none) and its IPv6 (all
  * zero if none). */
 struct pod_ips {
-	__u32 ip4;
+	__be32 ip4;
 	struct addr16 ip6;
 };
 
 /* struct orig_dst.flags: who recorded it */
-#define ORIG_F_OUTBOUND (1 << 0) /* app -> outbound port */
-#define ORIG_F_INBOUND (1 << 1)  /* proxy -> same-node pod's inbound port */
-#define ORIG_F_INGRESS (1 << 2)  /* XDP/TC ingress rewrite; replies get their source port back */
-#define ORIG_F_DNS (1 << 3)      /* UDP 53 -> DNS port */
+enum orig_flags {
+	ORIG_F_OUTBOUND = 1 << 0, /* app -> outbound port */
+	ORIG_F_INBOUND = 1 << 1,  /* proxy -> same-node pod's inbound port */
+	ORIG_F_INGRESS = 1 << 2,  /* XDP/TC ingress rewrite; replies get their source port back */
+	ORIG_F_DNS = 1 << 3,      /* UDP 53 -> DNS port */
+};
 
 /* An original destination: ip network order, port host order. */
 struct orig_dst {
@@ -177,7 +194,7 @@ struct sock_ref {
 	__u64 cookie;
 };
 
-/* Indexes into the per-CPU counters map; src/maps/layouts.ts COUNTER_NAMES lists them in order. */
+/* Indexes into the per-CPU counters map (the agent names each after its enumerator). */
 enum counter {
 	C_CONNECT_REDIRECT = 0, /* app connect sent to the outbound port */
 	C_CONNECT_INBOUND,      /* proxy connect to a same-node pod sent to its inbound port */
@@ -221,7 +238,7 @@ enum event_kind {
 	EV_DNS,         /* a UDP DNS query sent to the proxy's DNS port */
 };
 
-/* Why: the rule that decided (src/monitor/reasons.ts words each). */
+/* Why: the rule that decided (src/monitor/events.ts words each). */
 enum event_reason {
 	R_REDIRECT = 1,        /* to the outbound port: the pod's rules include it */
 	R_REDIRECT_UNKNOWN,    /* to the outbound port: the pod is not identified, its rules unknown */
@@ -266,12 +283,34 @@ struct event {
 	__u32 uid;
 };
 
-/* Indexes into table_fill. */
+/* Indexes into table_fill, each named after the map it counts. */
 enum table {
-	T_PAIR = 0, /* pair_orig_dst */
-	T_SOCK_REFS, /* sock_refs */
+	T_PAIR_ORIG_DST = 0,
+	T_SOCK_REFS,
 	T_MAX,
 };
+
+/*
+ * Types the agent reads from BTF that no map key or value carries. The function below is never
+ * called, so never loaded; `used` keeps it, and with it these types, in every object's BTF.
+ */
+struct agent_types {
+	enum ipv4_addrs ipv4_addrs;
+	enum ports ports;
+	enum limits limits;
+	enum cfg_flags cfg_flags;
+	enum pod_flags pod_flags;
+	enum orig_flags orig_flags;
+	enum counter counter;
+	enum table table;
+	enum event_kind event_kind;
+	enum event_reason event_reason;
+	struct event event;
+};
+
+static __attribute__((used)) void agent_types(struct agent_types *t)
+{
+}
 
 /* An IPv6 address (4 words, network order) that is an IPv4 one written as ::ffff:a.b.c.d. */
 static __always_inline int is_v4mapped(__u32 w0, __u32 w1, __u32 w2)

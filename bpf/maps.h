@@ -179,7 +179,7 @@ static __always_inline void fill_add(enum table t, __s64 d)
  * said it may (mesh_config.conn_admit, below its capacity by room for connections in flight). */
 static __always_inline int conn_admitted(const struct mesh_config *cfg)
 {
-	__u32 k = T_PAIR;
+	__u32 k = T_PAIR_ORIG_DST;
 	__s64 *v = bpf_map_lookup_elem(&table_fill, &k);
 	if (!cfg->conn_admit || !v || *v < (__s64)cfg->conn_admit)
 		return 1;
@@ -193,7 +193,7 @@ static __always_inline int pair_insert(struct pair_key *k, struct orig_dst *od)
 {
 	long err = bpf_map_update_elem(&pair_orig_dst, k, od, BPF_NOEXIST);
 	if (!err) {
-		fill_add(T_PAIR, 1);
+		fill_add(T_PAIR_ORIG_DST, 1);
 		return 0;
 	}
 	if (err == -17 /* EEXIST */ && !bpf_map_update_elem(&pair_orig_dst, k, od, BPF_EXIST))
@@ -205,7 +205,7 @@ static __always_inline int pair_insert(struct pair_key *k, struct orig_dst *od)
 static __always_inline void pair_delete(struct pair_key *k)
 {
 	if (!bpf_map_delete_elem(&pair_orig_dst, k))
-		fill_add(T_PAIR, -1);
+		fill_add(T_PAIR_ORIG_DST, -1);
 }
 
 static __always_inline int monitoring(void)
@@ -215,8 +215,7 @@ static __always_inline int monitoring(void)
 	return until && *until > bpf_ktime_get_ns();
 }
 
-/* A real function (not inlined) so that the objects' BTF describes struct event and both enums, which
- * the agent's decoder is checked against. */
+/* Not inlined: each program carries one copy of the event path rather than one per decision. */
 static __noinline int send_event(struct event *e, enum event_kind kind, enum event_reason reason)
 {
 	e->kind = kind;

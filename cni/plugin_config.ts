@@ -1,7 +1,6 @@
 // Turns one plugin invocation (CNI_* environment, stdin network configuration) into a validated
 // description of what was asked, or a CniError carrying the spec's code for what was wrong.
-import { isAbsolute, join } from "node:path";
-import { isLogLevel, LOG_LEVELS, type LogLevel } from "../src/log/logger.ts";
+import { isLogLevel, LOG_LEVELS, type LogLevel } from "../src/log/lines.ts";
 import { type Attachment, DEFAULT_RUN_DIR } from "./protocol.ts";
 import { documentSpan, objectMembers } from "./json_text.ts";
 import { type MembershipConf, parseMembershipConf } from "./membership.ts";
@@ -195,7 +194,7 @@ function invalid(msg: string, details?: string): CniError {
 function absolutePath(obj: Record<string, unknown>, key: string): string | undefined {
   const v = obj[key];
   if (v === undefined) return undefined;
-  if (typeof v !== "string" || !isAbsolute(v)) {
+  if (typeof v !== "string" || !v.startsWith("/")) {
     throw invalid(
       `invalid "${key}" in the network configuration`,
       `expected an absolute path, got ${JSON.stringify(v)}`,
@@ -230,7 +229,8 @@ export function parsePluginConfig(stdin: Uint8Array): PluginConfig {
     throw invalid(`"name" in the network configuration must be a string`);
   }
   const runDir = absolutePath(obj, "runDir");
-  const socketPath = absolutePath(obj, "socketPath") ?? join(runDir ?? DEFAULT_RUN_DIR, "cni.sock");
+  const socketPath = absolutePath(obj, "socketPath") ??
+    `${(runDir ?? DEFAULT_RUN_DIR).replace(/\/+$/, "")}/cni.sock`;
 
   let timeoutMs = DEFAULT_TIMEOUT_MS;
   if (obj.timeoutMs !== undefined) {

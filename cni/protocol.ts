@@ -249,12 +249,16 @@ export async function callDaemon(
 ): Promise<DaemonOkResponse> {
   let conn: Deno.Conn | undefined;
   let timedOut = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  // Not setTimeout: its first use loads Deno's Node timers (about 10 ms, for every pod start). The
+  // signal's timer keeps the process alive only while a listener is attached.
+  const deadline = AbortSignal.timeout(timeoutMs);
+  let onTimeout = () => {};
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
+    onTimeout = () => {
       timedOut = true;
       reject(new DaemonUnreachableError(socketPath, "timeout", `no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
+    };
+    deadline.addEventListener("abort", onTimeout, { once: true });
   });
   const exchange = (async () => {
     const c = await Deno.connect({ transport: "unix", path: socketPath });
@@ -276,7 +280,7 @@ export async function callDaemon(
     if (err instanceof ProtocolError) throw new DaemonProtocolError(socketPath, err.message);
     throw new DaemonUnreachableError(socketPath, unreachableReason(err), (err as Error).message);
   } finally {
-    clearTimeout(timer);
+    deadline.removeEventListener("abort", onTimeout);
     try {
       conn?.close();
     } catch {

@@ -79,7 +79,8 @@ if [[ "$what" == all ]]; then
   # shellcheck disable=SC2046 # the directory list is meant to split into words
   stage "deno check" deno check main.ts mod.ts testbed/ tests/ $(ls -d bench/ demo/ 2>/dev/null)
 fi
-stage "bpf build" bash bpf/build.sh
+# --check: the committed src/generated/bpf_types.ts must already match the objects it is generated from.
+stage "bpf build" bash bpf/build.sh --check
 case "$what" in
   all | unit) denotest unit tests/unit/ "$@" ;;
 esac

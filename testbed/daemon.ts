@@ -3,6 +3,7 @@
 // says so, as a kubelet's readiness probe would see it.
 import { removePinTree } from "../src/bpf/pins.ts";
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
+import { DAEMON_V8_FLAGS } from "../src/daemon/runtime_flags.ts";
 import { createCgroup } from "./netns.ts";
 import { type Proc, sleep, spawn } from "./proc.ts";
 import { ROOT } from "./root.ts";
@@ -81,6 +82,7 @@ export function daemonArgs(o: DaemonProcOptions, metricsAddr = ""): string[] {
     "run",
     "-A",
     "--quiet",
+    `--v8-flags=${DAEMON_V8_FLAGS}`,
     `${ROOT}main.ts`,
     "daemon",
     `--cgroup-path=${o.cgroup}`,

@@ -2,7 +2,7 @@
 // and in CNI mode serves the plugin, owns per-pod attachments and keeps itself chained in the CNI
 // config. SIGTERM leaves the pinned datapath running for the next daemon unless told to uninstall.
 import { CniErrorCode } from "../../cni/spec.ts";
-import { CniInstaller, PLUGIN_KUBECONFIG_FILE } from "../installer/install.ts";
+import { CniInstaller, PLUGIN_KUBECONFIG_FILE, type PluginSource } from "../installer/install.ts";
 import { type DaemonSocketServer, serveDaemonSocket } from "./socket_server.ts";
 import { assertCgroup2Dir, cgroup2Root } from "../cgroup/cgroup2.ts";
 import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, uninstallDatapath } from "../datapath/datapath.ts";
@@ -53,7 +53,7 @@ export interface DaemonConfig {
   /** Where runtimes keep pod network namespaces (for finding running pods without a state file). */
   netnsDirs: string[];
   /** The plugin as installed into the CNI bin dir. */
-  pluginSource: { kind: "binary"; path: string } | { kind: "launcher"; denoPath: string; mainPath: string };
+  pluginSource: PluginSource;
   logLevel: string;
   /**
    * Where the pods come from, for the plugin to judge a pod itself when the daemon cannot be asked:

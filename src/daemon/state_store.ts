@@ -1,7 +1,13 @@
 // The node's record of per-pod attachments, shared by the daemon, `uninstall` and `status`/`pods`:
-// one format, validated on every read, written so that a crash or power loss at any instant leaves
-// either the old or the new file (temp file, fsync, rename, directory fsync). The previous good
-// file is kept beside it, so one damaged file never makes the daemon forget the pods it attached.
+// one format, validated on every read, written so that a daemon killed at any instant leaves either
+// the old or the new file (temp file, rename). The previous good file is kept beside it, so one
+// damaged file never makes the daemon forget the pods it attached.
+//
+// Nothing is fsynced, on purpose: every write is on a pod's ADD or DEL path, and what the records
+// describe (pod namespaces, mark listeners, XDP/TC links, the pins on bpffs) lives in memory only
+// and is gone after a power loss or a kernel crash, so a write lost with it loses nothing. A file
+// torn or stale after such a restart is read as damaged or as naming namespaces that are gone, and
+// both are handled at start. A killed daemon needs only the rename: the page cache is shared.
 import { dirname } from "node:path";
 import type { IngressHook } from "../xdp/attacher.ts";
 import { crashPoint } from "../util/crash_point.ts";
@@ -111,19 +117,9 @@ export function readRecordsForDisplay(file: string): AttachmentRecord[] {
   return r.kind === "ok" ? r.records : [];
 }
 
-function fsyncDir(dir: string): void {
-  const d = Deno.openSync(dir, { read: true });
-  try {
-    d.syncSync();
-  } finally {
-    d.close();
-  }
-}
-
 /**
- * Replaces the file with `records`, durably: the new bytes are on disk before the rename makes
- * them the file, and the directory entry is on disk before this returns. The replaced file, when
- * it was good, becomes the previous copy.
+ * Replaces the file with `records` in one rename (readers and a restarted daemon see the old or the
+ * new file, never a part). The replaced file, when it was good, becomes the previous copy.
  */
 export function writeAttachmentState(file: string, records: AttachmentRecord[]): void {
   const dir = dirname(file);
@@ -133,7 +129,6 @@ export function writeAttachmentState(file: string, records: AttachmentRecord[]):
   const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
     for (let off = 0; off < bytes.length;) off += f.writeSync(bytes.subarray(off));
-    f.syncSync();
   } finally {
     f.close();
   }
@@ -148,7 +143,6 @@ export function writeAttachmentState(file: string, records: AttachmentRecord[]):
     Deno.renameSync(prevTmp, previousFile(file));
   }
   Deno.renameSync(tmp, file);
-  fsyncDir(dir);
 }
 
 /** Removes the file and its previous copy (uninstall). */

@@ -1,5 +1,6 @@
 // Which program of which object goes where. The loader below stays generic; this table is the only
 // place that knows the datapath's programs.
+import type { MapName } from "../generated/bpf_types.ts";
 
 export type CgroupHook =
   | "connect4"
@@ -36,7 +37,11 @@ export const CGROUP_PROGRAMS: readonly CgroupProgram[] = [
 ];
 
 /** sk_msg verdict program, attached to the sockhash rather than a cgroup. */
-export const SK_MSG_PROGRAM = { object: "redirect", program: "mb_sk_msg", map: "sock_pair_map" } as const;
+export const SK_MSG_PROGRAM = {
+  object: "redirect",
+  program: "mb_sk_msg",
+  map: "sock_pair_map" satisfies MapName,
+} as const;
 
 /** Per-pod ingress programs (CNI mode). */
 export const INGRESS_PROGRAMS = {

@@ -11,7 +11,17 @@ import { attachSkMsg } from "../bpf/prog_attach.ts";
 import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
 import { PinnedMap } from "../bpf/map_fd.ts";
 import { getLogger } from "../log/logger.ts";
-import { DatapathMaps, MAP_NAMES, type MapName } from "../maps/manager.ts";
+import {
+  DATAPATH_MAPS,
+  type DatapathMapHandles,
+  DatapathMaps,
+  MAP_NAMES,
+  type MapName,
+  OPTIONAL_DATAPATH_MAPS,
+  type RawMap,
+  type RawPerCpuHash,
+} from "../maps/manager.ts";
+import { TABLE_NAMES } from "../maps/layouts.ts";
 import {
   CGROUP_PROGRAMS,
   INGRESS_PROGRAMS,
@@ -43,7 +53,17 @@ export interface DatapathOptions {
 }
 
 export const DEFAULT_TABLE_SIZE = 65536;
-const CONN_TABLES = ["pair_orig_dst", "sock_refs", "sock_pair_map"] as const;
+const CONN_TABLES = ["pair_orig_dst", "sock_refs", "sock_pair_map"] as const satisfies readonly MapName[];
+
+/** DatapathMaps over the maps `open` finds (undefined: not there). */
+function datapathMaps(open: (name: MapName) => (RawMap & RawPerCpuHash) | undefined): DatapathMaps {
+  const handles: Partial<Record<MapName, RawMap & RawPerCpuHash>> = {};
+  for (const name of [...DATAPATH_MAPS, ...OPTIONAL_DATAPATH_MAPS]) {
+    const m = open(name);
+    if (m) handles[name] = m;
+  }
+  return new DatapathMaps(handles as DatapathMapHandles);
+}
 
 /**
  * Where connect() and inbound SYNs start being refused: below the connection table's capacity by room
@@ -98,7 +118,7 @@ export class Datapath implements Disposable {
         this.#objects.set(name, obj);
         // Every object declares every map, and libbpf reuses a pin only if the sizes agree.
         for (const m of CONN_TABLES) obj.map(m).setMaxEntries(opts.connTableSize ?? DEFAULT_TABLE_SIZE);
-        obj.map("ingress_syn").setMaxEntries(opts.synTableSize ?? DEFAULT_TABLE_SIZE);
+        obj.map("ingress_syn" satisfies MapName).setMaxEntries(opts.synTableSize ?? DEFAULT_TABLE_SIZE);
         this.#load(obj);
       }
     } catch (e) {
@@ -106,26 +126,28 @@ export class Datapath implements Disposable {
       throw e;
     }
     const any = this.#objects.get("connect")!;
-    this.maps = new DatapathMaps({
-      mesh_config: any.map("mesh_config"),
-      local_pods: any.map("local_pods"),
-      mark_pod_ips: any.map("mark_pod_ips"),
-      netns_pod_ips: any.map("netns_pod_ips"),
-      pair_orig_dst: any.map("pair_orig_dst"),
-      ingress_syn: any.map("ingress_syn"),
-      table_fill: any.map("table_fill"),
-      counters: any.map("counters"),
-      pod_counters: any.map("pod_counters"),
-      monitor_lease: any.map("monitor_lease"),
-    });
-    const counted = ["pair_orig_dst", "sock_refs", "table_fill"];
+    this.maps = datapathMaps((n) => any.map(n));
+    const counted: string[] = [...TABLE_NAMES, "table_fill" satisfies MapName];
     if (this.replacedPins.some((n) => counted.includes(n))) {
       // A table replaced by an empty one: its count starts again (a replaced counter alone cannot be
       // rebuilt, and reads low until the connections it missed have closed).
       this.maps.resetTableFill();
     }
+    this.#objectsDir = dir;
+  }
+
+  readonly #objectsDir: string;
+
+  /**
+   * The element-count iterator, loaded at the first scrape rather than at start: its verification
+   * (about 30 ms) would otherwise delay every start, restarts included, for something only /metrics
+   * and `status` read.
+   */
+  #mapStats(): MapStats | undefined {
+    if (this.#statsTried) return this.#stats;
+    this.#statsTried = true;
     try {
-      const bytes = Deno.readFileSync(`${dir}/${STATS_PROGRAM.object}.bpf.o`);
+      const bytes = Deno.readFileSync(`${this.#objectsDir}/${STATS_PROGRAM.object}.bpf.o`);
       this.#stats = MapStats.load(bytes, STATS_PROGRAM.program);
     } catch (e) {
       log.info(
@@ -135,8 +157,10 @@ export class Datapath implements Disposable {
         },
       );
     }
+    return this.#stats;
   }
 
+  #statsTried = false;
   #stats?: MapStats;
   #mapIds: Partial<Record<MapName, number>> = {};
 
@@ -145,7 +169,7 @@ export class Datapath implements Disposable {
    * them (6.6+), else the programs' counts for the connection tables.
    */
   tableFills(): TableFill[] {
-    const kernel = this.#stats?.counts();
+    const kernel = this.#mapStats()?.counts();
     const own = kernel ? undefined : this.maps.tableFill();
     const out: TableFill[] = [];
     const obj = this.#objects.get("connect")!;
@@ -283,34 +307,12 @@ export class PinnedDatapathMaps implements Disposable {
       this.close();
       throw e;
     }
-    const need = [
-      "mesh_config",
-      "local_pods",
-      "mark_pod_ips",
-      "netns_pod_ips",
-      "pair_orig_dst",
-      "ingress_syn",
-      "table_fill",
-      "counters",
-    ] as const;
-    const missing = need.filter((n) => !this.#maps.has(n));
+    const missing = DATAPATH_MAPS.filter((n) => !this.#maps.has(n));
     if (missing.length) {
       this.close();
       throw new Error(`no datapath pinned at ${pinPath} (missing maps: ${missing.join(", ")})`);
     }
-    const m = (n: MapName) => this.#maps.get(n)!;
-    this.maps = new DatapathMaps({
-      mesh_config: m("mesh_config"),
-      local_pods: m("local_pods"),
-      mark_pod_ips: m("mark_pod_ips"),
-      netns_pod_ips: m("netns_pod_ips"),
-      pair_orig_dst: m("pair_orig_dst"),
-      ingress_syn: m("ingress_syn"),
-      table_fill: m("table_fill"),
-      counters: m("counters"),
-      pod_counters: this.#maps.get("pod_counters"),
-      monitor_lease: this.#maps.get("monitor_lease"),
-    });
+    this.maps = datapathMaps((n) => this.#maps.get(n));
   }
 
   map(name: MapName): PinnedMap | undefined {

@@ -434,6 +434,41 @@ export const LIBBPF_SYMBOLS = {
     result: "void",
   },
 
+  // ---- BTF -----------------------------------------------------------------------------------
+  btf__parse: {
+    parameters: [
+      "buffer", // const char *path (an ELF object's .BTF section, or raw BTF)
+      "pointer", // struct btf_ext **btf_ext (NULL: not wanted)
+    ],
+    result: "pointer", // struct btf *, NULL + errno on failure
+  },
+  btf__type_cnt: {
+    parameters: [
+      "pointer", // const struct btf *btf
+    ],
+    result: "u32", // number of type ids, counting the void type 0
+  },
+  btf__type_by_id: {
+    parameters: [
+      "pointer", // const struct btf *btf
+      "u32", // __u32 id
+    ],
+    result: "pointer", // const struct btf_type *, NULL + errno EINVAL past the last id
+  },
+  btf__name_by_offset: {
+    parameters: [
+      "pointer", // const struct btf *btf
+      "u32", // __u32 offset (a name_off of a type, member or enumerator)
+    ],
+    result: "pointer", // const char *, NULL if out of range
+  },
+  btf__free: {
+    parameters: [
+      "pointer", // struct btf *btf
+    ],
+    result: "void",
+  },
+
   // ---- library-wide --------------------------------------------------------------------------
   libbpf_num_possible_cpus: {
     parameters: [],

@@ -7,19 +7,15 @@ import {
   getStreamSink,
   getTextFormatter,
   type Logger,
-  type LogLevel,
   type LogRecord,
   reset,
   type Sink,
 } from "@logtape/logtape";
 
+import { jsonLine, type LogLevel } from "./lines.ts";
+
 export type { Logger, LogLevel };
-
-export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
-
-export function isLogLevel(v: string): v is LogLevel {
-  return (LOG_LEVELS as readonly string[]).includes(v);
-}
+export { isLogLevel, LOG_LEVELS } from "./lines.ts";
 
 export interface LogOptions {
   level: LogLevel;
@@ -27,20 +23,6 @@ export interface LogOptions {
   format?: "json" | "text" | "auto";
   /** Extra file (append) receiving the same lines, e.g. the CNI plugin's log file. */
   file?: string;
-}
-
-function jsonFormatter(record: LogRecord): string {
-  const msg = record.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
-  const line: Record<string, unknown> = {
-    ts: new Date(record.timestamp).toISOString(),
-    level: record.level,
-    logger: record.category.join("."),
-    msg,
-  };
-  for (const [k, v] of Object.entries(record.properties)) {
-    if (!(k in line)) line[k] = v instanceof Error ? v.message : v;
-  }
-  return JSON.stringify(line) + "\n";
 }
 
 const textFormatter = getTextFormatter({ timestamp: "date-time-timezone" });
@@ -51,11 +33,11 @@ let configured = false;
 export async function setupLogging(opts: LogOptions): Promise<void> {
   const fmt = opts.format ?? "auto";
   const json = fmt === "json" || (fmt === "auto" && !Deno.stderr.isTerminal());
-  const formatter = json ? jsonFormatter : textFormatter;
+  const formatter = json ? jsonLine : textFormatter;
   const sinks: Record<string, Sink> = {
     stderr: getStreamSink(Deno.stderr.writable, { formatter, closeStream: false }),
   };
-  if (opts.file) sinks.file = fileSink(opts.file, jsonFormatter);
+  if (opts.file) sinks.file = fileSink(opts.file, jsonLine);
   await configure({
     reset: true,
     sinks,

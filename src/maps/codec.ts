@@ -18,6 +18,8 @@ export type FieldType = Scalar | ArrayType | StructDef;
 export interface StructDef {
   /** The C struct's tag (for the datapath, as bpf/common.h spells it); codec errors name it. */
   name: string;
+  /** sizeof the C struct, where known (the generated layouts say it): layout() then checks its own. */
+  size?: number;
   fields: readonly (readonly [string, FieldType])[];
 }
 
@@ -76,6 +78,9 @@ export function layout(def: StructDef): StructLayout {
     align = Math.max(align, sa.align);
   }
   const l = { def, size: roundUp(off, align), align, fields };
+  if (def.size !== undefined && def.size !== l.size) {
+    throw new Error(`struct ${def.name}: the C struct is ${def.size} bytes, its fields lay out as ${l.size}`);
+  }
   cache.set(def, l);
   return l;
 }

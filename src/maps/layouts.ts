@@ -1,160 +1,36 @@
-// The TypeScript side of bpf/common.h: one definition per C struct, in the same field order.
-// tests/unit/layouts_btf.test.ts checks every size and offset here against the compiled objects' BTF.
-import { MAX_ALWAYS_EXCLUDED, MAX_CIDRS, MAX_PORT_RANGES } from "../mesh/types.ts";
+// Encoders and decoders for the structs of bpf/common.h. Their layouts, flags and limits come from
+// src/generated/bpf_types.ts, which `deno task gen` writes from the compiled objects' BTF.
 import type { Cidr, CidrList, MeshParams, PodPolicy, PortList, PortRange } from "../mesh/types.ts";
-import { decode, encode, parseIp4, type StructDef, type Value } from "./codec.ts";
+import { decode, encode, parseIp4, type Value } from "./codec.ts";
 import { formatIpv6, parseIpv6, prefixMask6, prefixOf6 } from "../mesh/ipv6.ts";
 import { includesLoopback } from "../mesh/decide.ts";
-
-export const MARK_PORT = 39807;
-
-export const CFG_F_DNS_CAPTURE = 1 << 0;
-export const CFG_F_CNI_MODE = 1 << 1;
-export const CFG_F_SOCKMAP = 1 << 2;
-export const CFG_F_SELF_INBOUND = 1 << 3;
-
-export const POD_F_INCLUDE_OUT_PORTS_ALL = 1 << 0;
-export const POD_F_EXCLUDE_OUT_PORTS_ALL = 1 << 1;
-export const POD_F_INCLUDE_IN_PORTS_ALL = 1 << 2;
-export const POD_F_EXCLUDE_IN_PORTS_ALL = 1 << 3;
-export const POD_F_INCLUDE_OUT_CIDRS_ALL = 1 << 4;
-export const POD_F_EXCLUDE_OUT_CIDRS_ALL = 1 << 5;
-/** Derived, not decoded: an included outbound range is a loopback one (see includesLoopback). */
-export const POD_F_INCLUDE_OUT_LOOPBACK = 1 << 6;
-
-export const ORIG_F_OUTBOUND = 1 << 0;
-export const ORIG_F_INBOUND = 1 << 1;
-export const ORIG_F_INGRESS = 1 << 2;
-export const ORIG_F_DNS = 1 << 3;
-
-export const MESH_CONFIG: StructDef = {
-  name: "mesh_config",
-  fields: [
-    ["outbound_port", "u16"],
-    ["inbound_port", "u16"],
-    ["dns_port", "u16"],
-    ["flags", "u16"],
-    ["proxy_uid", "u32"],
-    ["proxy_gid", "u32"],
-    ["always_excluded_inbound", { array: "u16", length: MAX_ALWAYS_EXCLUDED }],
-    ["n_always_excluded", "u8"],
-    ["pad", "u8"],
-    ["tunnel_port", "u16"],
-    ["pad2", "u32"],
-    ["host_netns", "u64"],
-    ["conn_admit", "u32"],
-    ["pad3", "u32"],
-  ],
-};
-
-export const CIDR4: StructDef = {
-  name: "cidr4",
-  fields: [["addr", "ip4"], ["mask", "ip4"]],
-};
-
-export const CIDR6: StructDef = {
-  name: "cidr6",
-  fields: [["addr", "ip6"], ["mask", "ip6"]],
-};
-
-export const PORT_RANGE: StructDef = {
-  name: "port_range",
-  fields: [["lo", "u16"], ["hi", "u16"]],
-};
-
-export const POD_CONFIG: StructDef = {
-  name: "pod_config",
-  fields: [
-    ["flags", "u32"],
-    ["status_port", "u16"],
-    ["n_include_out_ports", "u8"],
-    ["n_exclude_out_ports", "u8"],
-    ["n_include_in_ports", "u8"],
-    ["n_exclude_in_ports", "u8"],
-    ["n_include_out_cidrs", "u8"],
-    ["n_exclude_out_cidrs", "u8"],
-    ["n_include_out_cidrs6", "u8"],
-    ["n_exclude_out_cidrs6", "u8"],
-    ["include_out_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
-    ["exclude_out_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
-    ["include_in_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
-    ["exclude_in_ports", { array: PORT_RANGE, length: MAX_PORT_RANGES }],
-    ["include_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
-    ["exclude_out_cidrs", { array: CIDR4, length: MAX_CIDRS }],
-    ["include_out_cidrs6", { array: CIDR6, length: MAX_CIDRS }],
-    ["exclude_out_cidrs6", { array: CIDR6, length: MAX_CIDRS }],
-  ],
-};
-
-/** Who a pod is (the values of mark_pod_ips and netns_pod_ips). */
-export const POD_IPS: StructDef = {
-  name: "pod_ips",
-  fields: [["ip4", "ip4"], ["ip6", "ip6"]],
-};
-
-export const ORIG_DST: StructDef = {
-  name: "orig_dst",
-  fields: [["ip", "ip6"], ["port", "u16"], ["flags", "u16"]],
-};
-
-export const PAIR_KEY: StructDef = {
-  name: "pair_key",
-  fields: [
-    ["netns", "u64"],
-    ["sip", "ip6"],
-    ["dip", "ip6"],
-    ["sport", "u16"],
-    ["dport", "u16"],
-    ["pad", "u32"],
-  ],
-};
-
-/** Every struct the agent encodes, for the BTF layout test. */
-export const ALL_STRUCTS: readonly StructDef[] = [
+import {
+  CFG_F_CNI_MODE,
+  CFG_F_DNS_CAPTURE,
+  CFG_F_SELF_INBOUND,
+  CFG_F_SOCKMAP,
+  COUNTER_NAMES,
+  MAX_ALWAYS_EXCLUDED,
+  MAX_CIDRS,
+  MAX_PORT_RANGES,
   MESH_CONFIG,
-  CIDR4,
-  CIDR6,
-  PORT_RANGE,
-  POD_CONFIG,
-  POD_IPS,
   ORIG_DST,
   PAIR_KEY,
-];
+  POD_CONFIG,
+  POD_F_EXCLUDE_IN_PORTS_ALL,
+  POD_F_EXCLUDE_OUT_CIDRS_ALL,
+  POD_F_EXCLUDE_OUT_PORTS_ALL,
+  POD_F_INCLUDE_IN_PORTS_ALL,
+  POD_F_INCLUDE_OUT_CIDRS_ALL,
+  POD_F_INCLUDE_OUT_LOOPBACK,
+  POD_F_INCLUDE_OUT_PORTS_ALL,
+  POD_IPS,
+  TABLE_NAMES,
+} from "../generated/bpf_types.ts";
 
-/** enum counter in bpf/common.h, in order (C_MAX excluded). */
-export const COUNTER_NAMES = [
-  "connect_redirect",
-  "connect_inbound",
-  "connect_policy_pass",
-  "connect_pod_known",
-  "bind_error",
-  "sockmap_add",
-  "sockmap_error",
-  "msg_redirect",
-  "msg_fallback",
-  "origdst_hit",
-  "origdst_miss",
-  "dns_redirect",
-  "dns_restore",
-  "ingress_redirect",
-  "ingress_pass",
-  "egress_restore",
-  "map_error",
-  "msg_backlog",
-  "msg_slow_path",
-  "connect_passthrough",
-  "connect_host",
-  "table_full",
-  "ingress_adopt",
-  "ingress_untracked",
-  "ingress_abort",
-  "events_lost",
-  "ingress_collision",
-] as const;
+export { COUNTER_NAMES, MARK_PORT, TABLE_NAMES } from "../generated/bpf_types.ts";
 export type CounterName = typeof COUNTER_NAMES[number];
-
-/** enum table in bpf/common.h (T_MAX excluded): the map each table_fill slot counts. */
-export const TABLE_NAMES = ["pair_orig_dst", "sock_refs"] as const;
+/** A table_fill slot, named after the map whose entries it counts. */
 export type TableName = typeof TABLE_NAMES[number];
 
 export interface MeshConfigOptions {

@@ -5,9 +5,6 @@ import { ip16Key, layout, u32Key, u64Key } from "./codec.ts";
 import { formatIp16 } from "../mesh/ipv6.ts";
 import { numPossibleCpus } from "../bpf/map_fd.ts";
 
-/** struct pod_stats in bpf/maps.h, in field order. */
-export const POD_STAT_NAMES = ["redirected", "passed", "inbound", "origdst_miss"] as const;
-export type PodStatName = typeof POD_STAT_NAMES[number];
 import {
   COUNTER_NAMES,
   type CounterName,
@@ -20,7 +17,6 @@ import {
   encodeMeshConfig,
   encodePodConfig,
   encodePodIps,
-  MESH_CONFIG,
   type MeshConfigOptions,
   type OrigDst,
   type PairKey,
@@ -28,6 +24,11 @@ import {
   TABLE_NAMES,
   type TableName,
 } from "./layouts.ts";
+import { MAPS, MESH_CONFIG, POD_STATS } from "../generated/bpf_types.ts";
+
+/** struct pod_stats (bpf/maps.h), in field order: every field is a __u64 count. */
+export const POD_STAT_NAMES = POD_STATS.fields.map(([name]) => name);
+export type PodStatName = typeof POD_STATS.fields[number][0];
 
 /** The byte-level operations the manager needs from a map handle. */
 export interface RawMap {
@@ -52,22 +53,38 @@ export interface RawPerCpuHash extends RawPerCpuMap {
   keys(): Iterable<Uint8Array>;
 }
 
-export const MAP_NAMES = [
+type MapSpecs = typeof MAPS;
+/** Maps whose entries can be listed: all but the per-socket storage, which has no keys to walk. */
+export type MapName = {
+  [K in keyof MapSpecs]: MapSpecs[K]["type"] extends "sk_storage" ? never : K;
+}[keyof MapSpecs];
+export const MAP_NAMES = (Object.keys(MAPS) as (keyof MapSpecs)[]).filter((n): n is MapName =>
+  MAPS[n].type !== "sk_storage"
+);
+
+/** The handle each map is used through: per-CPU maps read one value per CPU. */
+type MapHandle<K extends MapName> = MapSpecs[K]["type"] extends "percpu_hash" ? RawPerCpuHash
+  : MapSpecs[K]["type"] extends "percpu_array" ? RawPerCpuMap
+  : RawMap;
+
+/**
+ * The maps DatapathMaps works on. The optional ones may be missing from a datapath pinned by an older
+ * agent: what needs them says so when it is called.
+ */
+export const DATAPATH_MAPS = [
   "mesh_config",
   "local_pods",
   "mark_pod_ips",
   "netns_pod_ips",
   "pair_orig_dst",
   "ingress_syn",
-  "sock_pair_map",
-  "sock_refs",
   "table_fill",
-  "pod_counters",
-  "monitor_lease",
-  "events",
   "counters",
-] as const;
-export type MapName = typeof MAP_NAMES[number];
+] as const satisfies readonly MapName[];
+export const OPTIONAL_DATAPATH_MAPS = ["pod_counters", "monitor_lease"] as const satisfies readonly MapName[];
+export type DatapathMapHandles =
+  & { [K in typeof DATAPATH_MAPS[number]]: MapHandle<K> }
+  & { [K in typeof OPTIONAL_DATAPATH_MAPS[number]]?: MapHandle<K> };
 
 /** The text of a 16-byte address key (dotted for IPv4). */
 function ipOf(b: Uint8Array): string {
@@ -89,20 +106,7 @@ function u32Of(b: Uint8Array): number {
 }
 
 export class DatapathMaps {
-  constructor(
-    readonly maps: {
-      mesh_config: RawMap;
-      local_pods: RawMap;
-      mark_pod_ips: RawMap;
-      netns_pod_ips: RawMap;
-      pair_orig_dst: RawMap;
-      ingress_syn: RawMap;
-      table_fill: RawMap;
-      counters: RawPerCpuMap;
-      pod_counters?: RawPerCpuHash;
-      monitor_lease?: RawMap;
-    },
-  ) {}
+  constructor(readonly maps: DatapathMapHandles) {}
 
   setMeshConfig(m: MeshParams, opts: MeshConfigOptions): void {
     this.maps.mesh_config.update(u32Key(0), encodeMeshConfig(m, opts));

@@ -19,7 +19,7 @@
 //   and a list holds its IPv4 networks first, then its IPv6 ones, in the order given. An IPv4-mapped
 //   IPv6 range (::ffff:0:0/96 and inside) is refused: IPv4 traffic is matched by IPv4 ranges only,
 //   as iptables and ip6tables each see only their own family.
-import { MAX_CIDRS, MAX_PORT_RANGES } from "./types.ts";
+import { MAX_CIDRS, MAX_PORT_RANGES } from "../generated/bpf_types.ts";
 import type { Cidr, CidrList, PolicyWarning, PortList, PortRange } from "./types.ts";
 import { formatIpv4, parseIpv4, prefixMask } from "./ipv4.ts";
 import { formatIpv6, isV4Mapped, maskIpv6, parseIpv6 } from "./ipv6.ts";

@@ -5,8 +5,9 @@
 // differential_ipv6.test.ts hold the datapath to Istio's own iptables rules run in a namespace.
 import type { CidrList, MeshParams, PodPolicy } from "./types.ts";
 import { portListHas } from "./annotations.ts";
-import { cidrContains, parseIpv4 } from "./ipv4.ts";
+import { cidrContains, formatIpv4, parseIpv4 } from "./ipv4.ts";
 import { cidr6Contains, formatIpv6, isV4Mapped, parseIpv6 } from "./ipv6.ts";
+import { INBOUND_PASSTHROUGH_SRC, LOCALHOST as LOCALHOST_IP, LOOPBACK_NET } from "../generated/bpf_types.ts";
 
 export type Verdict = "redirect" | "pass";
 
@@ -15,6 +16,9 @@ export interface Decision {
   /** Which rule decided, in words an operator can act on. */
   reason: string;
 }
+
+/** 127.0.0.0/8, as is_loopback() in bpf/maps.h. */
+const isLoopback = (ip: number) => ((ip & 0xff000000) >>> 0) === LOOPBACK_NET;
 
 function ipOrThrow(what: string, text: string): number {
   const ip = parseIpv4(text);
@@ -59,7 +63,7 @@ export function explainOutbound(
   if (dst6) return explainOutbound6(policy, podIp6, dst6, dstIp, dstPort);
   const dst = ipOrThrow("destination", dstIp);
   portOrThrow("destination port", dstPort);
-  if (dst >>> 24 === 127) return { verdict: "pass", reason: "destination is loopback (127.0.0.0/8)" };
+  if (isLoopback(dst)) return { verdict: "pass", reason: "destination is loopback (127.0.0.0/8)" };
   if (podIp !== null && podIp !== "" && ipOrThrow("pod IP", podIp) === dst) {
     return { verdict: "pass", reason: "destination is the pod's own IP" };
   }
@@ -161,8 +165,8 @@ export interface CallerPod {
   policy: PodPolicy | null;
 }
 
-const INBOUND_PASSTHROUGH = "127.0.0.6";
-const LOCALHOST = "127.0.0.1";
+const INBOUND_PASSTHROUGH = formatIpv4(INBOUND_PASSTHROUGH_SRC);
+const LOCALHOST = formatIpv4(LOCALHOST_IP);
 
 /** The IPv4 address a probe's destination stands for, or null for a native IPv6 one. */
 function ipv4Of(family: "inet" | "inet6", text: string): string | null {
@@ -216,7 +220,7 @@ export function explainConnect(
     return { verdict: "pass", reason: "the socket is bound to 127.0.0.6, the proxy's inbound passthrough" };
   }
   const podIp = pod.ip ? ipOrThrow("pod IP", pod.ip) : null;
-  if (dst >>> 24 === 127 || dst === podIp) {
+  if (isLoopback(dst) || dst === podIp) {
     const what = dst === podIp ? "the pod's own IP" : `loopback ${dstText}`;
     const keepLo = pod.policy !== null && includesLoopback(pod.policy.includeOutboundCidrs) &&
       dstText !== LOCALHOST;

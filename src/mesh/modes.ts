@@ -1,7 +1,8 @@
 // The fixed numbers of each supported mesh: where its proxy listens, who the proxy runs as, and which
 // inbound ports its own sidecar setup never intercepts. These mirror what each mesh's iptables init
 // step does, so switching a node from iptables to this agent changes nothing a workload can observe.
-import { MAX_ALWAYS_EXCLUDED, MESH_MODES, type MeshMode, type MeshParams } from "./types.ts";
+import { MESH_MODES, type MeshMode, type MeshParams } from "./types.ts";
+import { MAX_ALWAYS_EXCLUDED } from "../generated/bpf_types.ts";
 
 /** A mesh name that is not one of MESH_MODES. */
 export class UnknownMeshModeError extends Error {

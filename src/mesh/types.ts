@@ -1,15 +1,8 @@
 // Mesh-level parameters and the decoded per-pod interception policy. The BPF-side encoding of these
-// lives in src/maps/layouts.ts and bpf/common.h; capacities below must match bpf/common.h.
+// lives in src/maps/layouts.ts and bpf/common.h.
 
 export const MESH_MODES = ["istio", "linkerd", "kuma", "osm"] as const;
 export type MeshMode = typeof MESH_MODES[number];
-
-/** Capacity of each port list in struct pod_config, in ranges (bpf/common.h MAX_PORT_RANGES). */
-export const MAX_PORT_RANGES = 32;
-/** Capacity of each CIDR list in struct pod_config, per family (bpf/common.h MAX_CIDRS). */
-export const MAX_CIDRS = 16;
-/** Capacity of the always-excluded inbound port list in struct mesh_config. */
-export const MAX_ALWAYS_EXCLUDED = 8;
 
 export interface MeshParams {
   mode: MeshMode;

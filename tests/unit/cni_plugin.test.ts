@@ -393,6 +393,13 @@ Deno.test("CNI plugin", async (t) => {
       const lines = (await Deno.readTextFile(logFile)).trim().split("\n");
       assert.ok(lines.length >= 1);
       assert.ok(lines.every((l) => typeof JSON.parse(l).msg === "string"));
+      // The daemon's line format: the template rendered, its values also as fields.
+      const add = lines.map((l) => JSON.parse(l)).find((l) => l.containerId === "3f6940ab5ab43bc5");
+      assert.ok(add, lines.join("\n"));
+      assert.equal(add.logger, "merbridge.cni.plugin");
+      assert.equal(add.level, "info");
+      assert.match(add.msg, /^ADD 3f6940ab5ab43bc5 \(shop\/cart-7d9f\): interception set up/);
+      assert.ok(!Number.isNaN(Date.parse(add.ts)));
     });
   } finally {
     await server.close();

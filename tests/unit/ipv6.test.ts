@@ -18,9 +18,8 @@ import {
   encodePairKey,
   encodePodConfig,
   encodePodIps,
-  ORIG_DST,
-  POD_CONFIG,
 } from "../../src/maps/layouts.ts";
+import { ORIG_DST, POD_CONFIG } from "../../src/generated/bpf_types.ts";
 import { layout } from "../../src/maps/codec.ts";
 import { podPolicy } from "../../src/mesh/policy.ts";
 

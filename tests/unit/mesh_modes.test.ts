@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { isMeshMode, meshParams, parseMeshMode, UnknownMeshModeError } from "../../src/mesh/modes.ts";
-import { MAX_ALWAYS_EXCLUDED, MESH_MODES } from "../../src/mesh/types.ts";
+import { MESH_MODES } from "../../src/mesh/types.ts";
+import { MAX_ALWAYS_EXCLUDED } from "../../src/generated/bpf_types.ts";
 
 Deno.test("meshParams", async (t) => {
   await t.step("istio", () => {

@@ -16,13 +16,8 @@ import {
   OSM_ANNOTATIONS as O,
   podPolicy,
 } from "../../src/mesh/policy.ts";
-import {
-  MAX_CIDRS,
-  MAX_PORT_RANGES,
-  MESH_MODES,
-  type PodPolicy,
-  type PolicyWarning,
-} from "../../src/mesh/types.ts";
+import { MESH_MODES, type PodPolicy, type PolicyWarning } from "../../src/mesh/types.ts";
+import { MAX_CIDRS, MAX_PORT_RANGES } from "../../src/generated/bpf_types.ts";
 
 const A = "test/annotation";
 /** A port list written exactly as expected: a number is one port, a pair an inclusive range. */

@@ -1,0 +1,36 @@
+// Log levels and the JSON line format, apart from the logging library: the CNI plugin logs without
+// loading it (every pod start runs the plugin, and the library costs it a Node compat start).
+
+/** The levels in increasing severity, as @logtape/logtape names them. */
+export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export function isLogLevel(v: string): v is LogLevel {
+  return (LOG_LEVELS as readonly string[]).includes(v);
+}
+
+/** What a JSON line is made of; a @logtape/logtape record has this shape. */
+export interface LineRecord {
+  readonly timestamp: number;
+  readonly level: LogLevel;
+  readonly category: readonly string[];
+  /** Template text and values, alternating (text at even indexes). */
+  readonly message: readonly unknown[];
+  readonly properties: Record<string, unknown>;
+}
+
+/** One record as a JSON line: ts, level, logger, msg, then the properties that do not clash. */
+export function jsonLine(record: LineRecord): string {
+  const msg = record.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+  const line: Record<string, unknown> = {
+    ts: new Date(record.timestamp).toISOString(),
+    level: record.level,
+    logger: record.category.join("."),
+    msg,
+  };
+  for (const [k, v] of Object.entries(record.properties)) {
+    if (!(k in line)) line[k] = v instanceof Error ? v.message : v;
+  }
+  return JSON.stringify(line) + "\n";
+}
