@@ -27,7 +27,8 @@ export interface DataplaneConfig {
 export type TestId = `rr${number}` | "bulk_up" | "bulk_down" | "crr";
 
 export interface Sample {
-  section: "outbound" | "inbound";
+  /** outbound6 and inbound6: the same paths over native IPv6 (ipv6.ts). */
+  section: "outbound" | "inbound" | "outbound6" | "inbound6";
   rep: number;
   path: string;
   test: TestId;
@@ -167,6 +168,8 @@ export async function measure(
 
 export function testsFor(section: Sample["section"], cfg: DataplaneConfig): TestId[] {
   const rr = cfg.sizes.map((n) => `rr${n}` as TestId);
+  // IPv6: the smallest request/response and the connection rate, where interception costs show.
+  if (section.endsWith("6")) return [rr[0]!, "crr"];
   return section === "outbound" ? [...rr, "bulk_up", "crr"] : [...rr, "bulk_up", "bulk_down", "crr"];
 }
 

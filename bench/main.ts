@@ -3,7 +3,7 @@
 //
 //   deno task bench                full run (about 5 minutes): docs/bench.md, docs/bench.svg, bench/results.json
 //   deno task bench --quick        short run, written under bench/results/tmp/ unless --out is given
-//   options: --reps N  --cpu N (the CPU every measured process is pinned to)  --only outbound,inbound,control
+//   options: --reps N  --cpu N (the CPU every measured process is pinned to)  --only outbound,inbound,ipv6,control
 //            --bulk-mib N (bytes per bulk run)
 //            --out DIR (write bench.md, bench.svg and results.json there)
 //
@@ -18,8 +18,9 @@ import { buildNative } from "./native.ts";
 import type { Pinning } from "./procs.ts";
 import { markdown, type RunInfo, svg } from "./report.ts";
 import { buildDataplane, IN_PATHS, OUT_PATHS } from "./topology.ts";
+import { buildIpv6Paths, IN6_PATHS, OUT6_PATHS } from "./ipv6.ts";
 
-const SECTIONS = ["outbound", "inbound", "control"] as const;
+const SECTIONS = ["outbound", "inbound", "ipv6", "control"] as const;
 type SectionName = typeof SECTIONS[number];
 
 const { values: flags } = parseArgs({
@@ -158,7 +159,7 @@ async function main(): Promise<number> {
       const tools = await buildNative(scope);
       compiler = tools.compiler;
       log(`peers built with ${compiler}; measured processes pinned to CPU ${pin.cpu}`);
-      if (only.has("outbound") || only.has("inbound")) {
+      if (only.has("outbound") || only.has("inbound") || only.has("ipv6")) {
         const world = new Scope();
         try {
           const w = await buildDataplane(world, tools, pin);
@@ -174,6 +175,20 @@ async function main(): Promise<number> {
             samples.push(
               ...await runSection(pin, tools, dp, "inbound", ends, (s) => log(summaryLine(s)), stop.signal),
             );
+          }
+          if (only.has("ipv6")) {
+            const six = await buildIpv6Paths(world, tools, pin, w);
+            log("IPv6 pods, proxies and servers up");
+            for (
+              const [section, ends] of [
+                ["outbound6", OUT6_PATHS.map((p) => six.outbound[p])],
+                ["inbound6", IN6_PATHS.map((p) => six.inbound[p])],
+              ] as const
+            ) {
+              samples.push(
+                ...await runSection(pin, tools, dp, section, ends, (s) => log(summaryLine(s)), stop.signal),
+              );
+            }
           }
           for (const [label, ns] of Object.entries(w.conntrackProbes)) {
             conntrack[label] = await conntrackCount(ns);

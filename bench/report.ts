@@ -4,6 +4,7 @@ import type { ControlResults } from "./control.ts";
 import type { Sample, TestId } from "./dataplane.ts";
 import { percentile, type Spread, spread } from "./stats.ts";
 import { IN_PATHS, OUT_PATHS, PATH_LABELS } from "./topology.ts";
+import { IN6_PATHS, OUT6_PATHS } from "./ipv6.ts";
 
 export interface RunInfo {
   date: string;
@@ -38,7 +39,7 @@ export interface Metric {
 }
 
 export function metricsFor(section: Section, sizes: number[]): Metric[] {
-  const rr: Metric[] = sizes.flatMap((n) => {
+  const rr: Metric[] = (section.endsWith("6") ? sizes.slice(0, 1) : sizes).flatMap((n) => {
     const size = n >= 1024 ? `${n / 1024} KiB` : `${n} B`;
     return [
       {
@@ -59,7 +60,7 @@ export function metricsFor(section: Section, sizes: number[]): Metric[] {
       },
     ];
   });
-  const bulk: Metric[] = section === "outbound"
+  const bulk: Metric[] = section.endsWith("6") ? [] : section === "outbound"
     ? [{
       id: "bulk_up",
       label: "bulk",
@@ -159,7 +160,10 @@ function dataTable(samples: Sample[], section: Section, paths: readonly string[]
   const present = paths.filter((p) => samples.some((s) => s.section === section && s.path === p));
   if (present.length === 0) return ["Not measured in this run."];
   const head = `| metric | ${
-    present.map((p) => PATH_LABELS[p as keyof typeof PATH_LABELS] ?? p).join(" | ")
+    present.map((p) => {
+      const label = PATH_LABELS[p as keyof typeof PATH_LABELS] ?? p;
+      return section.endsWith("6") ? label.replace("connect4", "connect6") : label;
+    }).join(" | ")
   } |`;
   const rows = [head, `|---|${present.map(() => "---:").join("|")}|`];
   for (const m of metricsFor(section, sizes)) {
@@ -173,7 +177,7 @@ function dataTable(samples: Sample[], section: Section, paths: readonly string[]
     );
   }
   // What the proxy hop itself costs, with the network floor taken out.
-  for (const n of sizes) {
+  for (const n of section.endsWith("6") ? [] : sizes) {
     const m = metricsFor(section, sizes).find((x) => x.id === `rr${n}_p50`)!;
     const sum = summarize(samples, section, m);
     const floor = sum.get("direct")?.median;
@@ -314,6 +318,19 @@ export function markdown(
     "## Inbound: a client on another node → the pod's sidecar (inbound port) → the app",
     "",
     ...dataTable(samples, "inbound", IN_PATHS, sizes),
+    "",
+    "## IPv6: the same paths over native IPv6, dual-stack pods",
+    "",
+    "Istio's iptables and ip6tables rules (::1, ::6) against the same programs on IPv6 (the eBPF outbound",
+    "column is connect6 redirecting to [::1]:15001); proxies and servers on [::], IPV6_V6ONLY off.",
+    "",
+    "Outbound (app → sidecar → server pod on the node):",
+    "",
+    ...dataTable(samples, "outbound6", OUT6_PATHS, sizes),
+    "",
+    "Inbound (client on another node → sidecar → app):",
+    "",
+    ...dataTable(samples, "inbound6", IN6_PATHS, sizes),
     "",
     "## Control plane",
     "",

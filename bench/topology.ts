@@ -113,10 +113,14 @@ export interface Dataplane {
   conntrackProbes: Record<string, string>;
   fast: Datapath;
   nofast: Datapath;
+  /** What paths added later (ipv6.ts) build on: the remote client's namespace, cgroups, marks in use. */
+  remote: string;
+  cgroups: { none: string; nofast: string; fast: string };
+  marks: Set<number>;
 }
 
 /** Per-namespace settings for connection-rate runs: ours only, the host's are never touched. */
-async function tuneNetns(ns: string) {
+export async function tuneNetns(ns: string) {
   // Thousands of short connections to one server per second: reuse TIME_WAIT ports (timestamps keep
   // it safe) and widen the ephemeral range, as load generators do; the same for every path.
   await inNs(ns, "sysctl", ["-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65000"]);
@@ -263,6 +267,9 @@ export async function buildDataplane(
     node,
     fast,
     nofast,
+    remote,
+    cgroups: cg,
+    marks,
     conntrackProbes: {
       "outbound iptables pod": pod("oi").ns,
       "outbound eBPF pod": pod("of").ns,

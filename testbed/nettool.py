@@ -866,7 +866,12 @@ def servers(args):
     """The echo server of `server` on several ports at once (one process stands for a pod's app)."""
     ls_all = []
     for port in [int(x) for x in args.ports.split(",")]:
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if ":" in args.bind:
+            # "::" serves both families, as a dual-stack pod's app does.
+            ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        else:
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind((args.bind, port))
         ls.listen(512)
@@ -996,6 +1001,7 @@ def probe(args):
     on), the greeting of the server that answered, and whether the echo came back whole."""
     for spec in json.loads(args.spec):
         host, port = spec["target"].rsplit(":", 1)
+        host = host.strip("[]")
         fam = socket.AF_INET6 if spec.get("family") == 6 else socket.AF_INET
         if fam == socket.AF_INET6 and ":" not in host:
             host = "::ffff:" + host
@@ -1005,7 +1011,7 @@ def probe(args):
             s.settimeout(args.timeout)
             if spec.get("bind"):
                 b = spec["bind"]
-                s.bind(("::ffff:" + b if fam == socket.AF_INET6 else b, 0))
+                s.bind(("::ffff:" + b if fam == socket.AF_INET6 and ":" not in b else b, 0))
             s.connect((host, int(port)))
             res["local"] = addr_text(s.getsockname())
             hello = read_line(s)

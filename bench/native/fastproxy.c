@@ -20,6 +20,11 @@
  *   accept (source 127.0.0.6, or an original destination that is a capture port) is counted as a loop
  *   and closed at once, so a loop costs one extra accept and fails the measurement instead of spinning.
  *
+ * - With --dual-stack it listens on [::] with IPV6_V6ONLY off, as Envoy's dual-stack listeners do, and
+ *   asks an IPv6 connection for its original destination at SOL_IPV6 (ip6tables' conntrack, or our
+ *   getsockopt program); the inbound hop of an IPv6 connection leaves from ::6. IPv4 connections on
+ *   the same listener (v4-mapped) are asked at SOL_IP. Without the flag everything is AF_INET.
+ *
  * Stdout: one JSON object per line ("listening" per port at start, "stats" on SIGUSR1).
  */
 #define _GNU_SOURCE
@@ -41,6 +46,11 @@
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
 #endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+static bool dual_stack;
 
 #define BUF_SIZE (128 * 1024)
 /* 127.0.0.6: the source of Envoy's inbound passthrough connections. */
@@ -246,47 +256,74 @@ static void nodelay(int fd)
 static void on_accept(struct handle *l, bool inbound, uint16_t own_port)
 {
 	for (;;) {
-		struct sockaddr_in peer;
-		socklen_t plen = sizeof(peer);
-		int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_in6 peer6;
+		socklen_t plen = sizeof(peer6);
+		int fd = accept4(l->fd, (struct sockaddr *)&peer6, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
 			die("accept4");
 		}
 		stats.accepted++;
+		/* Native IPv6 on a dual-stack listener; v4-mapped peers are IPv4 on the wire. */
+		bool six = peer6.sin6_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&peer6.sin6_addr);
+		struct in6_addr pass6 = IN6ADDR_ANY_INIT;
+		pass6.s6_addr[15] = 6;
+		uint32_t peer4 = 0;
+		if (peer6.sin6_family == AF_INET)
+			peer4 = ((struct sockaddr_in *)&peer6)->sin_addr.s_addr;
+		else if (!six)
+			memcpy(&peer4, &peer6.sin6_addr.s6_addr[12], 4);
 		/* Our own inbound upstream coming back to us: interception caught what it must exempt. */
-		if (inbound && peer.sin_addr.s_addr == htonl(PASSTHROUGH_SRC)) {
+		if (inbound && (six ? !memcmp(&peer6.sin6_addr, &pass6, sizeof(pass6)) : peer4 == htonl(PASSTHROUGH_SRC))) {
 			stats.loops++;
 			close(fd);
 			continue;
 		}
-		struct sockaddr_in orig;
-		socklen_t olen = sizeof(orig);
-		if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &orig, &olen) < 0 || olen < sizeof(orig) ||
-		    orig.sin_family != AF_INET) {
-			stats.origdst_errors++;
-			close(fd);
-			continue;
+		struct sockaddr_in6 up6;
+		struct sockaddr_in up;
+		uint16_t up_port;
+		if (six) {
+			socklen_t olen = sizeof(up6);
+			if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &up6, &olen) < 0 || olen < sizeof(up6) ||
+			    up6.sin6_family != AF_INET6) {
+				stats.origdst_errors++;
+				close(fd);
+				continue;
+			}
+			up_port = ntohs(up6.sin6_port);
+		} else {
+			socklen_t olen = sizeof(up);
+			if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &up, &olen) < 0 || olen < sizeof(up) ||
+			    up.sin_family != AF_INET) {
+				stats.origdst_errors++;
+				close(fd);
+				continue;
+			}
+			up_port = ntohs(up.sin_port);
 		}
-		struct sockaddr_in up = orig;
 		/* A connection whose "original" destination is a capture port would come straight back. */
-		if (ntohs(up.sin_port) == own_port) {
+		if (up_port == own_port) {
 			stats.loops++;
 			close(fd);
 			continue;
 		}
-		int ufd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int ufd = socket(six ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (ufd < 0)
 			die("socket");
-		nodelay(fd);
-		nodelay(ufd);
-		if (inbound) {
+		if (inbound && six) {
+			struct sockaddr_in6 src = {.sin6_family = AF_INET6, .sin6_addr = pass6};
+			if (bind(ufd, (struct sockaddr *)&src, sizeof(src)) < 0)
+				die("bind ::6");
+		} else if (inbound) {
 			struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(PASSTHROUGH_SRC)};
 			if (bind(ufd, (struct sockaddr *)&src, sizeof(src)) < 0)
 				die("bind 127.0.0.6");
 		}
-		int rc = connect(ufd, (struct sockaddr *)&up, sizeof(up));
+		nodelay(fd);
+		nodelay(ufd);
+		int rc = six ? connect(ufd, (struct sockaddr *)&up6, sizeof(up6))
+			     : connect(ufd, (struct sockaddr *)&up, sizeof(up));
 		if (rc < 0 && errno != EINPROGRESS) {
 			stats.upstream_errors++;
 			close(fd);
@@ -317,13 +354,16 @@ static void on_accept(struct handle *l, bool inbound, uint16_t own_port)
 
 static int listen_on(uint16_t port)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(dual_stack ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		die("socket");
-	int one = 1;
+	int one = 1, zero = 0;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY)};
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_ANY_INIT};
+	if (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
+		die("IPV6_V6ONLY");
+	if (dual_stack ? bind(fd, (struct sockaddr *)&a6, sizeof(a6)) : bind(fd, (struct sockaddr *)&a, sizeof(a)))
 		die("bind");
 	if (listen(fd, 4096) < 0)
 		die("listen");
@@ -341,13 +381,19 @@ static void print_stats(void)
 int main(int argc, char **argv)
 {
 	int out_port = 0, in_port = 0;
-	for (int i = 1; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--outbound"))
+	for (int i = 1; i < argc; i += 2) {
+		if (!strcmp(argv[i], "--dual-stack")) {
+			dual_stack = true;
+			i--;
+		} else if (i + 1 >= argc) {
+			fprintf(stderr, "usage: fastproxy --outbound PORT --inbound PORT [--dual-stack]\n");
+			return 2;
+		} else if (!strcmp(argv[i], "--outbound"))
 			out_port = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--inbound"))
 			in_port = atoi(argv[i + 1]);
 		else {
-			fprintf(stderr, "usage: fastproxy --outbound PORT --inbound PORT\n");
+			fprintf(stderr, "usage: fastproxy --outbound PORT --inbound PORT [--dual-stack]\n");
 			return 2;
 		}
 	}

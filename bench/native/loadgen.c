@@ -125,22 +125,43 @@ static int read_exact(int fd, void *buf, size_t n)
 	return 0;
 }
 
-static struct sockaddr_in parse_target(const char *s)
+/* A destination of either family: "a.b.c.d:port" or "[v6]:port". */
+struct target {
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in v4;
+		struct sockaddr_in6 v6;
+	};
+	socklen_t len;
+};
+
+static struct target parse_target(const char *s)
 {
 	char host[64];
 	const char *colon = strrchr(s, ':');
-	if (!colon || (size_t)(colon - s) >= sizeof(host)) {
+	const char *h = s[0] == '[' ? s + 1 : s;
+	const char *e = s[0] == '[' && colon && colon > s && colon[-1] == ']' ? colon - 1 : colon;
+	if (!colon || e < h || (size_t)(e - h) >= sizeof(host)) {
 		fprintf(stderr, "bad target %s\n", s);
 		exit(2);
 	}
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = 0;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-	if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+	memcpy(host, h, (size_t)(e - h));
+	host[e - h] = 0;
+	uint16_t port = htons((uint16_t)atoi(colon + 1));
+	struct target t = {0};
+	if (inet_pton(AF_INET, host, &t.v4.sin_addr) == 1) {
+		t.v4.sin_family = AF_INET;
+		t.v4.sin_port = port;
+		t.len = sizeof(t.v4);
+	} else if (inet_pton(AF_INET6, host, &t.v6.sin6_addr) == 1) {
+		t.v6.sin6_family = AF_INET6;
+		t.v6.sin6_port = port;
+		t.len = sizeof(t.v6);
+	} else {
 		fprintf(stderr, "bad address %s\n", host);
 		exit(2);
 	}
-	return a;
+	return t;
 }
 
 static void nodelay(int fd)
@@ -149,13 +170,13 @@ static void nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-static int dial(const struct sockaddr_in *a)
+static int dial(const struct target *a)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
 	nodelay(fd);
-	if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) < 0) {
+	if (connect(fd, &a->sa, a->len) < 0) {
 		int e = errno;
 		close(fd);
 		errno = e;
@@ -248,15 +269,21 @@ out:
 	return NULL;
 }
 
+/* With `dual`, [::] with IPV6_V6ONLY off (both families, as a dual-stack pod's app); else 0.0.0.0. */
+static bool dual;
+
 static int listen_on(int port)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(dual ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		fail("socket");
-	int one = 1;
+	int one = 1, zero = 0;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = 0};
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+	if (dual && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
+		fail("IPV6_V6ONLY");
+	if (dual ? bind(fd, (struct sockaddr *)&a6, sizeof(a6)) : bind(fd, (struct sockaddr *)&a, sizeof(a)))
 		fail("bind");
 	if (listen(fd, 4096) < 0)
 		fail("listen");
@@ -342,7 +369,7 @@ static int server(int echo_port, int bulk_port)
 
 /* ------------------------------------------------------------------------------------------------ */
 
-static int pingpong(const struct sockaddr_in *a, size_t size, size_t count, size_t warmup)
+static int pingpong(const struct target *a, size_t size, size_t count, size_t warmup)
 {
 	int fd = dial(a);
 	if (fd < 0)
@@ -376,7 +403,7 @@ static int pingpong(const struct sockaddr_in *a, size_t size, size_t count, size
 	return 0;
 }
 
-static int bulk(const struct sockaddr_in *a, uint64_t bytes, int dir)
+static int bulk(const struct target *a, uint64_t bytes, int dir)
 {
 	int fd = dial(a);
 	if (fd < 0)
@@ -420,7 +447,7 @@ static int bulk(const struct sockaddr_in *a, uint64_t bytes, int dir)
 	return ok ? 0 : 1;
 }
 
-static int crr(const struct sockaddr_in *a, size_t size, double seconds, size_t max)
+static int crr(const struct target *a, size_t size, double seconds, size_t max)
 {
 	uint64_t *lat = malloc(sizeof(uint64_t) * max);
 	uint8_t *rx = malloc(size);
@@ -477,7 +504,7 @@ static int round_trip(int fd, size_t i, size_t round)
  * Many concurrent long-lived connections: opens `count`, checks a round trip on each, reports, holds
  * them all until SIGUSR1, then checks a second round trip on each and closes them.
  */
-static int hold(const struct sockaddr_in *a, size_t count)
+static int hold(const struct target *a, size_t count)
 {
 	sigset_t set;
 	sigemptyset(&set);
@@ -533,11 +560,14 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		goto usage;
 	const char *mode = argv[1];
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], "--dual-stack"))
+			dual = true;
 	if (!strcmp(mode, "server"))
 		return server(atoi(opt(argc, argv, "--echo", "8080")), atoi(opt(argc, argv, "--bulk", "8081")));
 	if (argc < 3)
 		goto usage;
-	struct sockaddr_in a = parse_target(argv[2]);
+	struct target a = parse_target(argv[2]);
 	if (!strcmp(mode, "pingpong"))
 		return pingpong(&a, (size_t)atol(opt(argc, argv, "--size", "64")),
 				(size_t)atol(opt(argc, argv, "--count", "10000")),

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
 import {
   cniNode,
+  inNs,
   installIstioIptables,
   listening,
   PodRuntime,
@@ -40,7 +41,7 @@ interface AnnotationSet {
 }
 
 // R1 stands for addresses a set includes, R2 for addresses it excludes.
-const SETS: AnnotationSet[] = [
+const ALL_SETS: AnnotationSet[] = [
   { name: "default", annotations: () => ({}) },
   { name: "excludeOutboundPorts=9090", annotations: () => ({ [`${T}excludeOutboundPorts`]: "9090" }) },
   {
@@ -102,7 +103,7 @@ interface ProbeDef {
   bind?: string;
 }
 
-const OUTBOUND: ProbeDef[] = [
+const ALL_OUTBOUND: ProbeDef[] = [
   { id: "app->R1:8080", who: "app", to: "R1", port: 8080 },
   { id: "app->R1:9090", who: "app", to: "R1", port: 9090 },
   { id: "app->R1:7070", who: "app", to: "R1", port: 7070 },
@@ -126,12 +127,17 @@ const OUTBOUND: ProbeDef[] = [
 /** Inbound clients: a plain pod of the node, a meshed pod's proxy on the node, a host one hop away. */
 type Client = "plain" | "proxy" | "node";
 
+const inboundId = (c: Client, port: number, family: 4 | 6) =>
+  `inbound${family === 6 ? "6" : ""} ${c}->self:${port}`;
+
 type World = "iptables" | "ebpf";
 
 interface PodH {
   name: string;
   ns: string;
   ip: string;
+  /** The pod's IPv6, in the dual-stack run. */
+  ip6?: string;
   world: World;
   sidecar?: Proc;
 }
@@ -153,19 +159,36 @@ async function pool<T>(items: T[], n: number, fn: (t: T) => Promise<unknown>) {
   }));
 }
 
-async function differential(cniMode: boolean) {
+/**
+ * `dual`: every pod is dual-stack (IPv6 added by hand on top of the bridge plugin's IPv4, as a second
+ * pod IP), the iptables twins get Istio's ip6tables rules too, sidecars and apps listen on [::], and
+ * the inbound probes run in both families; the sets are those that decide inbound (the outbound
+ * dual-stack differential is differential_ipv6.test.ts).
+ */
+async function differential(cniMode: boolean, dual = false) {
   await using scope = new Scope();
+  const SETS = dual ? ALL_SETS.filter((s) => s.name === "default" || s.name.includes("Inbound")) : ALL_SETS;
+  const OUTBOUND = dual ? [] : ALL_OUTBOUND;
+  const FAMILIES = dual ? [4, 6] as const : [4] as const;
   // The node, and another "node" one forwarding hop away.
   const n = await cniNode(scope, {
     network: "difftest",
     name: "diff",
-    salt: cniMode ? 7 : 0,
+    salt: (cniMode ? 7 : 0) + (dual ? 3 : 0),
     podNet: "10.246",
     uplinkNet: "10.247",
     other: { suffix: "o", nodeIf: "n0", otherIf: "o0" },
   });
-  const { home } = n;
+  const { home, k } = n;
   const far = n.client, farIp = n.clientIp;
+  const v6 = (net: number, host: number) => `fd0${net}:${k}::${host.toString(16)}`;
+  const farIp6 = v6(2, 2);
+  if (dual) {
+    await inNs(n.node, "sysctl", ["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    await inNs(n.node, "ip", ["-6", "addr", "add", `${v6(2, 1)}/64`, "dev", "n0", "nodad"]);
+    await inNs(far, "ip", ["-6", "addr", "add", `${farIp6}/64`, "dev", "o0", "nodad"]);
+    await inNs(far, "ip", ["-6", "route", "add", `fd01:${k}::/64`, "via", v6(2, 1)]);
+  }
 
   // Two conflists on one network: the node's own (the daemon chains itself into it in CNI mode), and
   // a copy it never touches for pods outside the mesh (the iptables twins among them).
@@ -176,7 +199,16 @@ async function differential(cniMode: boolean) {
   const rt = new PodRuntime(scope, n.chain, n.prefix);
   const addPod = async (name: string, world: World, conflist: string): Promise<PodH> => {
     const { ns, ip } = await rt.addPod(name, conflist);
-    return { name, ns, ip, world };
+    if (!dual) return { name, ns, ip, world };
+    // The bridge plugin made cni0 at the first ADD; its IPv6 gateway address comes with the first pod.
+    await inNs(n.node, "ip", ["-6", "addr", "add", `${v6(1, 1)}/64`, "dev", "cni0", "nodad"], {
+      allowFail: true,
+    });
+    const ip6 = v6(1, 0x100 + Number(ip.split(".")[3]));
+    await inNs(ns, "ip", ["-6", "addr", "add", `${ip6}/64`, "dev", "eth0", "nodad"]);
+    await inNs(ns, "ip", ["-6", "addr", "add", "::6/128", "dev", "lo", "nodad"]);
+    await inNs(ns, "ip", ["-6", "route", "add", "default", "via", v6(1, 1)]);
+    return { name, ns, ip, ip6, world };
   };
 
   const r1 = await addPod("r1", "iptables", plainConflist);
@@ -189,6 +221,7 @@ async function differential(cniMode: boolean) {
       r === r1 ? "R1" : "R2",
       "--ports",
       REMOTE_PORTS.join(","),
+      ...(dual ? ["--bind", "::"] : []),
     ]);
     await s.waitFor((l) => l.event === "listening", 30_000);
   }
@@ -196,9 +229,11 @@ async function differential(cniMode: boolean) {
 
   // eBPF twins are b<i>, iptables twins i<i>; bc and ic are the meshed pods whose proxies call in.
   const { cgroup, pinPath, podsFile } = home;
-  const podsDoc = (ips: Record<string, string>) =>
-    sets.map((s, i) => podYaml(`b${i}`, { annotations: s.ann, ip: ips[`b${i}`] })).join("") +
-    podYaml("bc", { ip: ips.bc });
+  const podsDoc = (ips: Record<string, string>, ip6s: Record<string, string> = {}) =>
+    sets.map((s, i) => podYaml(`b${i}`, { annotations: s.ann, ip: ips[`b${i}`], ip6: ip6s[`b${i}`] })).join(
+      "",
+    ) +
+    podYaml("bc", { ip: ips.bc, ip6: ip6s.bc });
   await Deno.writeTextFile(podsFile, podsDoc({}));
   await startDaemon(scope, { ...home, extra: [`--cni-mode=${cniMode}`, "--netns-dirs=/run/netns"] });
   const chain = JSON.parse(await Deno.readTextFile(meshConflist)).plugins.map((p: { type: string }) =>
@@ -214,23 +249,31 @@ async function differential(cniMode: boolean) {
     pods[n] = await addPod(n, world, world === "ebpf" ? meshConflist : plainConflist);
   });
   sets.forEach((set, i) => twins.push({ set, ipt: pods[`i${i}`]!, bpf: pods[`b${i}`]! }));
-  if (!cniMode) {
-    // Without CNI mode the daemon learns the pods' IPs from the pod source, as from the API server.
+  if (!cniMode || dual) {
+    // Without CNI mode the daemon learns the pods' IPs from the pod source, as from the API server;
+    // a dual-stack pod's IPv6 comes from there in either mode (status.podIPs).
     await Deno.writeTextFile(
       podsFile,
-      podsDoc(Object.fromEntries(Object.values(pods).map((p) => [p.name, p.ip]))),
+      podsDoc(
+        Object.fromEntries(Object.values(pods).map((p) => [p.name, p.ip])),
+        Object.fromEntries(Object.values(pods).flatMap((p) => p.ip6 ? [[p.name, p.ip6]] : [])),
+      ),
     );
   }
-  const meshed = [...twins.map((t) => t.bpf.ip), pods.bc!.ip];
+  const meshedPods = [...twins.map((t) => t.bpf), pods.bc!];
+  const meshed = meshedPods.map((p) => p.ip);
   // Known by IP and identified by network namespace (the CNI plugin or the daemon's own scan).
   await waitMaps(pinPath, (m) => {
     const identified = new Set(m.maps.netnsPods().values());
-    return meshed.every((ip) => m.maps.pods().has(ip) && identified.has(ip));
+    return meshed.every((ip) => m.maps.pods().has(ip) && identified.has(ip)) &&
+      meshedPods.every((p) => !p.ip6 || m.maps.pods().has(p.ip6));
   }, 30_000);
 
   // Istio's rules in each iptables twin's own namespace, never the host's.
-  for (const [i, set] of sets.entries()) await installIstioIptables(pods[`i${i}`]!.ns, set.ann);
-  await installIstioIptables(pods.ic!.ns);
+  for (const family of FAMILIES) {
+    for (const [i, set] of sets.entries()) await installIstioIptables(pods[`i${i}`]!.ns, set.ann, {}, family);
+    await installIstioIptables(pods.ic!.ns, {}, {}, family);
+  }
 
   // The same sidecar and app in every meshed pod; the eBPF twins' processes in the daemon's cgroup.
   const at = (p: PodH, id: { uid: number; gid: number }) => ({
@@ -242,8 +285,15 @@ async function differential(cniMode: boolean) {
     startNettool(scope, at(p, id), args);
   const ready: Promise<unknown>[] = [];
   for (const p of [...twins.flatMap((t) => [t.ipt, t.bpf]), pods.bc!, pods.ic!]) {
-    p.sidecar = startSidecar(scope, at(p, IDS.proxy));
-    const app = start(p, ["servers", "--name", "app", "--ports", APP_PORTS.join(",")], {
+    p.sidecar = startSidecar(scope, { ...at(p, IDS.proxy), dualStack: dual });
+    const app = start(p, [
+      "servers",
+      "--name",
+      "app",
+      "--ports",
+      APP_PORTS.join(","),
+      ...(dual ? ["--bind", "::"] : []),
+    ], {
       uid: SERVER_UID,
       gid: SERVER_UID,
     });
@@ -313,18 +363,22 @@ async function differential(cniMode: boolean) {
     j.client === "plain"
       ? ["plain", plain, IDS.app]
       : j.client === "node"
-      ? ["node", { name: "far", ns: far, ip: farIp, world: "iptables" }, IDS.app]
+      ? ["node", { name: "far", ns: far, ip: farIp, ip6: farIp6, world: "iptables" }, IDS.app]
       : j.target.world === "ebpf"
       ? ["bc", pods.bc!, IDS.proxy]
       : ["ic", pods.ic!, IDS.proxy];
   const byClient = Map.groupBy(inJobs, (j) => clientOf(j)[0]);
   await Promise.all([...byClient.values()].map(async (jobs) => {
     const [, from, id] = clientOf(jobs[0]!);
+    // The sidecar writes an IPv6 original destination as ip:port, unbracketed: so is the target.
     const specs = jobs.flatMap((j, n) =>
-      APP_PORTS.map((port) => ({
-        id: `${n}#inbound ${j.client}->self:${port}`,
-        target: `${j.target.ip}:${port}`,
-      }))
+      FAMILIES.flatMap((family) =>
+        APP_PORTS.map((port) => ({
+          id: `${n}#${inboundId(j.client, port, family)}`,
+          target: `${family === 6 ? j.target.ip6 : j.target.ip}:${port}`,
+          family,
+        }))
+      )
     );
     const results = await probe(from, id, specs);
     jobs.forEach((j, n) => {
@@ -375,8 +429,17 @@ async function differential(cniMode: boolean) {
       ["127.0.0.1", "127.0.0.1"],
       ["127.0.0.5", "127.0.0.5"],
       ["127.0.0.6", "127.0.0.6"],
+      ["::1", "::1"],
+      ["::6", "::6"],
     ]);
-    if (client) m.set(client.ip, "client");
+    if (dual) {
+      for (const [p, r] of [[self, "self6"], [plain, "plain6"]] as const) m.set(p.ip6!, r);
+      m.set(farIp6, "node6");
+    }
+    if (client) {
+      m.set(client.ip, "client");
+      if (client.ip6) m.set(client.ip6, "client6");
+    }
     return m;
   };
   const role = (m: Map<string, string>, addr: string | undefined | null, keepPort: boolean) => {
@@ -438,8 +501,8 @@ async function differential(cniMode: boolean) {
   const setOrder = SETS.map((s) => s.name);
   const probeOrder = [
     ...OUTBOUND.map((d) => d.id),
-    ...(["plain", "proxy", "node"] as Client[]).flatMap((c) =>
-      APP_PORTS.map((p) => `inbound ${c}->self:${p}`)
+    ...FAMILIES.flatMap((f) =>
+      (["plain", "proxy", "node"] as Client[]).flatMap((c) => APP_PORTS.map((p) => inboundId(c, p, f)))
     ),
   ];
   const rows = [...table.entries()].map(([k, v]) => {
@@ -474,7 +537,8 @@ async function differential(cniMode: boolean) {
   const byDesign = differ.filter((r) => r.byDesign);
   const real = differ.filter((r) => !r.byDesign);
   console.log(
-    `differential (${cniMode ? "CNI mode" : "default mode"}): ${rows.length} probes, ` +
+    `differential (${cniMode ? "CNI mode" : "default mode"}${dual ? ", dual-stack pods" : ""}): ` +
+      `${rows.length} probes, ` +
       `${
         rows.length - differ.length
       } identical, ${real.length} differ, ${byDesign.length} differ by design; ` +
@@ -487,14 +551,23 @@ async function differential(cniMode: boolean) {
     );
   }
   // The matrix has to have run, against rules that were in force.
-  assert.equal(rows.length, SETS.length * (OUTBOUND.length + 3 * APP_PORTS.length));
+  assert.equal(rows.length, SETS.length * (OUTBOUND.length + FAMILIES.length * 3 * APP_PORTS.length));
   const unanswered = rows.filter((r) => !r.iptables || r.iptables.includes("[failed"));
   assert.deepEqual(unanswered, [], "under Istio's rules every probe reaches a server");
-  assert.match(
-    rows.find((r) => r.set === "default" && r.id === "app->R1:8080")?.iptables ?? "",
-    /^self\.outbound\(orig=R1:8080\)/,
-    "the iptables twins' rules are in force",
-  );
+  if (dual) {
+    // Both families' rules are in force: the oracle sends inbound IPv6 through the sidecar.
+    assert.match(
+      rows.find((r) => r.set === "default" && r.id === inboundId("node", 8080, 6))?.iptables ?? "",
+      /^target\.inbound\(orig=self6:8080\)/,
+      "the iptables twins' ip6tables rules are in force",
+    );
+  } else {
+    assert.match(
+      rows.find((r) => r.set === "default" && r.id === "app->R1:8080")?.iptables ?? "",
+      /^self\.outbound\(orig=R1:8080\)/,
+      "the iptables twins' rules are in force",
+    );
+  }
   {
     using m = new PinnedDatapathMaps(pinPath);
     assert.ok(meshed.every((ip) => m.maps.pods().has(ip)), "every eBPF twin is still known to the datapath");
@@ -512,4 +585,8 @@ Deno.test("kernel: differential against Istio's iptables rules, default mode (--
 
 Deno.test("kernel: differential against Istio's iptables rules, CNI mode", async () => {
   await differential(true);
+});
+
+Deno.test("kernel: inbound differential for dual-stack pods against Istio's iptables and ip6tables rules, CNI mode", async () => {
+  await differential(true, true);
 });
