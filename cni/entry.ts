@@ -3,6 +3,7 @@
 // the first one starts Deno's Node compat layer, which costs every pod start 15-25 ms of CPU.
 import { runCniPlugin } from "./plugin.ts";
 import { PLUGIN_TYPE } from "./spec.ts";
+import { joinChunks } from "../src/util/bytes.ts";
 
 /**
  * The name we were invoked under, as exec'd: a copy, a symlink or `exec -a` keep it, where
@@ -35,21 +36,13 @@ export function isCniPluginInvocation(
 /** Plain reads: the stream API (Deno.stdin.readable) costs the plugin about 6 ms of CPU more per run. */
 async function readAllStdin(): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  let total = 0;
   for (;;) {
     const buf = new Uint8Array(64 * 1024);
     const n = await Deno.stdin.read(buf);
     if (n === null) break;
     chunks.push(buf.subarray(0, n));
-    total += n;
   }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
+  return joinChunks(chunks);
 }
 
 function writeStdoutSync(s: string): void {

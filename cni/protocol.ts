@@ -4,6 +4,7 @@
 // the contract and the client; the daemon's server is src/daemon/socket_server.ts.
 
 import { isRecord } from "../src/util/record.ts";
+import { joinChunks } from "../src/util/bytes.ts";
 
 export const DEFAULT_RUN_DIR = "/var/run/merbridge";
 export const DEFAULT_SOCKET_PATH = `${DEFAULT_RUN_DIR}/cni.sock`;
@@ -217,13 +218,7 @@ export async function readLine(conn: Deno.Conn, max = MAX_MESSAGE_BYTES): Promis
     if (nl >= 0) break;
   }
   if (total === 0 && chunks.length === 0) return null;
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.length;
-  }
-  return dec.decode(all);
+  return dec.decode(joinChunks(chunks));
 }
 
 function unreachableReason(err: unknown): UnreachableReason {

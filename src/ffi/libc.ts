@@ -4,6 +4,7 @@
 import { LibcError } from "./errors.ts";
 import { libc } from "./library.ts";
 import { asBuffer, cString, lastErrno } from "./native.ts";
+import { joinChunks } from "../util/bytes.ts";
 
 export const O_RDONLY = 0;
 export const O_WRONLY = 0o1;
@@ -41,22 +42,14 @@ export function openFd(path: string, flags: number, mode = 0): number {
 /** Reads `fd` to its end (for small kernel-generated files such as a BPF iterator's output). */
 export function readAllFd(fd: number): Uint8Array {
   const chunks: Uint8Array[] = [];
-  let total = 0;
   for (;;) {
     const buf = new Uint8Array(65536);
     const n = Number(libc().read(fd, buf, BigInt(buf.length)));
     if (n === -1) throw new LibcError(`read(${fd})`, lastErrno());
     if (n === 0) break;
     chunks.push(buf.subarray(0, n));
-    total += n;
   }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
+  return joinChunks(chunks);
 }
 
 export function closeFd(fd: number): void {

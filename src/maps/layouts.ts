@@ -258,7 +258,3 @@ export function decodePairKey(b: Uint8Array): PairKey {
     dport: v.dport as number,
   };
 }
-
-export function encodePairKey(k: PairKey): Uint8Array {
-  return encode(PAIR_KEY, { ...k } as unknown as Record<string, Value>);
-}

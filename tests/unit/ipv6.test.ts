@@ -15,11 +15,10 @@ import {
   decodePairKey,
   decodePodConfig,
   decodePodIps,
-  encodePairKey,
   encodePodConfig,
   encodePodIps,
 } from "../../src/maps/layouts.ts";
-import { ORIG_DST, POD_CONFIG } from "../../src/generated/bpf_types.ts";
+import { ORIG_DST, PAIR_KEY, POD_CONFIG } from "../../src/generated/bpf_types.ts";
 import { layout } from "../../src/maps/codec.ts";
 import { podPolicy } from "../../src/mesh/policy.ts";
 
@@ -107,7 +106,7 @@ Deno.test("16-byte layouts", async (t) => {
         { netns: 0n, sip: "fd00::1", sport: 40001, dip: "fd00::2", dport: 8080 },
       ]
     ) {
-      const b = encodePairKey(k);
+      const b = encode(PAIR_KEY, { ...k });
       assert.equal(b.byteLength, 48);
       assert.deepEqual(decodePairKey(b), k);
     }

@@ -71,10 +71,11 @@ Deno.test("the library reaches none of the agent's modules", async () => {
   const local = graph.modules.map((m) => m.specifier).filter((s) => s.startsWith(ROOT.href))
     .map((s) => s.slice(ROOT.href.length));
   assert.ok(local.includes("src/bpf/object.ts") && local.includes("src/maps/codec.ts"), local.join(" "));
-  // The loader, the codec, the native layer and its logger (with its level and line helpers), and the address text helpers the codec's
-  // "ip4"/"ip6" fields use (with the Cidr type they name).
+  // The loader, the codec, the native layer and its logger (with its level and line helpers), the
+  // dependency-free byte helpers, and the address text helpers the codec's "ip4"/"ip6" fields use
+  // (with the Cidr type they name).
   const allowed = new RegExp(
-    "^(mod|src/version|src/bpf/[^/]+|src/ffi/[^/]+|src/maps/codec|src/log/(logger|lines)|src/mesh/ipv[46]|src/mesh/types)\\.ts$",
+    "^(mod|src/version|src/bpf/[^/]+|src/ffi/[^/]+|src/maps/codec|src/util/bytes|src/log/(logger|lines)|src/mesh/ipv[46]|src/mesh/types)\\.ts$",
   );
   assert.deepEqual(local.filter((s) => !allowed.test(s)), []);
 });
