@@ -243,10 +243,10 @@ function controlTable(c: ControlResults): string[] {
       `| ${d.manyPods} pods written → all in local_pods | ${ms(d.manySyncMs)} | |`,
       `| one pod changed → its local_pods entry updated (${d.manyPods}-pod file) | ${
         p50p99(d.changeManyMs)
-      } | includes the file watcher's 50 ms debounce |`,
+      } | from the file's rename into place to the entry in the kernel map |`,
       `| one pod changed → its local_pods entry updated (${d.fewPods}-pod file) | ${
         p50p99(d.changeFewMs)
-      } | includes the file watcher's 50 ms debounce |`,
+      } | from the file's rename into place to the entry in the kernel map |`,
     );
   } else {
     rows.push("| daemon | not measured (see errors) | |");
