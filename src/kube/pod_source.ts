@@ -2,7 +2,7 @@
 // agent lives. The set in memory is only ever replaced by a complete list or changed by events in
 // resourceVersion order, so every snapshot handed out is a state the API server actually had.
 import { getLogger } from "../log/logger.ts";
-import type { Pod, PodSource, PodSourceStats } from "../pods/source.ts";
+import { type Pod, type PodSource, type PodSourceStats, slimPod } from "../pods/source.ts";
 import { Backoff } from "./backoff.ts";
 import { sleep } from "../util/sleep.ts";
 import { KubeApiError, KubeClient, type PodWatchEvent } from "./client.ts";
@@ -101,7 +101,8 @@ export class KubePodSource implements PodSource {
   async get(namespace: string, name: string): Promise<Pod | undefined> {
     if (this.#stopped) throw new Error("kubernetes pod source: get() after stop()");
     try {
-      return await this.#api().getPod(namespace, name, this.#ctl.signal);
+      const p = await this.#api().getPod(namespace, name, this.#ctl.signal);
+      return p && slimPod(p);
     } catch (e) {
       if (!this.#ctl.signal.aborted) this.#stats.errors++;
       throw e;
@@ -184,7 +185,7 @@ export class KubePodSource implements PodSource {
     });
     this.#pods.clear();
     for (const p of res.items) {
-      if (this.#ours(p)) this.#pods.set(keyOf(p), p);
+      if (this.#ours(p)) this.#pods.set(keyOf(p), slimPod(p));
     }
     this.#resourceVersion = res.resourceVersion;
     this.#stats.lists++;
@@ -221,7 +222,7 @@ export class KubePodSource implements PodSource {
     }
     const key = keyOf(ev.object);
     if (ev.type === "DELETED") this.#pods.delete(key);
-    else if (this.#ours(ev.object)) this.#pods.set(key, ev.object);
+    else if (this.#ours(ev.object)) this.#pods.set(key, slimPod(ev.object));
     if (rv) this.#resourceVersion = rv;
     this.#schedule();
   }

@@ -3,7 +3,7 @@
 // yaml >` rewrites (rename over, truncate and write) are both seen.
 import { loadAll } from "js-yaml";
 import { getLogger } from "../log/logger.ts";
-import type { Pod, PodSource, PodSourceStats } from "./source.ts";
+import { type Pod, type PodSource, type PodSourceStats, slimPod } from "./source.ts";
 import { isRecord } from "../util/record.ts";
 
 const log = getLogger("pods");
@@ -40,10 +40,23 @@ export function documentPieces(text: string): string[] | undefined {
 /** Parsed pieces of the last text, by piece text: an edit of one pod re-parses that pod only. */
 export type PieceCache = Map<string, unknown[]>;
 
+/** A document as the daemon keeps it: its pods slimmed (slimPod), anything else as it came. */
+function slimDocument(doc: unknown): unknown {
+  if (!isRecord(doc)) return doc;
+  if (doc.kind === "Pod") return slimPod(doc as Pod);
+  if ((doc.kind === "PodList" || doc.kind === "List") && Array.isArray(doc.items)) {
+    const items = doc.items.map((it) =>
+      isRecord(it) && (it.kind === undefined || it.kind === "Pod") ? slimPod(it as Pod) : it
+    );
+    return { kind: doc.kind, items };
+  }
+  return doc;
+}
+
 function loadDocuments(path: string, text: string, cache?: PieceCache): unknown[] {
   const whole = () => {
     try {
-      return loadAll(text);
+      return loadAll(text).map(slimDocument);
     } catch (e) {
       throw new PodsFileError(path, `not valid YAML: ${(e as Error).message.split("\n")[0]}`);
     }
@@ -56,7 +69,7 @@ function loadDocuments(path: string, text: string, cache?: PieceCache): unknown[
     let got = cache.get(piece) ?? next.get(piece);
     if (!got) {
       try {
-        got = loadAll(piece);
+        got = loadAll(piece).map(slimDocument);
       } catch {
         // Reported as the whole file's parse reports it (its line numbers).
         return whole();
