@@ -30,6 +30,16 @@ def emit(**kv):
     sys.stdout.flush()
 
 
+def listen_tcp(args, backlog):
+    """A TCP listener on --bind/--port (AF_INET6 for an IPv6 address), announced on stdout."""
+    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((args.bind, args.port))
+    ls.listen(backlog)
+    emit(event="listening", port=args.port)
+    return ls
+
+
 def addr_text(sa):
     """ip:port for either family; a v4-mapped IPv6 address shows as the IPv4 address it carries."""
     host = sa[0]
@@ -324,11 +334,7 @@ def proxy(args):
 def server(args):
     """Answers every connection with a JSON greeting naming who it saw, then echoes. An IPv6 --bind
     address makes it an AF_INET6 listener."""
-    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((args.bind, args.port))
-    ls.listen(512)
-    emit(event="listening", port=args.port)
+    ls = listen_tcp(args, 512)
 
     def handle(c, peer):
         hello = json.dumps({"server": args.name, "peer": fmt_addr(peer),
@@ -516,11 +522,7 @@ def http_client(args):
 def bulk_server(args):
     """Sends `bytes` pseudo-random bytes to each client then closes; prints the digest. An IPv6 bind
     address makes it an AF_INET6 listener."""
-    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((args.bind, args.port))
-    ls.listen(64)
-    emit(event="listening", port=args.port)
+    ls = listen_tcp(args, 64)
     while True:
         c, peer = ls.accept()
         data = hashlib.shake_256(b"merbridge").digest(args.bytes)
@@ -677,11 +679,7 @@ def read_to_eof(s):
 def slow_sink(args):
     """Reads each client slowly (a chunk, then a pause) to EOF, then answers one JSON line with what it
     got: an upstream slower than the app, which is what makes a proxy fall behind its app."""
-    ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((args.bind, args.port))
-    ls.listen(64)
-    emit(event="listening", port=args.port)
+    ls = listen_tcp(args, 64)
 
     def handle(c):
         h = hashlib.sha256()
