@@ -3,7 +3,7 @@
 // the first one starts Deno's Node compat layer, which costs every pod start 15-25 ms of CPU.
 import { runCniPlugin } from "./plugin.ts";
 import { PLUGIN_TYPE } from "./spec.ts";
-import { joinChunks } from "../src/util/bytes.ts";
+import { joinChunks, writeAllSync } from "../src/util/bytes.ts";
 
 /**
  * The name we were invoked under, as exec'd: a copy, a symlink or `exec -a` keep it, where
@@ -46,9 +46,7 @@ async function readAllStdin(): Promise<Uint8Array> {
 }
 
 function writeStdoutSync(s: string): void {
-  const bytes = new TextEncoder().encode(s);
-  let off = 0;
-  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+  writeAllSync(Deno.stdout, new TextEncoder().encode(s));
 }
 
 /** Runs the plugin on this process's stdin, stdout and environment; returns the exit code. */

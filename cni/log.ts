@@ -2,7 +2,8 @@
 // and the configured file. The plugin runs once per pod start and writes a line or two; the logging
 // library the daemon uses would cost it a Node compat start and a module graph (about 25 ms of CPU
 // per run, measured), so the plugin path never loads it.
-import { jsonLine, LOG_LEVELS, type LogLevel } from "../src/log/lines.ts";
+import { jsonLine, LOG_LEVELS, type LogLevel, messageText } from "../src/log/lines.ts";
+import { writeAllSync } from "../src/util/bytes.ts";
 
 export interface PluginLogOptions {
   level: LogLevel;
@@ -36,14 +37,9 @@ function render(template: string, props: Record<string, unknown>): unknown[] {
 }
 
 function textLine(ts: number, level: LogLevel, category: readonly string[], message: unknown[]): string {
-  const text = message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
-  return `${new Date(ts).toISOString()} [${level.slice(0, 3).toUpperCase()}] ${
-    category.join("·")
-  }: ${text}\n`;
-}
-
-function writeAllSync(w: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  for (let off = 0; off < bytes.length;) off += w.writeSync(bytes.subarray(off));
+  return `${new Date(ts).toISOString()} [${level.slice(0, 3).toUpperCase()}] ${category.join("·")}: ${
+    messageText(message)
+  }\n`;
 }
 
 function emit(

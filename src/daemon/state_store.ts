@@ -12,6 +12,7 @@ import { dirname } from "node:path";
 import type { IngressHook } from "../xdp/attacher.ts";
 import { crashPoint } from "../util/crash_point.ts";
 import { isRecord } from "../util/record.ts";
+import { writeAllSync } from "../util/bytes.ts";
 
 export interface AttachmentRecord {
   containerId: string;
@@ -128,7 +129,7 @@ export function writeAttachmentState(file: string, records: AttachmentRecord[]):
   const tmp = `${file}.tmp`;
   const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
-    for (let off = 0; off < bytes.length;) off += f.writeSync(bytes.subarray(off));
+    writeAllSync(f, bytes);
   } finally {
     f.close();
   }

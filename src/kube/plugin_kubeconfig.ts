@@ -5,6 +5,7 @@
 import { Buffer } from "node:buffer";
 import { dirname } from "node:path";
 import { SERVICE_ACCOUNT_DIR } from "./config.ts";
+import { writeAllSync } from "../util/bytes.ts";
 
 export interface PluginKubeconfigOptions {
   env?: (name: string) => string | undefined;
@@ -51,7 +52,7 @@ export function writeRootOnly(path: string, text: string): boolean {
   const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
     const bytes = new TextEncoder().encode(text);
-    for (let off = 0; off < bytes.length;) off += f.writeSync(bytes.subarray(off));
+    writeAllSync(f, bytes);
     f.syncSync();
   } finally {
     f.close();

@@ -20,9 +20,14 @@ export interface LineRecord {
   readonly properties: Record<string, unknown>;
 }
 
+/** A record's message as text: the template's text with its values (as JSON) in their places. */
+export function messageText(message: readonly unknown[]): string {
+  return message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+}
+
 /** One record as a JSON line: ts, level, logger, msg, then the properties that do not clash. */
 export function jsonLine(record: LineRecord): string {
-  const msg = record.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+  const msg = messageText(record.message);
   const line: Record<string, unknown> = {
     ts: new Date(record.timestamp).toISOString(),
     level: record.level,

@@ -10,3 +10,8 @@ export function joinChunks(chunks: readonly Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** Writes all of `bytes` (a synchronous write may take only part of them). */
+export function writeAllSync(w: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+  for (let off = 0; off < bytes.length;) off += w.writeSync(bytes.subarray(off));
+}
