@@ -30,6 +30,16 @@ def emit(**kv):
     sys.stdout.flush()
 
 
+def digest(chunks):
+    """The sha256 (hex) and the byte count of a stream of chunks."""
+    h = hashlib.sha256()
+    n = 0
+    for d in chunks:
+        h.update(d)
+        n += len(d)
+    return h.hexdigest(), n
+
+
 def listen_tcp(args, backlog):
     """A TCP listener on --bind/--port (AF_INET6 for an IPv6 address), announced on stdout."""
     ls = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_STREAM)
@@ -472,15 +482,11 @@ def http_server(args):
                     yield d
 
         def do_POST(self):
-            h = hashlib.sha256()
-            n = 0
-            for d in self.body_chunks():
-                h.update(d)
-                n += len(d)
+            sha, n = digest(self.body_chunks())
             peer = addr_text(self.client_address)
-            body = json.dumps({"received": n, "sha256": h.hexdigest(), "peer": peer}).encode()
+            body = json.dumps({"received": n, "sha256": sha, "peer": peer}).encode()
             self.reply(200, body, "application/json")
-            emit(event="request", method="POST", path=self.path, peer=peer, received=n, sha256=h.hexdigest())
+            emit(event="request", method="POST", path=self.path, peer=peer, received=n, sha256=sha)
 
     ThreadingHTTPServer.daemon_threads = True
     if ":" in args.bind:
@@ -498,15 +504,8 @@ def http_client(args):
     out = {"client": "urllib"}
     try:
         with urllib.request.urlopen("%s/bytes/%d" % (args.base, args.bytes)) as r:
-            h = hashlib.sha256()
-            got = 0
-            while True:
-                d = r.read(65536)
-                if not d:
-                    break
-                h.update(d)
-                got += len(d)
-            out["get"] = {"status": r.status, "received": got, "sha256": h.hexdigest(),
+            sha, got = digest(iter(lambda: r.read(65536), b""))
+            out["get"] = {"status": r.status, "received": got, "sha256": sha,
                           "expected": r.headers.get("X-Sha256")}
         body = os.urandom(args.bytes)
         req = urllib.request.Request(args.base + "/sha256", data=body, method="POST",
@@ -542,16 +541,9 @@ def bulk_client(args):
         s.connect((host.strip("[]"), int(port)))
     else:
         s = socket.create_connection((host.strip("[]"), int(port)), timeout=args.timeout)
-    h = hashlib.sha256()
-    n = 0
-    while True:
-        d = s.recv(1 << 16)
-        if not d:
-            break
-        h.update(d)
-        n += len(d)
+    sha, n = digest(iter(lambda: s.recv(1 << 16), b""))
     expected = hashlib.sha256(hashlib.shake_256(b"merbridge").digest(args.bytes)).hexdigest()
-    emit(ok=h.hexdigest() == expected and n == args.bytes, received=n, sha256=h.hexdigest())
+    emit(ok=sha == expected and n == args.bytes, received=n, sha256=sha)
 
 
 def origdst_probe(args):
@@ -682,16 +674,12 @@ def slow_sink(args):
     ls = listen_tcp(args, 64)
 
     def handle(c):
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            d = c.recv(args.chunk)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-            time.sleep(args.delay_ms / 1000)
-        c.sendall((json.dumps({"received": n, "sha256": h.hexdigest()}) + "\n").encode())
+        def slowly():
+            for d in iter(lambda: c.recv(args.chunk), b""):
+                yield d
+                time.sleep(args.delay_ms / 1000)
+        sha, n = digest(slowly())
+        c.sendall((json.dumps({"received": n, "sha256": sha}) + "\n").encode())
         c.close()
 
     while True:
@@ -751,23 +739,12 @@ def halfclose(args):
 
 def halfclose_server(args):
     """Reads each client to EOF, then answers with the digest of what it got and a tail of bytes."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((args.bind, args.port))
-    ls.listen(64)
-    emit(event="listening", port=args.port)
+    ls = listen_tcp(args, 64)
 
     def handle(c, peer):
         c.sendall(b'{"server": "%s"}\n' % args.name.encode())
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-        reply = {"sha256": h.hexdigest(), "received": n, "tail": args.tail}
+        sha, n = digest(iter(lambda: c.recv(65536), b""))
+        reply = {"sha256": sha, "received": n, "tail": args.tail}
         c.sendall(json.dumps(reply).encode() + b"\n")
         c.sendall(b"t" * args.tail)
         c.close()
