@@ -19,15 +19,13 @@ import {
   createPod,
   inNs,
   installIstioIptables,
-  listening,
   markPod,
-  type Proc,
   type Scope,
   type TestPod,
 } from "../testbed/mod.ts";
 import type { NativeTools } from "./native.ts";
-import { assertPinned, type Pinning, startPinned } from "./procs.ts";
-import { APP_UID, type Dataplane, ECHO_PORT, type PathEnd, SERVER_UID, tuneNetns } from "./topology.ts";
+import type { Pinning } from "./procs.ts";
+import { APP_UID, BULK_PORT, type Dataplane, type PathEnd, startPeers, tuneNetns } from "./topology.ts";
 
 export const OUT6_PATHS = ["iptables", "ebpf"] as const;
 export const IN6_PATHS = ["iptables", "xdp"] as const;
@@ -91,35 +89,13 @@ export async function buildIpv6Paths(
 
   const cgNone = w.cgroups.none;
   const cgOf = (dp: typeof fast) => dp.opts.cgroupPath;
-  const waits: Promise<unknown>[] = [];
-  const started: Proc[] = [];
-  for (const [n, cgroup] of [["s6", cgNone], ["i6i", cgNone], ["i6x", cgOf(fast)]] as const) {
-    const p = startPinned(scope, pin, tools.loadgen, [
-      "server",
-      "--echo",
-      String(ECHO_PORT),
-      "--bulk",
-      String(ECHO_PORT + 1),
-      "--dual-stack",
-    ], { netns: pod(n).ns, cgroup, uid: n === "s6" ? undefined : SERVER_UID });
-    waits.push(listening(p));
-    started.push(p);
-  }
-  const proxies: Record<string, Proc> = {};
-  for (const [n, cgroup] of [["o6i", cgNone], ["o6e", cgOf(nofast)], ["i6i", cgNone], ["i6x", cgOf(fast)]]) {
-    const p = startPinned(scope, pin, tools.fastproxy, [
-      "--outbound",
-      String(mesh.outboundPort),
-      "--inbound",
-      String(mesh.inboundPort),
-      "--dual-stack",
-    ], { netns: pod(n!).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
-    proxies[n!] = p;
-    started.push(p);
-    waits.push(listening(p, ["inbound"]));
-  }
-  await Promise.all(waits);
-  for (const p of started) assertPinned(p.pid, pin);
+  const proxies = await startPeers(scope, pin, tools, mesh, {
+    pod,
+    servers: [["s6", cgNone], ["i6i", cgNone], ["i6x", cgOf(fast)]],
+    proxies: [["o6i", cgNone], ["o6e", cgOf(nofast)], ["i6i", cgNone], ["i6x", cgOf(fast)]],
+    bulkPort: BULK_PORT,
+    extraArgs: ["--dual-stack"],
+  });
 
   const app = (n: string, cgroup: string) => ({ netns: pod(n).ns, cgroup, uid: APP_UID });
   const fromRemote = { netns: w.remote, cgroup: cgNone, uid: APP_UID };

@@ -216,24 +216,6 @@ export async function buildDataplane(
     ["it", cg.fast],
     ["iu", cg.fast],
   ];
-  const waits: Promise<unknown>[] = [];
-  const started: Proc[] = [];
-  for (const [n, cgroup] of servers) {
-    const p = startPinned(scope, pin, tools.loadgen, [
-      "server",
-      "--echo",
-      String(ECHO_PORT),
-      "--bulk",
-      String(BULK_PORT),
-    ], {
-      netns: pod(n).ns,
-      cgroup,
-      uid: n === "s" ? undefined : SERVER_UID,
-    });
-    waits.push(listening(p));
-    started.push(p);
-  }
-  const proxies: Record<string, Proc> = {};
   const proxyCgroup: Record<string, string> = {
     oi: cg.none,
     on: cg.nofast,
@@ -245,19 +227,12 @@ export async function buildDataplane(
     iu: cg.fast,
     in: cg.fast,
   };
-  for (const [n, cgroup] of Object.entries(proxyCgroup)) {
-    const p = startPinned(scope, pin, tools.fastproxy, [
-      "--outbound",
-      String(mesh.outboundPort),
-      "--inbound",
-      String(mesh.inboundPort),
-    ], { netns: pod(n).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
-    proxies[n] = p;
-    started.push(p);
-    waits.push(sidecarReady(p, ["inbound"], 5000));
-  }
-  await Promise.all(waits);
-  for (const p of started) assertPinned(p.pid, pin);
+  const proxies = await startPeers(scope, pin, tools, mesh, {
+    pod,
+    servers,
+    proxies: Object.entries(proxyCgroup),
+    bulkPort: BULK_PORT,
+  });
 
   const app = (n: string, cgroup: string): SpawnOptions => ({ netns: pod(n).ns, cgroup, uid: APP_UID });
   const fromRemote: SpawnOptions = { netns: remote, cgroup: cg.none, uid: APP_UID };
@@ -362,4 +337,59 @@ export async function buildDataplane(
       },
     },
   };
+}
+
+export interface PeerSet {
+  pod(name: string): TestPod;
+  /** The echo/bulk servers: pod name and cgroup ("s" and "s6" run as root, the others as SERVER_UID). */
+  servers: readonly (readonly [string, string])[];
+  /** The sidecar proxies: pod name and cgroup. */
+  proxies: readonly (readonly [string, string])[];
+  bulkPort: number;
+  /** Arguments both peers get (the IPv6 run's --dual-stack). */
+  extraArgs?: string[];
+}
+
+/**
+ * Starts the C servers and proxies of a topology, each pinned to the measured CPU, and returns the
+ * proxies by pod once every one of them listens.
+ */
+export async function startPeers(
+  scope: Scope,
+  pin: Pinning,
+  tools: NativeTools,
+  mesh: MeshParams,
+  o: PeerSet,
+): Promise<Record<string, Proc>> {
+  const extra = o.extraArgs ?? [];
+  const waits: Promise<unknown>[] = [];
+  const started: Proc[] = [];
+  for (const [n, cgroup] of o.servers) {
+    const p = startPinned(scope, pin, tools.loadgen, [
+      "server",
+      "--echo",
+      String(ECHO_PORT),
+      "--bulk",
+      String(o.bulkPort),
+      ...extra,
+    ], { netns: o.pod(n).ns, cgroup, uid: n === "s" || n === "s6" ? undefined : SERVER_UID });
+    waits.push(listening(p));
+    started.push(p);
+  }
+  const proxies: Record<string, Proc> = {};
+  for (const [n, cgroup] of o.proxies) {
+    const p = startPinned(scope, pin, tools.fastproxy, [
+      "--outbound",
+      String(mesh.outboundPort),
+      "--inbound",
+      String(mesh.inboundPort),
+      ...extra,
+    ], { netns: o.pod(n).ns, cgroup, uid: mesh.proxyUid, gid: mesh.proxyGid });
+    proxies[n] = p;
+    started.push(p);
+    waits.push(sidecarReady(p, ["inbound"], 5000));
+  }
+  await Promise.all(waits);
+  for (const p of started) assertPinned(p.pid, pin);
+  return proxies;
 }
