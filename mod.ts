@@ -17,6 +17,7 @@ export {
   openPinnedMap,
   PinnedMap,
 } from "./src/bpf/map_fd.ts";
+export { PinnedProgram, pinProgram } from "./src/bpf/pinned_program.ts";
 export { RingBuffer } from "./src/bpf/ring_buffer.ts";
 export { AttachType, MapType, ProgType } from "./src/bpf/types.ts";
 export { type LinkInfo, type MapInfo, mapInfoByFd, type ProgInfo, progInfo } from "./src/bpf/info.ts";
@@ -24,7 +25,13 @@ export { isPinned, pinFd, removePinTree } from "./src/bpf/pins.ts";
 
 // Attaching programs: cgroup and XDP through links (pinned, they outlive the process), sk_msg to a
 // sockmap, TC filters on clsact.
-export { attachCgroup, attachXdp, BpfLink, type XdpLinkMode } from "./src/bpf/link.ts";
+export {
+  type AttachableProgram,
+  attachCgroup,
+  attachXdp,
+  BpfLink,
+  type XdpLinkMode,
+} from "./src/bpf/link.ts";
 export { attachSkMsg, detachSkMsg, type ProgramFd } from "./src/bpf/prog_attach.ts";
 export {
   tcAttach,

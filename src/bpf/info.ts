@@ -7,7 +7,18 @@ import { decodeCChars } from "../ffi/native.ts";
 import { mapTypeName, progTypeName } from "./types.ts";
 
 // struct bpf_prog_info: 232 bytes in the 6.1 uapi; the kernel fills what both sides know.
-const PROG_INFO = { size: 232, type: 0, id: 4, tag: 8, tagLen: 8, loadTime: 40, uid: 48, name: 64 } as const;
+const PROG_INFO = {
+  size: 232,
+  type: 0,
+  id: 4,
+  tag: 8,
+  tagLen: 8,
+  loadTime: 40,
+  uid: 48,
+  nrMapIds: 52,
+  mapIds: 56,
+  name: 64,
+} as const;
 // struct bpf_map_info: 88 bytes.
 const MAP_INFO = {
   size: 88,
@@ -24,8 +35,7 @@ const MAP_INFO = {
 const LINK_INFO = { size: 48, type: 0, id: 4, progId: 8 } as const;
 const NAME_LEN = 16;
 
-function objInfo(fd: number, size: number, what: string): DataView {
-  const buf = new Uint8Array(size);
+function objInfo(fd: number, size: number, what: string, buf = new Uint8Array(size)): DataView {
   const len = new Uint32Array([size]);
   checkLibbpf(
     `bpf_obj_get_info_by_fd(${what} fd ${fd})`,
@@ -64,6 +74,23 @@ export function progInfoByFd(fd: number): ProgInfo {
     loadTimeNs: v.getBigUint64(PROG_INFO.loadTime, true),
     createdByUid: v.getUint32(PROG_INFO.uid, true),
   };
+}
+
+/**
+ * Ids of the maps the program uses, in the order of its instructions: a program reopened from a pin
+ * is only the one to run if these are the maps pinned now.
+ */
+export function progMapIds(fd: number): number[] {
+  const count = objInfo(fd, PROG_INFO.size, "prog").getUint32(PROG_INFO.nrMapIds, true);
+  if (count === 0) return [];
+  const ids = new Uint32Array(count);
+  const buf = new Uint8Array(PROG_INFO.size);
+  const v = new DataView(buf.buffer);
+  v.setUint32(PROG_INFO.nrMapIds, count, true);
+  v.setBigUint64(PROG_INFO.mapIds, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(ids))), true);
+  objInfo(fd, PROG_INFO.size, "prog", buf);
+  // The kernel says how many there are now; a program's maps never change after load.
+  return [...ids.subarray(0, Math.min(count, v.getUint32(PROG_INFO.nrMapIds, true)))];
 }
 
 /** Opens a program by its kernel id. The caller owns (and must close) the returned fd. */
@@ -108,6 +135,16 @@ export function mapInfoByFd(fd: number): MapInfo {
     flags: v.getUint32(MAP_INFO.flags, true),
     mapExtra: v.getBigUint64(MAP_INFO.mapExtra, true),
   };
+}
+
+/** Info for a map given by its kernel id. */
+export function mapInfoById(id: number): MapInfo {
+  const fd = checkLibbpf(`bpf_map_get_fd_by_id(${id})`, libbpf().bpf_map_get_fd_by_id(id));
+  try {
+    return mapInfoByFd(fd);
+  } finally {
+    closeFd(fd);
+  }
 }
 
 export interface LinkInfo {

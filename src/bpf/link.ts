@@ -2,49 +2,65 @@
 // wherever the kernel offers them, because a link never replaces what others attached (cgroup hooks
 // become multi-attach) and its lifetime is explicit: the attachment lasts while an fd or a bpffs pin
 // holds the link, so a pinned link survives the agent and unpinning it detaches.
-import { checkLibbpf, checkLibbpfPtr } from "../ffi/errors.ts";
+//
+// Links are made from program fds (bpf_link_create) rather than libbpf's program handles, so a
+// program loaded now and one reopened from its pin attach, and swap into a link, the same way.
+import { checkLibbpf } from "../ffi/errors.ts";
 import { closeFd, O_DIRECTORY, O_RDONLY, openFd } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/library.ts";
 import { cString } from "../ffi/native.ts";
 import { type LinkInfo, linkInfoByFd } from "./info.ts";
-import { type BpfProgram, nativeProgram } from "./object.ts";
-import { ensureBpffsDir, parentDir, pinFd } from "./pins.ts";
+import type { ProgramFd } from "./prog_attach.ts";
+import { pinFd } from "./pins.ts";
+import { attachTypeName } from "./types.ts";
 
-const liveLinks = new FinalizationRegistry<Deno.PointerObject>((ptr) => {
+/** A program that knows its hook: what a cgroup attach needs (a BpfProgram, a PinnedProgram). */
+export interface AttachableProgram extends ProgramFd {
+  readonly name: string;
+  /** enum bpf_attach_type, see AttachType. */
+  readonly attachType: number;
+}
+
+const liveLinks = new FinalizationRegistry<number>((fd) => {
   // Same as close(): releases our reference only; a pinned link stays attached.
-  libbpf().bpf_link__destroy(ptr);
+  try {
+    closeFd(fd);
+  } catch {
+    // Nothing to report to at collection time.
+  }
 });
 
 export class BpfLink implements Disposable {
   /** What this link attaches, for messages: e.g. "rewrite_port on cgroup /sys/fs/cgroup/x". */
   readonly description: string;
-  #ptr: Deno.PointerObject | null;
+  #fd: number;
   #pinPath: string | undefined;
 
-  private constructor(ptr: Deno.PointerObject, description: string, pinPath?: string) {
-    this.#ptr = ptr;
+  private constructor(fd: number, description: string, pinPath?: string) {
+    this.#fd = fd;
     this.description = description;
     this.#pinPath = pinPath;
-    liveLinks.register(this, ptr, this);
+    liveLinks.register(this, fd, this);
   }
 
-  /** @internal wraps a link libbpf just created */
-  static fromNative(ptr: Deno.PointerObject, description: string): BpfLink {
-    return new BpfLink(ptr, description);
+  /** @internal takes ownership of a link fd the kernel just returned */
+  static fromFd(fd: number, description: string): BpfLink {
+    return new BpfLink(fd, description);
   }
 
   /** Opens the link pinned at `path` (e.g. left by a previous run of the agent). */
   static openPinned(path: string): BpfLink {
-    const ptr = checkLibbpfPtr(`bpf_link__open(${path})`, libbpf().bpf_link__open(cString(path)));
-    return new BpfLink(ptr, `link pinned at ${path}`, path);
+    const fd = checkLibbpf(`bpf_obj_get(${path})`, libbpf().bpf_obj_get(cString(path)));
+    return new BpfLink(fd, `link pinned at ${path}`, path);
   }
 
   get fd(): number {
-    return libbpf().bpf_link__fd(this.#handle());
+    if (this.#fd < 0) throw new Error(`${this.description}: link handle is closed`);
+    return this.#fd;
   }
 
   get closed(): boolean {
-    return this.#ptr === null;
+    return this.#fd < 0;
   }
 
   /** Where this handle pinned (or opened) the link; undefined when not pinned through it. */
@@ -62,18 +78,14 @@ export class BpfLink implements Disposable {
    * to it is closed.
    */
   pin(path: string): void {
-    ensureBpffsDir(parentDir(path));
-    checkLibbpf(
-      `bpf_link__pin(${this.description}, ${path})`,
-      libbpf().bpf_link__pin(this.#handle(), cString(path)),
-    );
+    pinFd(this.fd, path);
     this.#pinPath = path;
   }
 
   /** Removes the pin made by pin() or opened by openPinned(); with no fd left, that detaches. */
   unpin(): void {
     if (this.#pinPath === undefined) throw new Error(`${this.description}: not pinned through this handle`);
-    checkLibbpf(`bpf_link__unpin(${this.description})`, libbpf().bpf_link__unpin(this.#handle()));
+    Deno.removeSync(this.#pinPath);
     this.#pinPath = undefined;
   }
 
@@ -82,49 +94,44 @@ export class BpfLink implements Disposable {
    * (defunct) until its last reference goes.
    */
   detach(): void {
-    checkLibbpf(`bpf_link__detach(${this.description})`, libbpf().bpf_link__detach(this.#handle()));
+    checkLibbpf(`bpf_link_detach(${this.description})`, libbpf().bpf_link_detach(this.fd));
   }
 
   /** Atomically swaps the attached program for `program` (same program type), without a gap. */
-  update(program: BpfProgram): void {
+  update(program: ProgramFd): void {
     checkLibbpf(
-      `bpf_link__update_program(${this.description}, ${program.name})`,
-      libbpf().bpf_link__update_program(this.#handle(), nativeProgram(program)),
+      `bpf_link_update(${this.description}, ${program.name ?? `prog fd ${program.fd}`})`,
+      libbpf().bpf_link_update(this.fd, program.fd, null),
     );
   }
 
   /** Closes our fd. An unpinned link then detaches; a pinned one stays attached. */
   close(): void {
-    const ptr = this.#ptr;
-    if (ptr === null) return;
-    this.#ptr = null;
+    const fd = this.#fd;
+    if (fd < 0) return;
+    this.#fd = -1;
     liveLinks.unregister(this);
-    libbpf().bpf_link__destroy(ptr);
+    closeFd(fd);
   }
 
   [Symbol.dispose](): void {
     this.close();
   }
-
-  #handle(): Deno.PointerObject {
-    if (this.#ptr === null) throw new Error(`${this.description}: link handle is closed`);
-    return this.#ptr;
-  }
 }
 
 /**
  * Attaches a cgroup program (connect4, sockops, getsockopt, ...) to the cgroup v2 directory
- * `cgroupPath` through a link, using the attach type the program's section declares. Programs others
- * attached to the same cgroup keep running.
+ * `cgroupPath` through a link, at the program's own attach type. Programs others attached to the
+ * same cgroup keep running.
  */
-export function attachCgroup(prog: BpfProgram, cgroupPath: string): BpfLink {
+export function attachCgroup(prog: AttachableProgram, cgroupPath: string): BpfLink {
   const cgroupFd = openFd(cgroupPath, O_RDONLY | O_DIRECTORY);
   try {
-    const ptr = checkLibbpfPtr(
-      `bpf_program__attach_cgroup(${prog.name}, ${cgroupPath})`,
-      libbpf().bpf_program__attach_cgroup(nativeProgram(prog), cgroupFd),
+    const fd = checkLibbpf(
+      `bpf_link_create(${prog.name}, cgroup ${cgroupPath}, ${attachTypeName(prog.attachType)})`,
+      libbpf().bpf_link_create(prog.fd, cgroupFd, prog.attachType, null),
     );
-    return BpfLink.fromNative(ptr, `${prog.name} on cgroup ${cgroupPath}`);
+    return BpfLink.fromFd(fd, `${prog.name} on cgroup ${cgroupPath}`);
   } finally {
     closeFd(cgroupFd);
   }
@@ -143,39 +150,26 @@ const XDP_FLAGS_SKB_MODE = 1 << 1;
  * veth it also makes the kernel stop offering GSO to the peer); generic mode runs on the skb.
  */
 export function attachXdp(
-  prog: BpfProgram,
+  prog: ProgramFd,
   ifindex: number,
   pinPath: string,
   mode: XdpLinkMode = "native",
 ): BpfLink {
-  if (mode === "native") {
-    const ptr = checkLibbpfPtr(
-      `bpf_program__attach_xdp(${prog.name}, ifindex ${ifindex})`,
-      libbpf().bpf_program__attach_xdp(nativeProgram(prog), ifindex),
-    );
-    const link = BpfLink.fromNative(ptr, `${prog.name} on XDP of ifindex ${ifindex}`);
-    try {
-      link.pin(pinPath);
-    } catch (e) {
-      link.close();
-      throw e;
-    }
-    return link;
-  }
-  // libbpf's attach helper takes no flags, so the link is made with the low-level call and handed to
-  // libbpf through its pin.
   const opts = new Uint8Array(16); // struct bpf_link_create_opts { size_t sz; __u32 flags; ... }
   const dv = new DataView(opts.buffer);
   dv.setBigUint64(0, BigInt(opts.length), true);
-  dv.setUint32(8, XDP_FLAGS_SKB_MODE, true);
+  dv.setUint32(8, mode === "generic" ? XDP_FLAGS_SKB_MODE : 0, true);
+  const name = prog.name ?? `prog fd ${prog.fd}`;
   const fd = checkLibbpf(
-    `bpf_link_create(${prog.name}, ifindex ${ifindex}, BPF_XDP, generic mode)`,
+    `bpf_link_create(${name}, ifindex ${ifindex}, BPF_XDP, ${mode} mode)`,
     libbpf().bpf_link_create(prog.fd, ifindex, BPF_XDP, opts),
   );
+  const link = BpfLink.fromFd(fd, `${name} on XDP of ifindex ${ifindex}`);
   try {
-    pinFd(fd, pinPath);
-  } finally {
-    closeFd(fd);
+    link.pin(pinPath);
+  } catch (e) {
+    link.close();
+    throw e;
   }
-  return BpfLink.openPinned(pinPath);
+  return link;
 }

@@ -5,14 +5,14 @@
 import { checkLibbpf, checkLibbpfPtr } from "../ffi/errors.ts";
 import { closeFd, readAllFd } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/library.ts";
-import { BpfLink } from "./link.ts";
 import { BpfObject, nativeProgram } from "./object.ts";
 
 export class MapStats implements Disposable {
   readonly #obj: BpfObject;
-  readonly #link: BpfLink;
+  /** libbpf's iterator link (struct bpf_link *): an iterator has no pin and no update. */
+  #link: Deno.PointerObject | null;
 
-  private constructor(obj: BpfObject, link: BpfLink) {
+  private constructor(obj: BpfObject, link: Deno.PointerObject) {
     this.#obj = obj;
     this.#link = link;
   }
@@ -27,7 +27,7 @@ export class MapStats implements Disposable {
         `bpf_program__attach_iter(${program})`,
         libbpf().bpf_program__attach_iter(nativeProgram(prog), null),
       );
-      return new MapStats(obj, BpfLink.fromNative(ptr, `${program} iterator`));
+      return new MapStats(obj, ptr);
     } catch (e) {
       obj.close();
       throw e;
@@ -36,7 +36,8 @@ export class MapStats implements Disposable {
 
   /** Map id -> number of elements, for every map on the system. */
   counts(): Map<number, number> {
-    const fd = checkLibbpf("bpf_iter_create", libbpf().bpf_iter_create(this.#link.fd));
+    if (this.#link === null) throw new Error("map stats iterator is closed");
+    const fd = checkLibbpf("bpf_iter_create", libbpf().bpf_iter_create(libbpf().bpf_link__fd(this.#link)));
     let text: string;
     try {
       text = new TextDecoder().decode(readAllFd(fd));
@@ -52,7 +53,8 @@ export class MapStats implements Disposable {
   }
 
   close(): void {
-    this.#link.close();
+    if (this.#link !== null) libbpf().bpf_link__destroy(this.#link);
+    this.#link = null;
     this.#obj.close();
   }
 

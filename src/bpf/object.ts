@@ -9,6 +9,7 @@ import { BpfError, checkLibbpf } from "../ffi/errors.ts";
 import { collectLibbpfMessages, type LibbpfMessage } from "../ffi/libbpf_log.ts";
 import { libbpf } from "../ffi/library.ts";
 import { cString, lastErrno, readCString } from "../ffi/native.ts";
+import type { AttachableProgram } from "./link.ts";
 import { MapFd, PinnedMap } from "./map_fd.ts";
 import { ensureBpffsDir, isPinned } from "./pins.ts";
 import { mapTypeName, progTypeName } from "./types.ts";
@@ -274,7 +275,7 @@ export class BpfObject implements Disposable {
   }
 }
 
-export class BpfProgram {
+export class BpfProgram implements AttachableProgram {
   readonly object: BpfObject;
   readonly name: string;
   readonly sectionName: string;
@@ -293,6 +294,11 @@ export class BpfProgram {
 
   get typeName(): string {
     return progTypeName(this.type);
+  }
+
+  /** enum bpf_attach_type the section name gave it, see AttachType. */
+  get attachType(): number {
+    return libbpf().bpf_program__expected_attach_type(nativeProgram(this));
   }
 
   /** The loaded program's fd, owned by its object. */

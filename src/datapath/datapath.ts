@@ -3,10 +3,17 @@
 //   <pin>/maps/<map>                  every map, shared by all objects and reused by the next daemon
 //   <pin>/links/<cgroup id>/<hook>    cgroup links; a pinned link outlives the daemon
 //   <pin>/pods/<key>/xdp              per-pod XDP links (CNI mode, src/xdp)
-// A restarted daemon loads fresh programs and swaps them into the pinned links atomically, so
-// interception never lapses; uninstall removes the tree, which detaches everything.
-import { BpfObject, type BpfProgram, PinMismatchError } from "../bpf/object.ts";
-import { attachCgroup, BpfLink } from "../bpf/link.ts";
+//   <pin>/progs/<build key>/<program> the loaded programs, for the next daemon of the same build
+// A restarted daemon of the same build reopens the pinned programs instead of verifying them again
+// (about half a second); a new build loads its own and swaps them into the pinned links atomically,
+// so interception never lapses. Uninstall removes the tree, which detaches everything.
+import { createHash } from "node:crypto";
+import { BpfObject, PinMismatchError } from "../bpf/object.ts";
+import { type AttachableProgram, attachCgroup, BpfLink } from "../bpf/link.ts";
+import { PinnedProgram, pinProgram } from "../bpf/pinned_program.ts";
+import { attachTypeName } from "../bpf/types.ts";
+import type { IngressPrograms } from "../xdp/attacher.ts";
+import { VERSION } from "../version.ts";
 import { attachSkMsg } from "../bpf/prog_attach.ts";
 import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
 import { PinnedMap } from "../bpf/map_fd.ts";
@@ -23,6 +30,7 @@ import {
 } from "../maps/manager.ts";
 import { TABLE_NAMES } from "../maps/layouts.ts";
 import {
+  catalogPrograms,
   CGROUP_PROGRAMS,
   INGRESS_PROGRAMS,
   OBJECTS,
@@ -31,7 +39,9 @@ import {
   STATS_PROGRAM,
 } from "./catalog.ts";
 import { MapStats } from "../bpf/map_stats.ts";
-import { mapInfoByFd } from "../bpf/info.ts";
+import { pathExists } from "../util/fs.ts";
+import { MAPS } from "../generated/bpf_types.ts";
+import { mapInfoByFd, mapInfoById, progInfo } from "../bpf/info.ts";
 
 const log = getLogger("datapath");
 
@@ -84,7 +94,23 @@ export interface TableFill {
 export interface AttachReport {
   attached: string[];
   updated: string[];
+  /** Already running the program this daemon would attach. */
+  kept: string[];
   removed: string[];
+}
+
+/**
+ * Names one build's programs as loaded with one set of map sizes: a daemon reuses pinned programs
+ * only under the key it would pin them under itself.
+ */
+export function programSetKey(
+  files: { name: string; bytes: Uint8Array }[],
+  sizes: Record<string, number>,
+): string {
+  const h = createHash("sha256");
+  h.update(`${VERSION}\n${JSON.stringify(sizes)}\n`);
+  for (const f of files) h.update(`${f.name} ${f.bytes.byteLength}\n`).update(f.bytes);
+  return h.digest("hex").slice(0, 32);
 }
 
 function cgroupId(path: string): string {
@@ -104,29 +130,36 @@ function listDir(path: string): string[] {
 
 export class Datapath implements Disposable {
   readonly #objects = new Map<string, BpfObject>();
+  /** Every catalog program by "object/program", loaded now or reopened from its pin. */
+  readonly #programs = new Map<string, AttachableProgram>();
+  readonly #pinnedPrograms: PinnedProgram[] = [];
+  readonly #pinnedMaps: PinnedMap[] = [];
+  readonly #mapHandles = new Map<
+    MapName,
+    RawMap & RawPerCpuHash & { readonly fd: number; readonly maxEntries: number }
+  >();
   readonly maps: DatapathMaps;
+  /**
+   * Whether the programs were reopened from the pins a previous daemon of this same build left,
+   * rather than verified and loaded again.
+   */
+  readonly reusedPrograms: boolean;
 
   private constructor(readonly opts: DatapathOptions) {
     const dir = opts.objectsDir ?? objectsDir();
     ensureBpffsDir(`${opts.pinPath}/maps`);
+    // Read first and open from memory: in a compiled executable the objects are embedded files
+    // that only Deno's own file APIs can read.
+    const files = OBJECTS.map((name) => ({ name, bytes: Deno.readFileSync(`${dir}/${name}.bpf.o`) }));
+    const key = programSetKey(files, this.#tableSizes());
     try {
-      for (const name of OBJECTS) {
-        // Read first and open from memory: in a compiled executable the objects are embedded files
-        // that only Deno's own file APIs can read.
-        const bytes = Deno.readFileSync(`${dir}/${name}.bpf.o`);
-        const obj = BpfObject.openMem(bytes, `${name}.bpf.o`, { pinMapsDir: `${opts.pinPath}/maps` });
-        this.#objects.set(name, obj);
-        // Every object declares every map, and libbpf reuses a pin only if the sizes agree.
-        for (const m of CONN_TABLES) obj.map(m).setMaxEntries(opts.connTableSize ?? DEFAULT_TABLE_SIZE);
-        obj.map("ingress_syn" satisfies MapName).setMaxEntries(opts.synTableSize ?? DEFAULT_TABLE_SIZE);
-        this.#load(obj);
-      }
+      this.reusedPrograms = this.#reopenPinned(key);
+      if (!this.reusedPrograms) this.#loadObjects(files, key);
     } catch (e) {
       this.close();
       throw e;
     }
-    const any = this.#objects.get("connect")!;
-    this.maps = datapathMaps((n) => any.map(n));
+    this.maps = datapathMaps((n) => this.#mapHandles.get(n));
     const counted: string[] = [...TABLE_NAMES, "table_fill" satisfies MapName];
     if (this.replacedPins.some((n) => counted.includes(n))) {
       // A table replaced by an empty one: its count starts again (a replaced counter alone cannot be
@@ -134,6 +167,124 @@ export class Datapath implements Disposable {
       this.maps.resetTableFill();
     }
     this.#objectsDir = dir;
+  }
+
+  #tableSizes(): Record<string, number> {
+    const conn = this.opts.connTableSize ?? DEFAULT_TABLE_SIZE;
+    return {
+      ...Object.fromEntries(CONN_TABLES.map((m) => [m, conn])),
+      ingress_syn: this.opts.synTableSize ?? DEFAULT_TABLE_SIZE,
+    };
+  }
+
+  /** Verifies and loads every object; maps come from the pins when they exist and fit. */
+  #loadObjects(files: { name: string; bytes: Uint8Array }[], key: string): void {
+    const sizes = this.#tableSizes();
+    for (const { name, bytes } of files) {
+      const obj = BpfObject.openMem(bytes, `${name}.bpf.o`, { pinMapsDir: `${this.opts.pinPath}/maps` });
+      this.#objects.set(name, obj);
+      // Every object declares every map, and libbpf reuses a pin only if the sizes agree.
+      for (const [m, n] of Object.entries(sizes)) obj.map(m).setMaxEntries(n);
+      this.#load(obj);
+    }
+    const any = this.#objects.get("connect")!;
+    for (const name of MAP_NAMES) this.#mapHandles.set(name, any.map(name));
+    for (const c of catalogPrograms()) {
+      const prog = this.#objects.get(c.object)!.program(c.program);
+      if (c.attachType !== undefined && prog.attachType !== c.attachType) {
+        throw new Error(
+          `${c.object}.bpf.o: ${c.program} is loaded for ${attachTypeName(prog.attachType)}, ` +
+            `the catalog attaches it at ${attachTypeName(c.attachType)}`,
+        );
+      }
+      this.#programs.set(`${c.object}/${c.program}`, prog);
+    }
+    this.#pinPrograms(key);
+  }
+
+  /**
+   * Pins this load's programs under their key, for the next daemon of the same build, and drops the
+   * sets of other builds (programs still attached somewhere live on in their links). Only a cache:
+   * when it fails the next start verifies again.
+   */
+  #pinPrograms(key: string): void {
+    const root = `${this.opts.pinPath}/progs`;
+    const tmp = `${root}/tmp-${key}`;
+    try {
+      ensureBpffsDir(root);
+      removePinTree(tmp);
+      for (const c of catalogPrograms()) {
+        pinProgram(this.#programs.get(`${c.object}/${c.program}`)!, `${tmp}/${c.program}`);
+      }
+      removePinTree(`${root}/${key}`);
+      // A rename is atomic: a crash leaves either a whole set or a tmp- directory the next load clears.
+      Deno.renameSync(tmp, `${root}/${key}`);
+      for (const other of listDir(root)) if (other !== key) removePinTree(`${root}/${other}`);
+    } catch (e) {
+      removePinTree(tmp);
+      log.warn("could not pin the loaded programs ({error}): the next start verifies them again", {
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /**
+   * Reopens the programs a previous daemon of this build pinned under `key`, with the maps pinned
+   * now. They are used only if every map they were loaded with is still the one pinned (a replaced or
+   * removed map pin means they would write where nobody reads). False: load instead.
+   */
+  #reopenPinned(key: string): boolean {
+    const dir = `${this.opts.pinPath}/progs/${key}`;
+    if (!pathExists(dir)) return false;
+    try {
+      // Every pinned map counts for the check, socket storage included, which has no handle here.
+      for (const name of Object.keys(MAPS)) {
+        const path = `${this.opts.pinPath}/maps/${name}`;
+        if (!isPinned(path)) {
+          if ((DATAPATH_MAPS as readonly string[]).includes(name)) {
+            throw new Error(`map ${name} is not pinned`);
+          }
+          continue;
+        }
+        const m = PinnedMap.open(path);
+        this.#pinnedMaps.push(m);
+        if ((MAP_NAMES as readonly string[]).includes(name)) this.#mapHandles.set(name as MapName, m);
+      }
+      const mapIds = new Set(this.#pinnedMaps.map((m) => m.info.id));
+      for (const c of catalogPrograms()) {
+        const prog = PinnedProgram.open(`${dir}/${c.program}`, c.attachType);
+        this.#pinnedPrograms.push(prog);
+        const stale = prog.mapIds().filter((id) => !mapIds.has(id));
+        if (stale.length) {
+          const names = stale.map((id) => {
+            try {
+              return mapInfoById(id).name;
+            } catch {
+              return `map id ${id}`;
+            }
+          });
+          throw new Error(`${c.program} was loaded with ${names.join(", ")}, no longer the pinned one`);
+        }
+        this.#programs.set(`${c.object}/${c.program}`, prog);
+      }
+      // Sets of other builds, and a set a crash left half pinned, have no use any more.
+      for (const other of listDir(`${this.opts.pinPath}/progs`)) {
+        if (other !== key) removePinTree(`${this.opts.pinPath}/progs/${other}`);
+      }
+      log.info("programs reopened from their pins ({key}): nothing to verify", { key });
+      return true;
+    } catch (e) {
+      log.info("pinned programs not reused ({reason}): loading them", { reason: (e as Error).message });
+      this.#closeReopened();
+      return false;
+    }
+  }
+
+  #closeReopened(): void {
+    for (const p of this.#pinnedPrograms.splice(0)) p.close();
+    for (const m of this.#pinnedMaps.splice(0)) m.close();
+    this.#programs.clear();
+    this.#mapHandles.clear();
   }
 
   readonly #objectsDir: string;
@@ -172,9 +323,9 @@ export class Datapath implements Disposable {
     const kernel = this.#mapStats()?.counts();
     const own = kernel ? undefined : this.maps.tableFill();
     const out: TableFill[] = [];
-    const obj = this.#objects.get("connect")!;
     for (const name of MAP_NAMES) {
-      const m = obj.map(name);
+      const m = this.#mapHandles.get(name);
+      if (!m) continue;
       let entries: number | undefined;
       if (kernel) entries = kernel.get(this.#mapIds[name] ??= mapInfoByFd(m.fd).id);
       else if (own && name in own) entries = own[name as keyof typeof own];
@@ -217,13 +368,13 @@ export class Datapath implements Disposable {
     return new Datapath(opts);
   }
 
-  program(object: string, name: string): BpfProgram {
-    const obj = this.#objects.get(object);
-    if (!obj) throw new Error(`no datapath object ${object}`);
-    return obj.program(name);
+  program(object: string, name: string): AttachableProgram {
+    const prog = this.#programs.get(`${object}/${name}`);
+    if (!prog) throw new Error(`no datapath program ${name} in ${object}`);
+    return prog;
   }
 
-  ingressPrograms(): { xdp: BpfProgram; tcIngress: BpfProgram; tcEgress: BpfProgram } {
+  ingressPrograms(): IngressPrograms {
     const o = INGRESS_PROGRAMS.object;
     return {
       xdp: this.program(o, INGRESS_PROGRAMS.xdp),
@@ -237,7 +388,7 @@ export class Datapath implements Disposable {
    * previous cgroup path and programs of features now off are removed after the new ones are in.
    */
   attach(): AttachReport {
-    const report: AttachReport = { attached: [], updated: [], removed: [] };
+    const report: AttachReport = { attached: [], updated: [], kept: [], removed: [] };
     const linksRoot = `${this.opts.pinPath}/links`;
     const id = cgroupId(this.opts.cgroupPath);
     const dir = `${linksRoot}/${id}`;
@@ -250,6 +401,11 @@ export class Datapath implements Disposable {
       const pin = `${dir}/${p.hook}`;
       if (isPinned(pin)) {
         using link = BpfLink.openPinned(pin);
+        // A restart of the same build reopened the very programs the links run: nothing to swap.
+        if (link.info().progId === progInfo(prog).id) {
+          report.kept.push(p.hook);
+          continue;
+        }
         link.update(prog);
         report.updated.push(p.hook);
       } else {
@@ -272,17 +428,23 @@ export class Datapath implements Disposable {
     }
     // The verdict program belongs to the (pinned) sockhash; attaching again replaces the old one.
     const skmsg = this.program(SK_MSG_PROGRAM.object, SK_MSG_PROGRAM.program);
-    attachSkMsg(skmsg, this.#objects.get(SK_MSG_PROGRAM.object)!.map(SK_MSG_PROGRAM.map).fd);
-    log.info("datapath attached to {cgroup}: new {attached}, updated {updated}, removed {removed}", {
-      cgroup: this.opts.cgroupPath,
-      ...report,
-    });
+    attachSkMsg(skmsg, this.#mapHandles.get(SK_MSG_PROGRAM.map)!.fd);
+    log.info(
+      "datapath attached to {cgroup}: new {attached}, updated {updated}, kept {kept}, removed {removed}",
+      {
+        cgroup: this.opts.cgroupPath,
+        ...report,
+      },
+    );
     return report;
   }
 
   close(): void {
     this.#stats?.close();
     this.#stats = undefined;
+    this.#closeReopened();
+    this.#programs.clear();
+    this.#mapHandles.clear();
     for (const o of this.#objects.values()) o.close();
     this.#objects.clear();
   }

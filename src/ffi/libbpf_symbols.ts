@@ -91,19 +91,11 @@ export const LIBBPF_SYMBOLS = {
     ],
     result: "u32", // enum bpf_prog_type
   },
-  bpf_program__attach_cgroup: {
+  bpf_program__expected_attach_type: {
     parameters: [
       "pointer", // const struct bpf_program *prog
-      "i32", // int cgroup_fd
     ],
-    result: "pointer", // struct bpf_link *, NULL + errno on failure
-  },
-  bpf_program__attach_xdp: {
-    parameters: [
-      "pointer", // const struct bpf_program *prog
-      "i32", // int ifindex
-    ],
-    result: "pointer", // struct bpf_link *, NULL + errno on failure
+    result: "u32", // enum bpf_attach_type (set from the section name at open)
   },
   bpf_program__attach_iter: {
     parameters: [
@@ -126,6 +118,20 @@ export const LIBBPF_SYMBOLS = {
       "buffer", // const struct bpf_link_create_opts *opts
     ],
     result: "i32", // link fd, or -errno
+  },
+  bpf_link_update: {
+    parameters: [
+      "i32", // int link_fd
+      "i32", // int new_prog_fd
+      "buffer", // const struct bpf_link_update_opts *opts (NULL: unconditional)
+    ],
+    result: "i32", // 0 or -errno
+  },
+  bpf_link_detach: {
+    parameters: [
+      "i32", // int link_fd
+    ],
+    result: "i32", // 0 or -errno
   },
 
   // ---- maps ----------------------------------------------------------------------------------
@@ -206,43 +212,11 @@ export const LIBBPF_SYMBOLS = {
   },
 
   // ---- links ---------------------------------------------------------------------------------
-  bpf_link__open: {
-    parameters: [
-      "buffer", // const char *path
-    ],
-    result: "pointer", // struct bpf_link *, NULL + errno on failure
-  },
   bpf_link__fd: {
     parameters: [
       "pointer", // const struct bpf_link *link
     ],
     result: "i32", // int fd
-  },
-  bpf_link__pin: {
-    parameters: [
-      "pointer", // struct bpf_link *link
-      "buffer", // const char *path
-    ],
-    result: "i32", // 0 or -errno
-  },
-  bpf_link__unpin: {
-    parameters: [
-      "pointer", // struct bpf_link *link
-    ],
-    result: "i32", // 0 or -errno
-  },
-  bpf_link__update_program: {
-    parameters: [
-      "pointer", // struct bpf_link *link
-      "pointer", // struct bpf_program *prog
-    ],
-    result: "i32", // 0 or -errno
-  },
-  bpf_link__detach: {
-    parameters: [
-      "pointer", // struct bpf_link *link
-    ],
-    result: "i32", // 0 or -errno
   },
   bpf_link__destroy: {
     parameters: [
@@ -302,6 +276,12 @@ export const LIBBPF_SYMBOLS = {
     result: "i32", // 0 or -errno
   },
   bpf_prog_get_fd_by_id: {
+    parameters: [
+      "u32", // __u32 id
+    ],
+    result: "i32", // fd or -errno
+  },
+  bpf_map_get_fd_by_id: {
     parameters: [
       "u32", // __u32 id
     ],

@@ -4,7 +4,7 @@
 // it turns off (unless told otherwise) and puts back on detach.
 import { attachXdp, BpfLink, type XdpLinkMode } from "../bpf/link.ts";
 import { xdpQuery } from "../bpf/xdp.ts";
-import type { BpfProgram } from "../bpf/object.ts";
+import type { ProgramFd } from "../bpf/prog_attach.ts";
 import { ensureBpffsDir, isPinned, removePinTree } from "../bpf/pins.ts";
 import { tcAttach, tcDetach, tcEnsureHook } from "../bpf/tc.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
@@ -18,10 +18,11 @@ export type IngressHook = "xdp" | "tc";
 export const TC_HANDLE = 0x4d42;
 export const TC_PRIORITY = 0x4d42;
 
+/** Loaded now or reopened from their pins: only the fds matter here. */
 export interface IngressPrograms {
-  xdp: BpfProgram;
-  tcIngress: BpfProgram;
-  tcEgress: BpfProgram;
+  xdp: ProgramFd;
+  tcIngress: ProgramFd;
+  tcEgress: ProgramFd;
 }
 
 export interface IngressTarget {

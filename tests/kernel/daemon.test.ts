@@ -74,6 +74,10 @@ Deno.test("kernel: daemon restart while a client connects in a loop: zero failur
   await new Promise((r) => setTimeout(r, 500));
   stop = true;
   await loop;
+  assert.ok(
+    daemon.stderr.some((l) => l.includes("programs reopened from their pins")),
+    "the restarted daemon runs the programs its predecessor loaded, without verifying them again",
+  );
   await stopDaemon(daemon);
   assert.equal(failed, 0, `failures: ${JSON.stringify(failures)}`);
   assert.ok(ok >= 10, `only ${ok} connections made`);
@@ -358,6 +362,10 @@ Deno.test("kernel: an upgrade that changed a map's layout: the daemon replaces t
   assert.ok(
     daemon.stderr.some((l) => l.includes("local_pods") && l.includes("does not match this build")),
     "the replacement is logged with the map's name",
+  );
+  assert.ok(
+    daemon.stderr.some((l) => l.includes("pinned programs not reused") && l.includes("local_pods")),
+    "programs loaded with the old local_pods are not reused",
   );
   const res = await nettool({ netns: s.a.ns, cgroup: s.cgroup, uid: 1000 }, ["client", `${s.r.ip}:8080`]);
   assert.ok(res.ok, JSON.stringify(res));

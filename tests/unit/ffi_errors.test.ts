@@ -98,11 +98,14 @@ Deno.test("return-code checks", async (t) => {
 
   await t.step("checkLibbpfPtr reads errno of a failed pointer call", () => {
     const err = thrown(() =>
-      checkLibbpfPtr("bpf_link__open(/nonexistent)", libbpf().bpf_link__open(cString("/nonexistent/link")))
+      checkLibbpfPtr(
+        "bpf_object__open_file(/nonexistent)",
+        libbpf().bpf_object__open_file(cString("/nonexistent/x.bpf.o"), null),
+      )
     );
     assert.ok(err instanceof BpfError);
     assert.equal(err.code, "ENOENT");
-    assert.equal(err.op, "bpf_link__open(/nonexistent)");
+    assert.equal(err.op, "bpf_object__open_file(/nonexistent)");
   });
 
   await t.step("checkLibc reads errno of a failed -1 call", () => {
