@@ -62,6 +62,10 @@ export interface ControlResults {
     rssIdleKiB: number;
     rssManyKiB: number;
     hwmManyKiB: number;
+    /** The same after a restart, which reopens the pinned programs instead of loading them. */
+    sidecarRestartReadyMs?: number;
+    rssIdleRestartKiB?: number;
+    rssManyRestartKiB?: number;
     manyPods: number;
     manySyncMs: number;
     changeManyMs: number[];
@@ -326,9 +330,24 @@ async function daemonSection(
   await waitFor(() => count() === fewPods, 30_000, `${fewPods} pods in the maps`);
   await sleep(200);
   const changeFewMs = await changeLatencies(m, podsFile, fewPods, cfg.changes);
+  // Memory differs between a daemon that verified the programs and one that reopened them (a restart
+  // of the same build): both are measured, idle and with the pods.
+  await replaceFile(podsFile, "");
+  await waitFor(() => count() === 0, 30_000, "no pods in the maps");
   await stopDaemon(d.p);
+  const again = await timedDaemon(scope, pin, opts);
+  await sleep(cfg.settleMs);
+  const idleRestart = memoryKiB(again.p.pid);
+  await replaceFile(podsFile, podsText(cfg.manyPods));
+  await waitFor(() => count() === cfg.manyPods, 30_000, `${cfg.manyPods} pods in the maps after a restart`);
+  await sleep(cfg.settleMs);
+  const manyRestart = memoryKiB(again.p.pid);
+  await stopDaemon(again.p);
   res.daemon = {
     ...cni,
+    sidecarRestartReadyMs: again.ms,
+    rssIdleRestartKiB: idleRestart.rss,
+    rssManyRestartKiB: manyRestart.rss,
     sidecarReadyMs: d.ms,
     rssIdleKiB: idle.rss,
     rssManyKiB: many.rss,

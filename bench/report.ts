@@ -236,10 +236,21 @@ function controlTable(c: ControlResults): string[] {
         r ? `${ms(r.median)} (${fmt(r.min)}–${fmt(r.max)}, ${r.n} restarts)` : "n/a"
       } | |`,
       `| daemon exec → ready, sidecar mode, empty pods file | ${ms(d.sidecarReadyMs)} | |`,
-      `| daemon RSS, idle | ${mib(d.rssIdleKiB)} | |`,
+      `| daemon RSS, idle | ${mib(d.rssIdleKiB)} | programs verified by this daemon |`,
       `| daemon RSS, ${d.manyPods} pods in the pods file | ${mib(d.rssManyKiB)} (peak ${
         mib(d.hwmManyKiB)
       }) | ${((d.rssManyKiB - d.rssIdleKiB) / 1024).toFixed(1)} MiB over idle |`,
+      ...(d.rssIdleRestartKiB !== undefined && d.rssManyRestartKiB !== undefined
+        ? [
+          `| daemon exec → ready, sidecar mode, restart | ${ms(d.sidecarRestartReadyMs ?? NaN)} | |`,
+          `| daemon RSS, idle, after a restart | ${
+            mib(d.rssIdleRestartKiB)
+          } | programs reopened from their pins |`,
+          `| daemon RSS, ${d.manyPods} pods, after a restart | ${mib(d.rssManyRestartKiB)} | ${
+            ((d.rssManyRestartKiB - d.rssIdleRestartKiB) / 1024).toFixed(1)
+          } MiB over idle |`,
+        ]
+        : []),
       `| ${d.manyPods} pods written → all in local_pods | ${ms(d.manySyncMs)} | |`,
       `| one pod changed → its local_pods entry updated (${d.manyPods}-pod file) | ${
         p50p99(d.changeManyMs)

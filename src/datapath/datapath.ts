@@ -7,7 +7,6 @@
 // A restarted daemon of the same build reopens the pinned programs instead of verifying them again
 // (about half a second); a new build loads its own and swaps them into the pinned links atomically,
 // so interception never lapses. Uninstall removes the tree, which detaches everything.
-import { createHash } from "node:crypto";
 import { BpfObject, PinMismatchError } from "../bpf/object.ts";
 import { type AttachableProgram, attachCgroup, BpfLink } from "../bpf/link.ts";
 import { PinnedProgram, pinProgram } from "../bpf/pinned_program.ts";
@@ -40,6 +39,7 @@ import {
 } from "./catalog.ts";
 import { MapStats } from "../bpf/map_stats.ts";
 import { pathExists } from "../util/fs.ts";
+import { fingerprint } from "../util/hash.ts";
 import { MAPS } from "../generated/bpf_types.ts";
 import { mapInfoByFd, mapInfoById, progInfo } from "../bpf/info.ts";
 
@@ -107,10 +107,8 @@ export function programSetKey(
   files: { name: string; bytes: Uint8Array }[],
   sizes: Record<string, number>,
 ): string {
-  const h = createHash("sha256");
-  h.update(`${VERSION}\n${JSON.stringify(sizes)}\n`);
-  for (const f of files) h.update(`${f.name} ${f.bytes.byteLength}\n`).update(f.bytes);
-  return h.digest("hex").slice(0, 32);
+  const head = new TextEncoder().encode(`${VERSION}\n${JSON.stringify(sizes)}\n${files.map((f) => f.name)}`);
+  return fingerprint([head, ...files.map((f) => f.bytes)]);
 }
 
 function cgroupId(path: string): string {
