@@ -52,6 +52,8 @@ export interface ControlResults {
     addBridgeMs: number[];
     addOursMs: number[];
     addChainMs: number[];
+    /** The daemon's own handling of an ADD, mean over the run (its merbridge_cni_request_seconds). */
+    addDaemonMeanMs?: number;
     delOursMs: number[];
     delBridgeMs: number[];
   };
@@ -158,6 +160,17 @@ async function stopDaemon(p: Proc): Promise<void> {
   if (code !== 0) throw new Error(`daemon exited ${code} on SIGTERM`);
 }
 
+/** Mean of the daemon's own ADD handling so far, from its request-time histogram. */
+async function daemonAddMeanMs(d: Daemon): Promise<number | undefined> {
+  const text = await (await fetch(`${d.metricsUrl}/metrics`)).text();
+  const value = (suffix: string) => {
+    const m = new RegExp(`^merbridge_cni_request_seconds_${suffix}\\{op="add"\\} (\\S+)$`, "m").exec(text);
+    return m ? Number(m[1]) : undefined;
+  };
+  const sum = value("sum"), count = value("count");
+  return sum !== undefined && count ? (sum / count) * 1000 : undefined;
+}
+
 async function markListeners(ns: string): Promise<number> {
   const out = await inNs(ns, "ss", ["-Htln", "sport = :39807"]);
   return out.stdout.split("\n").filter((l) => l.trim()).length;
@@ -197,6 +210,7 @@ async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: C
     addBridgeMs: [] as number[],
     addOursMs: [] as number[],
     addChainMs: [] as number[],
+    addDaemonMeanMs: undefined as number | undefined,
   };
   const pods: CniPod[] = [];
   scope.defer(async () => {
@@ -226,6 +240,7 @@ async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: C
   for (const p of pods) {
     if (await markListeners(p.ns) !== 1) throw new Error(`pod ${p.name} has no mark listener after ADD`);
   }
+  r.addDaemonMeanMs = await daemonAddMeanMs(daemon.p);
 
   const restartReadyMs: number[] = [];
   for (let i = 0; i < cfg.restarts; i++) {
