@@ -1,7 +1,7 @@
 // The CNI plugin: the container runtime runs it for each pod sandbox, chained after the node's
 // network plugin. It does not touch the network itself; it tells the node daemon about the pod
 // so the daemon can set up the eBPF interception, and hands the previous result on unchanged.
-import { pluginLogger, setupPluginLogging, shutdownPluginLogging } from "./log.ts";
+import { getLogger, setupLogging, shutdownLogging } from "../src/log/logger.ts";
 import {
   callDaemon,
   DaemonAnsweredError,
@@ -34,7 +34,7 @@ export interface CniPluginIo {
   writeStdout(s: string): void;
 }
 
-const log = pluginLogger("cni", "plugin");
+const log = getLogger("cni", "plugin");
 
 /** Runs one plugin invocation and returns the process exit code. */
 export async function runCniPlugin(io: CniPluginIo): Promise<number> {
@@ -48,7 +48,7 @@ export async function runCniPlugin(io: CniPluginIo): Promise<number> {
     }
     const config = parsePluginConfig(io.stdin);
     cniVersion = config.cniVersion;
-    setupPluginLogging({ level: config.logLevel, file: config.logFile });
+    setupLogging({ level: config.logLevel, file: config.logFile });
     loggingReady = true;
     const inv = parseInvocation(command, io.env, config);
     return await dispatch(inv, io);
@@ -58,7 +58,7 @@ export async function runCniPlugin(io: CniPluginIo): Promise<number> {
       : new CniError(CniErrorCode.internal, `${PLUGIN_TYPE} failed unexpectedly`, (err as Error)?.message);
     io.writeStdout(errorDocument(cniVersion, cniErr) + "\n");
     try {
-      if (!loggingReady) setupPluginLogging({ level: "info" });
+      if (!loggingReady) setupLogging({ level: "info" });
       log.error("{command} failed with code {code}: {error}", {
         command: io.env.CNI_COMMAND ?? "",
         containerId: io.env.CNI_CONTAINERID ?? "",
@@ -70,7 +70,7 @@ export async function runCniPlugin(io: CniPluginIo): Promise<number> {
     }
     return 1;
   } finally {
-    shutdownPluginLogging();
+    shutdownLogging();
   }
 }
 

@@ -47,7 +47,7 @@ export async function runCli(args: string[]): Promise<number> {
     }
     throw e;
   }
-  await setupLogging(invocation.logging);
+  setupLogging(invocation.logging);
   try {
     return await invocation.run();
   } catch (e) {
@@ -58,6 +58,6 @@ export async function runCli(args: string[]): Promise<number> {
     console.error(`merbridge ${cmd.name}: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   } finally {
-    await shutdownLogging();
+    shutdownLogging();
   }
 }

@@ -1,7 +1,6 @@
-// Log levels and the JSON line format, apart from the logging library: the CNI plugin logs without
-// loading it (every pod start runs the plugin, and the library costs it a Node compat start).
+// Log levels, records and the JSON line format (src/log/logger.ts writes them).
 
-/** The levels in increasing severity, as @logtape/logtape names them. */
+/** The levels in increasing severity. */
 export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -10,7 +9,7 @@ export function isLogLevel(v: string): v is LogLevel {
   return (LOG_LEVELS as readonly string[]).includes(v);
 }
 
-/** What a JSON line is made of; a @logtape/logtape record has this shape. */
+/** One log record: what a JSON line is made of. */
 export interface LineRecord {
   readonly timestamp: number;
   readonly level: LogLevel;
@@ -22,7 +21,8 @@ export interface LineRecord {
 
 /** A record's message as text: the template's text with its values (as JSON) in their places. */
 export function messageText(message: readonly unknown[]): string {
-  return message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
+  return message.map((m) => typeof m === "string" ? m : JSON.stringify(m instanceof Error ? m.message : m))
+    .join("");
 }
 
 /** One record as a JSON line: ts, level, logger, msg, then the properties that do not clash. */

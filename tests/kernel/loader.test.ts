@@ -6,7 +6,7 @@
 // spawns) and to veths inside a namespace it creates; pins live under a per-process bpffs dir; all
 // of it is removed in finally blocks.
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { captureLogs } from "../../src/log/logger.ts";
 import { BpfError } from "../../src/ffi/errors.ts";
 import { CLONE_NEWNET, closeFd, ifNameToIndex, O_RDONLY, openFd, setnsFd } from "../../src/ffi/libc.ts";
 import { mapInfoByFd, progInfo } from "../../src/bpf/info.ts";
@@ -520,16 +520,10 @@ Deno.test("kernel: XDP and TC on a veth inside a test network namespace", async 
   }
 });
 
-Deno.test("kernel: a program the verifier rejects fails load with the verifier log, logged as a warning", async () => {
-  const records: LogRecord[] = [];
-  await configure({
-    sinks: { capture: (r: LogRecord) => void records.push(r) },
-    loggers: [
-      { category: ["merbridge", "libbpf"], lowestLevel: "warning", sinks: ["capture"] },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
-    ],
-  });
-  try {
+Deno.test("kernel: a program the verifier rejects fails load with the verifier log, logged as a warning", () => {
+  using capture = captureLogs(["libbpf"], "warning");
+  const records = capture.records;
+  {
     using obj = BpfObject.open(REJECTED);
     const err = thrown(() => obj.load());
     assert.ok(err instanceof BpfError, String(err));
@@ -544,7 +538,5 @@ Deno.test("kernel: a program the verifier rejects fails load with the verifier l
       "the verifier log reached the logger at warning level",
     );
     assert.throws(() => obj.load(), /already called/);
-  } finally {
-    await reset();
   }
 });

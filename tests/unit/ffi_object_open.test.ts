@@ -1,7 +1,7 @@
 // What the loader can do without privileges: parse objects, report errors, route libbpf's output,
 // refuse unsafe pin paths. Needs the fixtures from `bash bpf/build.sh`.
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { captureLogs } from "../../src/log/logger.ts";
 import { BpfError } from "../../src/ffi/errors.ts";
 import { collectLibbpfMessages, type LibbpfMessage } from "../../src/ffi/libbpf_log.ts";
 import { BpfNotFoundError, BpfObject } from "../../src/bpf/object.ts";
@@ -101,15 +101,9 @@ Deno.test("open failures are typed and carry libbpf's explanation", () => {
 });
 
 Deno.test("libbpf's messages are rendered from their printf format and logged by level", async (t) => {
-  const records: LogRecord[] = [];
-  await configure({
-    sinks: { capture: (r: LogRecord) => void records.push(r) },
-    loggers: [
-      { category: ["merbridge", "libbpf"], lowestLevel: "debug", sinks: ["capture"] },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
-    ],
-  });
-  try {
+  using capture = captureLogs(["libbpf"], "debug");
+  const records = capture.records;
+  {
     await t.step("arguments are substituted, and warnings reach the logger at warning level", () => {
       assert.throws(() => BpfObject.open("/nonexistent/a.bpf.o"), BpfError);
       const warnings = records.filter((r) => r.level === "warning").map((r) => String(r.properties.message));
@@ -136,8 +130,6 @@ Deno.test("libbpf's messages are rendered from their printf format and logged by
       assert.throws(() => BpfObject.open("/nonexistent/b.bpf.o"), BpfError);
       assert.deepEqual(messages, []);
     });
-  } finally {
-    await reset();
   }
 });
 

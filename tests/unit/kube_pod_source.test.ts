@@ -2,7 +2,7 @@
 // bookkeeping (bookmarks, drops, 410 relists), backoff and recovery from refused tokens and server
 // errors, token rotation, and a stop() that leaves no request, stream or timer behind.
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { captureLogs } from "../../src/log/logger.ts";
 import { KubeApiError } from "../../src/kube/client.ts";
 import type { KubeConnection } from "../../src/kube/config.ts";
 import { KubePodSource, type KubePodSourceOptions } from "../../src/kube/pod_source.ts";
@@ -75,19 +75,6 @@ async function done(h: Harness): Promise<void> {
 /** Waits until a snapshot newer than `after` satisfies `cond`. */
 async function snapshotWhere(h: Harness, after: number, cond: (names: string[]) => boolean, what: string) {
   await waitUntil(() => h.snapshots.length > after && cond(h.names()), what);
-}
-
-/** Sends the source's log records into the returned array until `reset()`. */
-async function captureLogs(): Promise<LogRecord[]> {
-  const records: LogRecord[] = [];
-  await configure({
-    sinks: { capture: (r: LogRecord) => void records.push(r) },
-    loggers: [
-      { category: ["merbridge", "kube"], lowestLevel: "debug", sinks: ["capture"] },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
-    ],
-  });
-  return records;
 }
 
 const lastWatch = (h: Harness) => h.server.requestsOf("watch").at(-1)!;
@@ -341,7 +328,8 @@ Deno.test("a rotated token file is picked up", async (t) => {
 });
 
 Deno.test("drops and garbage: logged, and the watch resumes from the last resourceVersion", async (t) => {
-  const records = await captureLogs();
+  using capture = captureLogs(["kube"]);
+  const records = capture.records;
   const h = await started();
   try {
     await t.step("a connection dropped mid-stream", async () => {
@@ -382,12 +370,12 @@ Deno.test("drops and garbage: logged, and the watch resumes from the last resour
     });
   } finally {
     await done(h);
-    await reset();
   }
 });
 
 Deno.test("a consumer that throws does not stop the source", async () => {
-  const records = await captureLogs();
+  using capture = captureLogs(["kube"]);
+  const records = capture.records;
   let calls = 0;
   const h = await harness({}, {}, (s) => s.addPod(makePod("a")));
   try {
@@ -402,7 +390,6 @@ Deno.test("a consumer that throws does not stop the source", async () => {
     assert.equal(h.server.openWatches, 1, "still watching");
   } finally {
     await done(h);
-    await reset();
   }
 });
 
