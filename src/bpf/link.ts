@@ -8,9 +8,9 @@
 import { checkLibbpf } from "../ffi/errors.ts";
 import { closeFd, O_DIRECTORY, O_RDONLY, openFd } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/library.ts";
-import { cString } from "../ffi/native.ts";
 import { type LinkInfo, linkInfoByFd } from "./info.ts";
 import type { ProgramFd } from "./prog_attach.ts";
+import { openPin, OwnedFd } from "./owned_fd.ts";
 import { pinFd } from "./pins.ts";
 import { attachTypeName } from "./types.ts";
 
@@ -21,26 +21,17 @@ export interface AttachableProgram extends ProgramFd {
   readonly attachType: number;
 }
 
-const liveLinks = new FinalizationRegistry<number>((fd) => {
-  // Same as close(): releases our reference only; a pinned link stays attached.
-  try {
-    closeFd(fd);
-  } catch {
-    // Nothing to report to at collection time.
-  }
-});
-
 export class BpfLink implements Disposable {
   /** What this link attaches, for messages: e.g. "rewrite_port on cgroup /sys/fs/cgroup/x". */
   readonly description: string;
-  #fd: number;
+  readonly #fd: OwnedFd;
   #pinPath: string | undefined;
 
   private constructor(fd: number, description: string, pinPath?: string) {
-    this.#fd = fd;
+    // Dropped unclosed, the handle's fd is closed by the collector: a pinned link stays attached.
+    this.#fd = new OwnedFd(fd, `${description}: link handle`);
     this.description = description;
     this.#pinPath = pinPath;
-    liveLinks.register(this, fd, this);
   }
 
   /** @internal takes ownership of a link fd the kernel just returned */
@@ -50,17 +41,15 @@ export class BpfLink implements Disposable {
 
   /** Opens the link pinned at `path` (e.g. left by a previous run of the agent). */
   static openPinned(path: string): BpfLink {
-    const fd = checkLibbpf(`bpf_obj_get(${path})`, libbpf().bpf_obj_get(cString(path)));
-    return new BpfLink(fd, `link pinned at ${path}`, path);
+    return new BpfLink(openPin(path, "link"), `link pinned at ${path}`, path);
   }
 
   get fd(): number {
-    if (this.#fd < 0) throw new Error(`${this.description}: link handle is closed`);
-    return this.#fd;
+    return this.#fd.fd;
   }
 
   get closed(): boolean {
-    return this.#fd < 0;
+    return this.#fd.closed;
   }
 
   /** Where this handle pinned (or opened) the link; undefined when not pinned through it. */
@@ -107,11 +96,7 @@ export class BpfLink implements Disposable {
 
   /** Closes our fd. An unpinned link then detaches; a pinned one stays attached. */
   close(): void {
-    const fd = this.#fd;
-    if (fd < 0) return;
-    this.#fd = -1;
-    liveLinks.unregister(this);
-    closeFd(fd);
+    this.#fd.close();
   }
 
   [Symbol.dispose](): void {

@@ -1,12 +1,13 @@
 // Element operations on a BPF map fd with raw bytes for keys and values. Typed codecs live above
 // this layer; here we only guarantee that every buffer handed to the kernel has the size the map
 // declares, since the kernel copies exactly key_size / value_size bytes and trusts us on the rest.
-import { BpfError, checkLibbpf } from "../ffi/errors.ts";
+import { checkLibbpf } from "../ffi/errors.ts";
 import { Errno } from "../ffi/errno.ts";
 import { closeFd } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/library.ts";
-import { asBuffer, cString } from "../ffi/native.ts";
+import { asBuffer } from "../ffi/native.ts";
 import { type MapInfo, mapInfoByFd } from "./info.ts";
+import { openPin, OwnedFd } from "./owned_fd.ts";
 import { isPerCpuMapType, mapTypeName } from "./types.ts";
 
 /** Create the element or replace it. */
@@ -161,26 +162,17 @@ export function perCpuStride(valueSize: number): number {
   return Math.ceil(valueSize / 8) * 8;
 }
 
-const pinnedFds = new FinalizationRegistry<number>((fd) => {
-  try {
-    closeFd(fd);
-  } catch {
-    // Nothing can be reported from a finalizer; the fd was already gone.
-  }
-});
-
 /** A map opened from its bpffs pin. Owns its fd: close it (or use `using`). */
 export class PinnedMap extends MapFd implements Disposable {
   readonly path: string;
   readonly info: MapInfo;
-  #fd: number;
+  readonly #fd: OwnedFd;
 
   private constructor(path: string, fd: number, info: MapInfo) {
     super();
     this.path = path;
-    this.#fd = fd;
+    this.#fd = new OwnedFd(fd, `pinned map ${path}`);
     this.info = info;
-    pinnedFds.register(this, fd, this);
   }
 
   get name(): string {
@@ -200,24 +192,17 @@ export class PinnedMap extends MapFd implements Disposable {
   }
 
   get fd(): number {
-    if (this.#fd < 0) throw new Error(`pinned map ${this.path} is closed`);
-    return this.#fd;
+    return this.#fd.fd;
   }
 
   get closed(): boolean {
-    return this.#fd < 0;
+    return this.#fd.closed;
   }
 
   /** Opens the map pinned at `path`; throws BpfError ENOENT when nothing is pinned there. */
   static open(path: string): PinnedMap {
-    const fd = checkLibbpf(`bpf_obj_get(${path})`, libbpf().bpf_obj_get(cString(path)));
+    const fd = openPin(path, "map");
     try {
-      const kind = bpfFdKind(fd);
-      if (kind !== "map") {
-        throw new BpfError(`bpf_obj_get(${path})`, Errno.EINVAL, {
-          description: `the pin is a BPF ${kind}, not a map`,
-        });
-      }
       return new PinnedMap(path, fd, mapInfoByFd(fd));
     } catch (err) {
       closeFd(fd);
@@ -226,11 +211,7 @@ export class PinnedMap extends MapFd implements Disposable {
   }
 
   close(): void {
-    if (this.#fd < 0) return;
-    const fd = this.#fd;
-    this.#fd = -1;
-    pinnedFds.unregister(this);
-    closeFd(fd);
+    this.#fd.close();
   }
 
   [Symbol.dispose](): void {
@@ -241,13 +222,4 @@ export class PinnedMap extends MapFd implements Disposable {
 /** Opens the map pinned at `path` (see PinnedMap.open). */
 export function openPinnedMap(path: string): PinnedMap {
   return PinnedMap.open(path);
-}
-
-/** Which kind of BPF object an fd refers to, from the anon inode the kernel names it by. */
-export function bpfFdKind(fd: number): "map" | "prog" | "link" | "other" {
-  const target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
-  if (target === "anon_inode:bpf-map") return "map";
-  if (target === "anon_inode:bpf-prog") return "prog";
-  if (target === "anon_inode:bpf_link") return "link";
-  return "other";
 }

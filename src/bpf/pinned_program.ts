@@ -1,34 +1,23 @@
 // A loaded program reopened from its bpffs pin. Verifying a program costs from tens to hundreds of
 // milliseconds; a pinned one is ready to attach the moment its fd is open.
-import { checkLibbpf } from "../ffi/errors.ts";
 import { closeFd } from "../ffi/libc.ts";
-import { libbpf } from "../ffi/library.ts";
-import { cString } from "../ffi/native.ts";
 import { type ProgInfo, progInfoByFd, progMapIds } from "./info.ts";
 import type { AttachableProgram } from "./link.ts";
+import { openPin, OwnedFd } from "./owned_fd.ts";
 import { pinFd } from "./pins.ts";
 import type { ProgramFd } from "./prog_attach.ts";
-
-const pinnedProgs = new FinalizationRegistry<number>((fd) => {
-  try {
-    closeFd(fd);
-  } catch {
-    // Nothing to report to at collection time.
-  }
-});
 
 export class PinnedProgram implements AttachableProgram, Disposable {
   readonly path: string;
   readonly info: ProgInfo;
   readonly #attachType: number | undefined;
-  #fd: number;
+  readonly #fd: OwnedFd;
 
   private constructor(path: string, fd: number, info: ProgInfo, attachType: number | undefined) {
     this.path = path;
-    this.#fd = fd;
+    this.#fd = new OwnedFd(fd, `pinned program ${path}`);
     this.info = info;
     this.#attachType = attachType;
-    pinnedProgs.register(this, fd, this);
   }
 
   /**
@@ -37,7 +26,7 @@ export class PinnedProgram implements AttachableProgram, Disposable {
    * loaded for, where it has one.
    */
   static open(path: string, attachType?: number): PinnedProgram {
-    const fd = checkLibbpf(`bpf_obj_get(${path})`, libbpf().bpf_obj_get(cString(path)));
+    const fd = openPin(path, "prog");
     try {
       return new PinnedProgram(path, fd, progInfoByFd(fd), attachType);
     } catch (e) {
@@ -58,8 +47,7 @@ export class PinnedProgram implements AttachableProgram, Disposable {
   }
 
   get fd(): number {
-    if (this.#fd < 0) throw new Error(`pinned program ${this.path} is closed`);
-    return this.#fd;
+    return this.#fd.fd;
   }
 
   /** Ids of the maps the program uses. */
@@ -68,11 +56,7 @@ export class PinnedProgram implements AttachableProgram, Disposable {
   }
 
   close(): void {
-    const fd = this.#fd;
-    if (fd < 0) return;
-    this.#fd = -1;
-    pinnedProgs.unregister(this);
-    closeFd(fd);
+    this.#fd.close();
   }
 
   [Symbol.dispose](): void {

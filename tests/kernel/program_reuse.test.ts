@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { BpfLink } from "../../src/bpf/link.ts";
 import { progInfo } from "../../src/bpf/info.ts";
-import { pinProgram } from "../../src/bpf/pinned_program.ts";
+import { PinnedProgram, pinProgram } from "../../src/bpf/pinned_program.ts";
+import { PinnedMap } from "../../src/bpf/map_fd.ts";
 import { CGROUP_PROGRAMS } from "../../src/datapath/catalog.ts";
 import { connAdmitLimit, Datapath, DEFAULT_TABLE_SIZE, pinnedLinks } from "../../src/datapath/datapath.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
@@ -66,6 +67,18 @@ Deno.test("kernel: a reload of the same build reopens the pinned programs; other
   assert.deepEqual(Object.keys(before).sort(), hooks);
   w.dp.close();
   await redirected(w, "no daemon: the pinned links keep working");
+
+  await t.step("a pin opened as another kind is refused, naming what it is", () => {
+    const prog = `${w.pinPath}/progs/${first}/mb_connect4`;
+    const map = `${w.pinPath}/maps/local_pods`;
+    const link = pinnedLinks(w.pinPath)[0]!.path;
+    assert.throws(() => PinnedMap.open(prog), /the pin is a BPF prog, not a map/);
+    assert.throws(() => PinnedProgram.open(map), /the pin is a BPF map, not a program/);
+    assert.throws(() => PinnedProgram.open(link), /the pin is a BPF link, not a program/);
+    assert.throws(() => BpfLink.openPinned(prog), /the pin is a BPF prog, not a link/);
+    using ok = PinnedProgram.open(prog);
+    assert.equal(ok.info.id, before.connect4);
+  });
 
   await t.step("same build, same sizes: reopened, and the links keep the programs they run", async () => {
     const dp = reload(scope, w);
