@@ -88,7 +88,7 @@ export async function decideMembership(
       source: `file ${conf.podsFile}`,
     };
   }
-  const { loadKubeconfig } = await import("../src/kube/config.ts");
+  const { loadKubeconfig } = await import("../src/kube/kubeconfig.ts");
   const { KubeClient } = await import("../src/kube/client.ts");
   let client;
   try {

@@ -2,7 +2,7 @@
 // pod's own service account otherwise.
 import { getLogger } from "../log/logger.ts";
 import type { PodSource } from "../pods/source.ts";
-import { inClusterConnection, type KubeConnection, loadKubeconfig } from "./config.ts";
+import { inClusterConnection, type KubeConnection } from "./config.ts";
 import { KubePodSource } from "./pod_source.ts";
 
 const log = getLogger("kube");
@@ -15,22 +15,19 @@ export interface OpenKubeOptions {
   nodeName: string;
 }
 
-/** The connection settings the options select; throws KubeConfigError when they are unusable. */
-export function kubeConnection(opts: Omit<OpenKubeOptions, "nodeName">): KubeConnection {
-  return opts.kubeconfig ? loadKubeconfig(opts.kubeconfig, { context: opts.context }) : inClusterConnection();
+/** The connection settings the options select; rejects with KubeConfigError when they are unusable. */
+export async function kubeConnection(opts: Omit<OpenKubeOptions, "nodeName">): Promise<KubeConnection> {
+  if (!opts.kubeconfig) return inClusterConnection();
+  const { loadKubeconfig } = await import("./kubeconfig.ts");
+  return loadKubeconfig(opts.kubeconfig, { context: opts.context });
 }
 
 /** Rejects with KubeConfigError when the settings are unusable; connects only on start(). */
-export function openKubePodSource(opts: OpenKubeOptions): Promise<PodSource> {
-  let config: KubeConnection;
-  try {
-    config = kubeConnection(opts);
-  } catch (e) {
-    return Promise.reject(e);
-  }
+export async function openKubePodSource(opts: OpenKubeOptions): Promise<PodSource> {
+  const config = await kubeConnection(opts);
   if (config.insecureSkipTlsVerify) {
     log.warn("{source} asks to skip verifying the API server certificate", { source: config.description });
   }
   log.info("pods from {source}", { source: config.description });
-  return Promise.resolve(new KubePodSource({ config, nodeName: opts.nodeName }));
+  return new KubePodSource({ config, nodeName: opts.nodeName });
 }

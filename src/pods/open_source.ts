@@ -1,5 +1,4 @@
 // Picks the pod source from the flags: a pods file when given, the Kubernetes API otherwise.
-import { FilePodSource } from "./file_source.ts";
 import type { PodSource } from "./source.ts";
 
 export interface PodSourceFlags {
@@ -9,7 +8,11 @@ export interface PodSourceFlags {
 }
 
 export async function openPodSource(f: PodSourceFlags): Promise<PodSource> {
-  if (f.podsFile) return new FilePodSource(f.podsFile, f.nodeName);
+  // Each source's modules load only when chosen: the file's YAML parser is not wanted in a cluster.
+  if (f.podsFile) {
+    const { FilePodSource } = await import("./file_source.ts");
+    return new FilePodSource(f.podsFile, f.nodeName);
+  }
   const { openKubePodSource } = await import("../kube/open.ts");
   return await openKubePodSource({ kubeconfig: f.kubeconfig, nodeName: f.nodeName });
 }

@@ -52,8 +52,18 @@ Deno.test("the plugin's entry loads no node: or npm: module and no global timer"
     const text = await Deno.readTextFile(local.get(s) ?? new URL(s).pathname);
     assert.doesNotMatch(text, /\bset(Timeout|Interval)\(/, `${s} uses a global timer`);
   }
-  // The check looks where it should: the daemon's logging library is reached only through a dynamic
-  // import (the membership check), and the walk did reach the daemon protocol.
+  // The check looks where it should: the YAML parser is reached only through a dynamic import (the
+  // membership check), and the walk did reach the daemon protocol.
   assert.ok(reached.some((s) => s.endsWith("/cni/protocol.ts")));
   assert.ok(modules.some((m) => m.specifier.startsWith("npm:") || m.kind === "npm" || m.kind === "external"));
+});
+
+Deno.test("the CLI, and so every daemon start, loads no npm: package: the YAML parser only for a pods file or kubeconfig", async () => {
+  const cli = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+  const { modules, reached } = await staticGraph(cli);
+  const npm = reached.filter((s) => s.startsWith("npm:"));
+  assert.deepEqual(npm, [], `loaded by every daemon start: ${npm.join(", ")}`);
+  assert.ok(reached.some((s) => s.endsWith("/src/daemon/daemon.ts")), "the walk reached the daemon");
+  // Reachable, through the dynamic imports of the pod sources that need it.
+  assert.ok(modules.some((m) => m.specifier.startsWith("npm:") || m.kind === "npm"));
 });

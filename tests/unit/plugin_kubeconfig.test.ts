@@ -2,7 +2,7 @@
 // root-only, rewritten only when the token changed.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { parseKubeconfig } from "../../src/kube/config.ts";
+import { parseKubeconfig } from "../../src/kube/kubeconfig.ts";
 import { inClusterKubeconfigText, writeRootOnly } from "../../src/kube/plugin_kubeconfig.ts";
 
 Deno.test("plugin kubeconfig from the in-cluster service account", async () => {
