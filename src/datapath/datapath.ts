@@ -111,6 +111,31 @@ export function programSetKey(
   return fingerprint([head, ...files.map((f) => f.bytes)]);
 }
 
+/**
+ * The maps of `names` pinned under `<pin>/maps` (the ones not pinned are left out), all closed again
+ * if one fails to open; throws naming the datapath maps that are missing.
+ */
+function openMapPins<N extends string>(pinPath: string, names: readonly N[]): Map<N, PinnedMap> {
+  const out = new Map<N, PinnedMap>();
+  const closeAll = () => out.forEach((m) => m.close());
+  try {
+    for (const name of names) {
+      const path = `${pinPath}/maps/${name}`;
+      if (isPinned(path)) out.set(name, PinnedMap.open(path));
+    }
+  } catch (e) {
+    closeAll();
+    throw e;
+  }
+  const found = new Set<string>(out.keys());
+  const missing = DATAPATH_MAPS.filter((n) => !found.has(n));
+  if (missing.length) {
+    closeAll();
+    throw new Error(`no datapath pinned at ${pinPath} (missing maps: ${missing.join(", ")})`);
+  }
+  return out;
+}
+
 function cgroupId(path: string): string {
   const st = Deno.statSync(path);
   if (!st.isDirectory) throw new Error(`cgroup path ${path} is not a directory`);
@@ -217,7 +242,7 @@ export class Datapath implements Disposable {
       removePinTree(`${root}/${key}`);
       // A rename is atomic: a crash leaves either a whole set or a tmp- directory the next load clears.
       Deno.renameSync(tmp, `${root}/${key}`);
-      for (const other of listDir(root)) if (other !== key) removePinTree(`${root}/${other}`);
+      this.#dropOtherSets(key);
     } catch (e) {
       removePinTree(tmp);
       log.warn("could not pin the loaded programs ({error}): the next start verifies them again", {
@@ -236,17 +261,11 @@ export class Datapath implements Disposable {
     if (!pathExists(dir)) return false;
     try {
       // Every pinned map counts for the check, socket storage included, which has no handle here.
-      for (const name of Object.keys(MAPS)) {
-        const path = `${this.opts.pinPath}/maps/${name}`;
-        if (!isPinned(path)) {
-          if ((DATAPATH_MAPS as readonly string[]).includes(name)) {
-            throw new Error(`map ${name} is not pinned`);
-          }
-          continue;
-        }
-        const m = PinnedMap.open(path);
-        this.#pinnedMaps.push(m);
-        if ((MAP_NAMES as readonly string[]).includes(name)) this.#mapHandles.set(name as MapName, m);
+      const pinned = openMapPins(this.opts.pinPath, Object.keys(MAPS));
+      this.#pinnedMaps.push(...pinned.values());
+      for (const name of MAP_NAMES) {
+        const m = pinned.get(name);
+        if (m) this.#mapHandles.set(name, m);
       }
       const mapIds = new Set(this.#pinnedMaps.map((m) => m.info.id));
       for (const c of catalogPrograms()) {
@@ -265,10 +284,7 @@ export class Datapath implements Disposable {
         }
         this.#programs.set(`${c.object}/${c.program}`, prog);
       }
-      // Sets of other builds, and a set a crash left half pinned, have no use any more.
-      for (const other of listDir(`${this.opts.pinPath}/progs`)) {
-        if (other !== key) removePinTree(`${this.opts.pinPath}/progs/${other}`);
-      }
+      this.#dropOtherSets(key);
       log.info("programs reopened from their pins ({key}): nothing to verify", { key });
       return true;
     } catch (e) {
@@ -276,6 +292,12 @@ export class Datapath implements Disposable {
       this.#closeReopened();
       return false;
     }
+  }
+
+  /** Sets of other builds, and a set a crash left half pinned, have no use once `key`'s is in. */
+  #dropOtherSets(key: string): void {
+    const root = `${this.opts.pinPath}/progs`;
+    for (const other of listDir(root)) if (other !== key) removePinTree(`${root}/${other}`);
   }
 
   #closeReopened(): void {
@@ -441,8 +463,6 @@ export class Datapath implements Disposable {
     this.#stats?.close();
     this.#stats = undefined;
     this.#closeReopened();
-    this.#programs.clear();
-    this.#mapHandles.clear();
     for (const o of this.#objects.values()) o.close();
     this.#objects.clear();
   }
@@ -454,24 +474,11 @@ export class Datapath implements Disposable {
 
 /** The maps of a running (or left-behind) datapath, opened from their pins, for the CLI. */
 export class PinnedDatapathMaps implements Disposable {
-  readonly #maps = new Map<MapName, PinnedMap>();
+  readonly #maps: Map<MapName, PinnedMap>;
   readonly maps: DatapathMaps;
 
   constructor(readonly pinPath: string) {
-    try {
-      for (const name of MAP_NAMES) {
-        const path = `${pinPath}/maps/${name}`;
-        if (isPinned(path)) this.#maps.set(name, PinnedMap.open(path));
-      }
-    } catch (e) {
-      this.close();
-      throw e;
-    }
-    const missing = DATAPATH_MAPS.filter((n) => !this.#maps.has(n));
-    if (missing.length) {
-      this.close();
-      throw new Error(`no datapath pinned at ${pinPath} (missing maps: ${missing.join(", ")})`);
-    }
+    this.#maps = openMapPins(pinPath, MAP_NAMES);
     this.maps = datapathMaps((n) => this.#maps.get(n));
   }
 
