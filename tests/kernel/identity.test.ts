@@ -159,7 +159,7 @@ Deno.test("kernel: without CNI mode the daemon identifies pods by namespace cook
     await sleep(1500); // the restarted daemon's first scan and a periodic one
     sampling = false;
     await sampler;
-    assert.ok(samples > 100, `only ${samples} samples`);
+    assert.ok(samples >= 30, `only ${samples} samples`);
     assert.equal(missing, 0, `${missing} of ${samples} samples had no entry`);
     const res = await app(`${a.ip}:8088`);
     assert.equal((res.hello as Record<string, string>).server, "a-self", "still identified");
