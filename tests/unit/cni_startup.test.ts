@@ -1,10 +1,14 @@
-// The plugin runs once per pod start, so what it loads is part of every pod's start-up time: its
-// static module graph must stay free of node: and npm: modules (the first one starts Deno's Node
-// compat layer, 15-25 ms of CPU) and of the global timers (setTimeout's first use loads Node's
-// timers, about 10 ms). Dynamic imports (the membership check without the daemon) are exempt.
+// The plugin runs once per pod start, so what it loads is part of every pod's start-up time. Deno
+// resolves an entry's whole module graph before running it, dynamic imports with a literal specifier
+// included, so that graph must stay free of node: and npm: modules (an npm package starts the npm
+// resolver; the first node: module starts Deno's Node compat layer, 15-25 ms of CPU) and of the
+// global timers (setTimeout's first use loads Node's timers, about 10 ms). The CLI and the
+// daemon-less membership check are imported through importLater, which Deno cannot see ahead.
 import assert from "node:assert/strict";
 
-const ENTRY = new URL("../../cni/entry.ts", import.meta.url).pathname;
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+const ENTRY = `${ROOT}/cni/entry.ts`;
+const MAIN = `${ROOT}/main.ts`;
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
 
 interface InfoDep {
@@ -19,7 +23,11 @@ interface InfoModule {
   dependencies?: InfoDep[];
 }
 
-async function staticGraph(entry: string): Promise<{ modules: InfoModule[]; reached: string[] }> {
+/** The modules `deno run entry` resolves at start: code imports, dynamic ones too unless `staticOnly`. */
+async function codeGraph(
+  entry: string,
+  staticOnly = false,
+): Promise<{ modules: InfoModule[]; reached: string[] }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", "--config", CONFIG, entry],
     stdout: "piped",
@@ -35,7 +43,7 @@ async function staticGraph(entry: string): Promise<{ modules: InfoModule[]; reac
     const m = bySpec.get(todo.pop()!);
     for (const d of m?.dependencies ?? []) {
       const to = d.code?.specifier;
-      if (!to || d.isDynamic || seen.has(to)) continue;
+      if (!to || (staticOnly && d.isDynamic) || seen.has(to)) continue;
       seen.add(to);
       todo.push(to);
     }
@@ -43,24 +51,63 @@ async function staticGraph(entry: string): Promise<{ modules: InfoModule[]; reac
   return { modules: info.modules, reached: [...seen] };
 }
 
-Deno.test("the plugin's entry loads no node: or npm: module and no global timer", async () => {
-  const { modules, reached } = await staticGraph(ENTRY);
-  const foreign = reached.filter((s) => !s.startsWith("file://"));
-  assert.deepEqual(foreign, [], `loaded by the plugin on every run: ${foreign.join(", ")}`);
-  const local = new Map(modules.map((m) => [m.specifier, m.local]));
-  for (const s of reached) {
-    const text = await Deno.readTextFile(local.get(s) ?? new URL(s).pathname);
-    assert.doesNotMatch(text, /\bset(Timeout|Interval)\(/, `${s} uses a global timer`);
+for (const [what, file] of [["plugin's entry", ENTRY], ["executable's entry", MAIN]] as const) {
+  Deno.test(`the ${what} resolves no node: or npm: module and uses no global timer`, async () => {
+    const { modules, reached } = await codeGraph(file);
+    const foreign = reached.filter((s) => !s.startsWith("file://"));
+    assert.deepEqual(foreign, [], `resolved on every run of the plugin: ${foreign.join(", ")}`);
+    const local = new Map(modules.map((m) => [m.specifier, m.local]));
+    for (const s of reached) {
+      const text = await Deno.readTextFile(local.get(s) ?? new URL(s).pathname);
+      assert.doesNotMatch(text, /\bset(Timeout|Interval)\(/, `${s} uses a global timer`);
+    }
+    // The walk looks where it should: it reached the daemon protocol, and not the CLI.
+    assert.ok(reached.some((s) => s.endsWith("/cni/protocol.ts")));
+    assert.ok(!reached.some((s) => s.endsWith("/src/daemon/daemon.ts")));
+  });
+}
+
+/** Every `importLater` target in our sources, as a path from the repository root. */
+async function laterImports(): Promise<{ from: string; target: string }[]> {
+  const found: { from: string; target: string }[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for await (const e of Deno.readDir(`${ROOT}/${dir}`)) {
+      const rel = dir ? `${dir}/${e.name}` : e.name;
+      if (e.isDirectory && !e.name.startsWith(".") && !["tests", "testbed", "bench", "demo"].includes(rel)) {
+        await walk(rel);
+      } else if (e.isFile && rel.endsWith(".ts")) {
+        const text = await Deno.readTextFile(`${ROOT}/${rel}`);
+        for (const m of text.matchAll(/importLater<[^>]*>\(\s*new URL\("([^"]+)", import\.meta\.url\)/g)) {
+          const target = new URL(m[1]!, `file://${ROOT}/${rel}`).pathname.slice(ROOT.length + 1);
+          found.push({ from: rel, target });
+        }
+      }
+    }
+  };
+  await walk("");
+  return found;
+}
+
+Deno.test("every module imported later is embedded by `deno task compile`", async () => {
+  const later = await laterImports();
+  // The three call sites: the CLI behind main.ts, and the membership check's modules.
+  for (const t of ["src/cli/main.ts", "cni/membership.ts", "src/pods/file_source.ts"]) {
+    assert.ok(later.some((l) => l.target === t), `importLater of ${t} found: ${JSON.stringify(later)}`);
   }
-  // The check looks where it should: the YAML parser is reached only through a dynamic import (the
-  // membership check), and the walk did reach the daemon protocol.
-  assert.ok(reached.some((s) => s.endsWith("/cni/protocol.ts")));
-  assert.ok(modules.some((m) => m.specifier.startsWith("npm:") || m.kind === "npm" || m.kind === "external"));
+  const tasks = JSON.parse(await Deno.readTextFile(CONFIG)).tasks as Record<string, string>;
+  const included = [...tasks.compile!.matchAll(/--include (\S+)/g)].map((m) => m[1]);
+  for (const l of later) {
+    assert.ok(
+      included.includes(l.target),
+      `${l.from} imports ${l.target} later; compile lacks --include ${l.target}`,
+    );
+    assert.ok((await Deno.stat(`${ROOT}/${l.target}`)).isFile, l.target);
+  }
 });
 
 Deno.test("the CLI, and so every daemon start, loads no npm: package: the YAML parser only for a pods file or kubeconfig", async () => {
   const cli = new URL("../../src/cli/main.ts", import.meta.url).pathname;
-  const { modules, reached } = await staticGraph(cli);
+  const { modules, reached } = await codeGraph(cli, true);
   const npm = reached.filter((s) => s.startsWith("npm:"));
   assert.deepEqual(npm, [], `loaded by every daemon start: ${npm.join(", ")}`);
   assert.ok(reached.some((s) => s.endsWith("/src/daemon/daemon.ts")), "the walk reached the daemon");
