@@ -5,7 +5,6 @@
 // rules. Everything here is loaded only on that path, keeping the usual ADD cheap.
 import { MESH_MODES, type MeshMode } from "../src/mesh/types.ts";
 import { isRecord } from "../src/util/record.ts";
-import { importLater } from "../src/util/import_later.ts";
 
 /**
  * Written by the installer into our entry of the chain: the daemon's pod source and mesh mode.
@@ -71,13 +70,9 @@ export async function decideMembership(
   pod: { namespace: string; name: string },
   timeoutMs: number,
 ): Promise<LocalDecision> {
-  const { isInMesh } = await importLater<typeof import("../src/mesh/membership.ts")>(
-    new URL("../src/mesh/membership.ts", import.meta.url),
-  );
+  const { isInMesh } = await import("../src/mesh/membership.ts");
   if (conf.podsFile) {
-    const { parsePodsYaml, podsOfNode } = await importLater<typeof import("../src/pods/file_source.ts")>(
-      new URL("../src/pods/file_source.ts", import.meta.url),
-    );
+    const { parsePodsYaml, podsOfNode } = await import("../src/pods/file_source.ts");
     let pods;
     try {
       pods = podsOfNode(parsePodsYaml(conf.podsFile, await Deno.readTextFile(conf.podsFile)), conf.nodeName);
@@ -93,12 +88,8 @@ export async function decideMembership(
       source: `file ${conf.podsFile}`,
     };
   }
-  const { loadKubeconfig } = await importLater<typeof import("../src/kube/kubeconfig.ts")>(
-    new URL("../src/kube/kubeconfig.ts", import.meta.url),
-  );
-  const { KubeClient } = await importLater<typeof import("../src/kube/client.ts")>(
-    new URL("../src/kube/client.ts", import.meta.url),
-  );
+  const { loadKubeconfig } = await import("../src/kube/kubeconfig.ts");
+  const { KubeClient } = await import("../src/kube/client.ts");
   let client;
   try {
     client = new KubeClient(loadKubeconfig(conf.kubeconfig!, { context: conf.context }), {

@@ -2,7 +2,6 @@
 // network plugin. It does not touch the network itself; it tells the node daemon about the pod
 // so the daemon can set up the eBPF interception, and hands the previous result on unchanged.
 import { getLogger, setupLogging, shutdownLogging } from "../src/log/logger.ts";
-import { importLater } from "../src/util/import_later.ts";
 import {
   callDaemon,
   DaemonAnsweredError,
@@ -121,9 +120,7 @@ async function withoutDaemon(inv: CniInvocation, err: DaemonUnreachableError): P
   const pod = `${inv.pod.namespace}/${inv.pod.name}`;
   const conf = inv.config.membership;
   if (!conf) throw daemonFailure(err);
-  const { decideMembership, MembershipUnknownError } = await importLater<typeof import("./membership.ts")>(
-    new URL("./membership.ts", import.meta.url),
-  );
+  const { decideMembership, MembershipUnknownError } = await import("./membership.ts");
   let verdict;
   try {
     verdict = await decideMembership(conf, inv.pod, inv.config.timeoutMs);
