@@ -10,9 +10,9 @@ import type { Command } from "../command.ts";
 const log = getLogger("daemon");
 
 /**
- * How the CNI plugin is installed: this executable when compiled, else a launcher for deno and the
- * plugin's own entry point. Run from source, main.ts would make deno walk the whole CLI's module
- * graph (its dynamic import) on every pod start: about 10 ms of CPU that cni/entry.ts does not cost.
+ * How the CNI plugin is installed: this executable when compiled, else a launcher that runs main.ts
+ * under the plugin's name, so that from source too the plugin is the executable picking its role by
+ * argv[0]. main.ts reaches the CLI through importLater, so this costs no more than cni/entry.ts.
  */
 export function pluginSource(): DaemonConfig["pluginSource"] {
   const exe = Deno.execPath();
@@ -20,7 +20,7 @@ export function pluginSource(): DaemonConfig["pluginSource"] {
     return {
       kind: "launcher",
       denoPath: exe,
-      mainPath: new URL("../../../cni/entry.ts", import.meta.url).pathname,
+      mainPath: new URL("../../../main.ts", import.meta.url).pathname,
       configPath: new URL("../../../deno.json", import.meta.url).pathname,
     };
   }
