@@ -7,6 +7,8 @@
 // - the daemon's memory idle and with 1000 pods in its pods file, and how long 1000 pods take to
 //   reach the maps;
 // - the time from a change of one pod in the pods file to the changed entry in local_pods;
+// - the daemon as it runs in a cluster: pods listed and watched from an API server over TLS with the
+//   service account's token (no pods file, so no YAML parser): ready, memory, a pod change to its entry;
 // - pod identity without CNI mode: the time from a pod's namespace appearing with its IP to its
 //   netns_pod_ips entry, and what one scan of the node's namespaces costs with hundreds of them.
 import { PinnedDatapathMaps } from "../src/datapath/datapath.ts";
@@ -20,6 +22,7 @@ import {
   inNs,
   invocation,
   type PluginRun,
+  podDoc,
   podYaml,
   type Proc,
   Scope,
@@ -30,6 +33,7 @@ import {
   waitReady,
 } from "../testbed/mod.ts";
 import { NetnsDiscovery } from "../src/netns/discover.ts";
+import { FakeApiServer, makeTestPki } from "../testbed/fake_apiserver.ts";
 import { assertPinned, memoryKiB, type Pinning, pinPrefix } from "./procs.ts";
 
 const OUR_PLUGIN = "merbridge-cni";
@@ -73,6 +77,18 @@ export interface ControlResults {
     changeManyMs: number[];
     changeFewMs: number[];
     fewPods: number;
+  };
+  /** Pods from the API server through the service account, sidecar mode. */
+  inCluster?: {
+    readyMs: number;
+    restartReadyMs: number;
+    rssIdleKiB: number;
+    rssIdleRestartKiB: number;
+    rssManyKiB: number;
+    manyPods: number;
+    manySyncMs: number;
+    /** One pod's annotation changed in the API → its local_pods entry, with manyPods pods. */
+    changeManyMs: number[];
   };
   identity?: {
     pods: number;
@@ -267,10 +283,15 @@ async function cniSection(scope: Scope, pin: Pinning, cfg: ControlConfig, res: C
   return { firstReadyMs, restartReadyMs };
 }
 
+/** Pod i's IP in the daemon sections: 10.247.0.1 upwards, 250 to a /24. */
+function benchPodIp(i: number): string {
+  return `10.247.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+}
+
 function podsText(n: number, changed?: string): string {
   let out = "";
   for (let i = 0; i < n; i++) {
-    const ip = `10.247.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+    const ip = benchPodIp(i);
     const annotations: Record<string, string> = i === 0 && changed
       ? { "traffic.sidecar.istio.io/excludeOutboundPorts": changed }
       : {};
@@ -375,6 +396,83 @@ async function daemonSection(
   };
 }
 
+/** The daemon with no pods file: the service account's mount and KUBERNETES_SERVICE_* lead it to the API. */
+async function inClusterSection(
+  scope: Scope,
+  pin: Pinning,
+  cfg: ControlConfig,
+  res: ControlResults,
+  dir: string,
+) {
+  const home = await daemonHome(scope, { prefix: uniq(), name: "kube", dir: `${dir}/kube` });
+  const pki = await makeTestPki(home.dir);
+  const api = await FakeApiServer.start({
+    token: "bench",
+    tls: { cert: pki.serverCert, key: pki.serverKey },
+  });
+  scope.defer(() => api.close());
+  const sa = `${home.dir}/serviceaccount`;
+  await Deno.mkdir(sa);
+  await Deno.writeTextFile(`${sa}/token`, "bench");
+  await Deno.copyFile(pki.files.caCert, `${sa}/ca.crt`);
+  const opts: DaemonProcOptions = {
+    ...home,
+    podsFile: undefined,
+    env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: new URL(api.url).port },
+    extra: [`--service-account-dir=${sa}`],
+  };
+  const d = await timedDaemon(scope, pin, opts);
+  if (!d.p.stderr.some((l) => l.includes("in-cluster service account"))) {
+    throw new Error(`the daemon did not use the service account: ${d.p.stderr.join("\n")}`);
+  }
+  await sleep(cfg.settleMs);
+  const idle = memoryKiB(d.p.pid);
+  using m = new PinnedDatapathMaps(home.pinPath);
+  const localPods = m.map("local_pods")!;
+  const count = () => [...localPods.keys()].length;
+  const t0 = performance.now();
+  for (let i = 0; i < cfg.manyPods; i++) api.addPod(podDoc(`mp${i}`, { ip: benchPodIp(i) }));
+  await waitFor(() => count() === cfg.manyPods, 30_000, `${cfg.manyPods} pods from the API in the maps`);
+  const manySyncMs = performance.now() - t0;
+  await sleep(cfg.settleMs);
+  const many = memoryKiB(d.p.pid);
+  const changeManyMs: number[] = [];
+  for (let i = 0; i < cfg.changes; i++) {
+    const before = m.maps.podBytes(benchPodIp(0));
+    const t = performance.now();
+    api.updatePod("default", "mp0", (p) => {
+      p.metadata!.annotations = {
+        ...p.metadata!.annotations,
+        "traffic.sidecar.istio.io/excludeOutboundPorts": String(9000 + (i % 2)),
+      };
+    });
+    await waitFor(
+      () => !sameBytes(m.maps.podBytes(benchPodIp(0)), before),
+      10_000,
+      "a pod change from the API",
+    );
+    changeManyMs.push(performance.now() - t);
+    await sleep(20);
+  }
+  for (let i = 0; i < cfg.manyPods; i++) api.deletePod("default", `mp${i}`);
+  await waitFor(() => count() === 0, 30_000, "no pods in the maps");
+  await stopDaemon(d.p);
+  const again = await timedDaemon(scope, pin, opts);
+  await sleep(cfg.settleMs);
+  const idleRestart = memoryKiB(again.p.pid);
+  await stopDaemon(again.p);
+  res.inCluster = {
+    readyMs: d.ms,
+    restartReadyMs: again.ms,
+    rssIdleKiB: idle.rss,
+    rssIdleRestartKiB: idleRestart.rss,
+    rssManyKiB: many.rss,
+    manyPods: cfg.manyPods,
+    manySyncMs,
+    changeManyMs,
+  };
+}
+
 /** A namespace with an interface holding `ip` (both veth ends inside it: no traffic is needed). */
 async function addressedNetns(scope: Scope, name: string, ip: string): Promise<string> {
   const ns = await createNetns(scope, name);
@@ -466,6 +564,13 @@ export async function runControl(
     await daemonSection(scope, pin, cfg, res, dir, cni);
   } catch (e) {
     res.errors.push(`daemon: ${(e as Error).message}`);
+  }
+  try {
+    signal?.throwIfAborted();
+    await using scope = new Scope();
+    await inClusterSection(scope, pin, cfg, res, dir);
+  } catch (e) {
+    res.errors.push(`in-cluster daemon: ${(e as Error).message}`);
   }
   try {
     signal?.throwIfAborted();

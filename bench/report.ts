@@ -266,6 +266,24 @@ function controlTable(c: ControlResults): string[] {
   } else {
     rows.push("| daemon | not measured (see errors) | |");
   }
+  const k = c.inCluster;
+  if (k) {
+    rows.push(
+      `| in a cluster (pods from the API over TLS, service-account token): exec → ready, first start | ${
+        ms(k.readyMs)
+      } | no pods file, so no YAML parser |`,
+      `| in a cluster: exec → ready, restart | ${ms(k.restartReadyMs)} | |`,
+      `| in a cluster: daemon RSS, idle | ${mib(k.rssIdleKiB)} | programs verified by this daemon |`,
+      `| in a cluster: daemon RSS, idle, after a restart | ${mib(k.rssIdleRestartKiB)} | programs reopened |`,
+      `| in a cluster: daemon RSS, ${k.manyPods} pods | ${mib(k.rssManyKiB)} | ${
+        ((k.rssManyKiB - k.rssIdleKiB) / 1024).toFixed(1)
+      } MiB over idle |`,
+      `| in a cluster: ${k.manyPods} pods created in the API → all in local_pods | ${ms(k.manySyncMs)} | |`,
+      `| in a cluster: one pod's annotation changed in the API → its local_pods entry (${k.manyPods} pods) | ${
+        p50p99(k.changeManyMs)
+      } | through the watch |`,
+    );
+  }
   const id = c.identity;
   if (id) {
     rows.push(

@@ -74,6 +74,8 @@ export interface DaemonProcOptions {
   binDir?: string;
   confDir?: string;
   extra?: string[];
+  /** Set in the daemon's environment besides ours (the in-cluster KUBERNETES_SERVICE_* for one). */
+  env?: Record<string, string>;
 }
 
 /** The daemon's arguments, its HTTP endpoints on `metricsAddr` (none if empty). */
@@ -117,7 +119,8 @@ export function freePort(): number {
  */
 export function spawnDaemon(scope: Scope, o: DaemonProcOptions, wrap: string[] = []): Daemon {
   const addr = `127.0.0.1:${freePort()}`;
-  const argv = [...wrap, Deno.execPath(), ...daemonArgs(o, addr)];
+  const env = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
+  const argv = [...wrap, ...(env.length ? ["env", ...env] : []), Deno.execPath(), ...daemonArgs(o, addr)];
   const p = spawn(scope, argv[0]!, argv.slice(1));
   return Object.assign(p, { metricsAddr: addr, metricsUrl: `http://${addr}` });
 }

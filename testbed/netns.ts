@@ -2,6 +2,7 @@
 // per-run prefix. Nothing is attached to the root cgroup or the machine's own interfaces, and what a run
 // that died left behind is swept before anything new is built.
 import { cgroup2Root } from "../src/cgroup/cgroup2.ts";
+import { withNetns } from "../src/netns/netns.ts";
 import { run } from "./proc.ts";
 import type { Scope } from "./scope.ts";
 
@@ -256,4 +257,44 @@ export function sampleQueues(ns: string, everyMs: number): { stop: () => Promise
       return peak;
     },
   };
+}
+
+/**
+ * Makes a loopback service of ours (a TCP port on 127.0.0.1 here) reachable on the same port of
+ * 127.0.0.1 inside namespace `ns`: for a program the tests run in a node's namespace that, on a
+ * real node, shares the host's network with the daemon (the CNI plugin reading the API server).
+ * Each connection is copied both ways by this process; nothing leaves loopback.
+ */
+export function loopbackRelay(scope: Scope, ns: string, port: number): void {
+  // The listening socket is made while this thread is in the namespace, and stays there.
+  const listener = withNetns(`/run/netns/${ns}`, () => Deno.listen({ hostname: "127.0.0.1", port }));
+  const open = new Set<Deno.Conn>();
+  const close = (c: Deno.Conn) => {
+    if (!open.delete(c)) return;
+    try {
+      c.close();
+    } catch {
+      // Already closed by the other direction's pipe.
+    }
+  };
+  const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
+    await from.readable.pipeTo(to.writable, { preventClose: true }).catch(() => {});
+    close(from);
+    close(to);
+  };
+  const served = (async () => {
+    for await (const inside of listener) {
+      open.add(inside);
+      Deno.connect({ hostname: "127.0.0.1", port }).then((outside) => {
+        open.add(outside);
+        pipe(inside, outside);
+        pipe(outside, inside);
+      }, () => close(inside));
+    }
+  })().catch(() => {});
+  scope.defer(async () => {
+    listener.close();
+    for (const c of [...open]) close(c);
+    await served;
+  });
 }

@@ -3,6 +3,7 @@
 import type { FlagSpecs } from "./args.ts";
 import { LOG_LEVELS } from "../log/logger.ts";
 import { MESH_MODES } from "../mesh/types.ts";
+import { SERVICE_ACCOUNT_DIR } from "../kube/config.ts";
 
 export const DEFAULTS = {
   pinPath: "/sys/fs/bpf/merbridge",
@@ -117,6 +118,12 @@ export const DAEMON_FLAGS = {
     placeholder: "FILE",
     env: "KUBECONFIG",
     description: "kubeconfig for the API server (default: in-cluster service account)",
+  },
+  "service-account-dir": {
+    type: "string",
+    default: SERVICE_ACCOUNT_DIR,
+    placeholder: "DIR",
+    description: "where the in-cluster service account's token and ca.crt are (without --kubeconfig)",
   },
   "node-name": {
     type: "string",

@@ -59,7 +59,7 @@ export interface DaemonConfig {
    * Where the pods come from, for the plugin to judge a pod itself when the daemon cannot be asked:
    * a pods file, a kubeconfig (absolute paths), or neither for the in-cluster service account.
    */
-  podSourceRef?: { podsFile?: string; kubeconfig?: string; context?: string };
+  podSourceRef?: { podsFile?: string; kubeconfig?: string; context?: string; serviceAccountDir?: string };
 }
 
 export function socketPath(runDir: string): string {
@@ -416,7 +416,7 @@ export class Daemon {
     }
     const path = `${cfg.stateDir}/${PLUGIN_KUBECONFIG_FILE}`;
     try {
-      const text = inClusterKubeconfigText();
+      const text = inClusterKubeconfigText({ serviceAccountDir: ref.serviceAccountDir });
       if (text === undefined) return undefined;
       if (writeRootOnly(path, text)) log.info("wrote the plugin's API credentials to {path}", { path });
     } catch (e) {

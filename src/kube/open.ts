@@ -12,12 +12,14 @@ export interface OpenKubeOptions {
   kubeconfig?: string;
   /** Context of the kubeconfig to use instead of its current-context. */
   context?: string;
+  /** The in-cluster service account's mount; default the standard one. */
+  serviceAccountDir?: string;
   nodeName: string;
 }
 
 /** The connection settings the options select; rejects with KubeConfigError when they are unusable. */
 export async function kubeConnection(opts: Omit<OpenKubeOptions, "nodeName">): Promise<KubeConnection> {
-  if (!opts.kubeconfig) return inClusterConnection();
+  if (!opts.kubeconfig) return inClusterConnection({ serviceAccountDir: opts.serviceAccountDir });
   const { loadKubeconfig } = await import("./kubeconfig.ts");
   return loadKubeconfig(opts.kubeconfig, { context: opts.context });
 }

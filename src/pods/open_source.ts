@@ -4,6 +4,7 @@ import type { PodSource } from "./source.ts";
 export interface PodSourceFlags {
   podsFile?: string;
   kubeconfig?: string;
+  serviceAccountDir?: string;
   nodeName: string;
 }
 
@@ -14,5 +15,9 @@ export async function openPodSource(f: PodSourceFlags): Promise<PodSource> {
     return new FilePodSource(f.podsFile, f.nodeName);
   }
   const { openKubePodSource } = await import("../kube/open.ts");
-  return await openKubePodSource({ kubeconfig: f.kubeconfig, nodeName: f.nodeName });
+  return await openKubePodSource({
+    kubeconfig: f.kubeconfig,
+    serviceAccountDir: f.serviceAccountDir,
+    nodeName: f.nodeName,
+  });
 }

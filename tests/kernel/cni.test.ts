@@ -12,8 +12,11 @@ import {
   cniExec,
   cniNode,
   createNetns,
+  type DaemonProcOptions,
   inNs,
+  loopbackRelay,
   nettool,
+  podDoc,
   PodRuntime,
   podYaml,
   run,
@@ -28,12 +31,15 @@ import {
   uniq,
 } from "../../testbed/mod.ts";
 import { readNetns } from "../../src/netns/discover.ts";
+import { FakeApiServer, makeTestPki } from "../../testbed/fake_apiserver.ts";
 
 const mesh = meshParams("istio");
 
 interface CniWorldOptions {
   flags?: string[];
   pods?: string; // pods file content
+  /** Replaces these of the daemon's options (podsFile undefined: pods from the API). */
+  daemon?: Partial<DaemonProcOptions>;
 }
 
 async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
@@ -46,7 +52,7 @@ async function cniWorld(scope: Scope, o: CniWorldOptions = {}) {
         podYaml("p2") +
         podYaml("plain", { meshed: false })),
   );
-  const daemonOpts = { ...home, extra: ["--cni-mode=true", ...(o.flags ?? [])] };
+  const daemonOpts = { ...home, ...o.daemon, extra: ["--cni-mode=true", ...(o.flags ?? [])] };
   let daemon = await startDaemon(scope, daemonOpts);
   const chained = JSON.parse(await Deno.readTextFile(n.conflist));
   assert.deepEqual(chained.plugins.map((p: { type: string }) => p.type), ["bridge", "merbridge-cni"]);
@@ -331,6 +337,80 @@ Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a mes
   using m = new PinnedDatapathMaps(w.pinPath);
   assert.ok(m.maps.pods().has(p1.ip), "the meshed pod is in local_pods");
   assert.ok(!m.maps.pods().has(plain.ip), "the plain pod is not");
+});
+
+Deno.test("kernel: in a cluster (service account, no kubeconfig): pods from the API, and with the daemon gone the plugin asks the API with the account's rotated token", async () => {
+  await using scope = new Scope();
+  const dir = await Deno.makeTempDir({ prefix: "merbridge-sa-test-" });
+  scope.defer(() => Deno.remove(dir, { recursive: true }));
+  const pki = await makeTestPki(dir);
+  const api = await FakeApiServer.start({
+    token: "t0ken",
+    tls: { cert: pki.serverCert, key: pki.serverKey },
+  });
+  scope.defer(() => api.close());
+  for (const name of ["p1", "p2", "p3"]) api.addPod(podDoc(name));
+  for (const name of ["plain", "plain2"]) api.addPod(podDoc(name, { meshed: false }));
+  // The kubelet's mount: a token and the cluster CA, nothing else.
+  const sa = `${dir}/serviceaccount`;
+  await Deno.mkdir(sa);
+  await Deno.writeTextFile(`${sa}/token`, "t0ken");
+  await Deno.copyFile(pki.files.caCert, `${sa}/ca.crt`);
+  const w = await cniWorld(scope, {
+    flags: [`--service-account-dir=${sa}`],
+    daemon: {
+      podsFile: undefined,
+      env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: new URL(api.url).port },
+    },
+  });
+  assert.ok(
+    w.daemon.stderr.some((l) => l.includes("in-cluster service account")),
+    w.daemon.stderr.join("\n"),
+  );
+  // The plugin runs in the node's namespace, where on a real node the daemon is too (hostNetwork).
+  loopbackRelay(scope, w.node, Number(new URL(api.url).port));
+
+  const p1 = await w.addPod("p1");
+  assert.equal((await marksListening(p1.ns)).length, 1, "a pod the API says is meshed is attached");
+  const plain = await w.addPod("plain");
+  assert.deepEqual(await marksListening(plain.ns), [], "a pod the API says is not meshed is left alone");
+
+  // The plugin's copy of the credentials: root-only, beside the daemon's state, named in the chain.
+  const entry = JSON.parse(await Deno.readTextFile(w.conflist)).plugins[1];
+  const creds = `${w.dir}/state/cni-kubeconfig`;
+  assert.equal(entry.membership?.kubeconfig, creds);
+  assert.equal((await Deno.stat(creds)).mode! & 0o777, 0o600);
+  assert.equal(JSON.parse(await Deno.readTextFile(creds)).users[0].user.token, "t0ken");
+
+  // The kubelet rotates the token and the API server stops taking the old one: the daemon's watch
+  // comes back with the new one, and the plugin's copy follows within its 10 s refresh.
+  api.token = "t1ken";
+  await Deno.writeTextFile(`${sa}/token`, "t1ken");
+  api.dropWatches();
+  const deadline = Date.now() + 20_000;
+  while (JSON.parse(await Deno.readTextFile(creds)).users[0].user.token !== "t1ken") {
+    assert.ok(Date.now() < deadline, "the plugin's credentials still hold the old token after 20 s");
+    await sleep(200);
+  }
+  const p2 = await w.addPod("p2");
+  assert.equal((await marksListening(p2.ns)).length, 1, "pods still come from the API after the rotation");
+
+  assert.equal(await stopDaemon(w.daemon), 0);
+  const gets = api.requestsOf("get").length;
+  const plain2 = await w.addPod("plain2");
+  assert.deepEqual(await marksListening(plain2.ns), [], "a pod outside the mesh starts without the daemon");
+  const ns = await createNetns(scope, `${uniq()}m`);
+  const inv = w.inv("p3", ns);
+  let refused = "";
+  await assert.rejects(cniAdd(inv), (e: Error) => {
+    refused = e.message;
+    return true;
+  });
+  const doc = JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n")));
+  assert.equal(doc.code, 11, refused);
+  assert.match(doc.msg, /pod default\/p3 is in the mesh and the merbridge daemon is not reachable/);
+  assert.equal(api.requestsOf("get").length - gets, 2, "the plugin read each pod from the API itself");
+  await cniDel(inv);
 });
 
 Deno.test("kernel: a meshed pod unknown at its ADD is repaired in place; GC, CHECK and DEL handle its record", async () => {

@@ -19,7 +19,7 @@ import {
   waitMaps,
 } from "../../testbed/mod.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
-import { FakeApiServer, makePod, makeTestPki } from "../unit/fake_apiserver.ts";
+import { FakeApiServer, makePod, makeTestPki } from "../../testbed/fake_apiserver.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
 import { connTableSizeFor, nodeMemoryBytes } from "../../src/datapath/sizing.ts";
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { DaemonRequest, DaemonResponse } from "../../cni/protocol.ts";
 import { serveDaemonSocket } from "../../src/daemon/socket_server.ts";
 import { run } from "../../testbed/proc.ts";
-import { FakeApiServer, makePod } from "./fake_apiserver.ts";
+import { FakeApiServer, makePod } from "../../testbed/fake_apiserver.ts";
 
 const ENTRY = new URL("../../cni/entry.ts", import.meta.url).pathname;
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;

@@ -14,7 +14,13 @@ import {
 import type { KubeConnection } from "../../src/kube/config.ts";
 import { LineTooLongError, readLines } from "../../src/kube/json_lines.ts";
 import type { TokenSource } from "../../src/kube/token.ts";
-import { FakeApiServer, makePod, makeTestPki, type TestPki, waitUntil } from "./fake_apiserver.ts";
+import {
+  FakeApiServer,
+  makePod,
+  makeTestPki,
+  type TestPki,
+  waitUntil,
+} from "../../testbed/fake_apiserver.ts";
 
 const SELECTOR = "spec.nodeName=node-a";
 

@@ -8,7 +8,7 @@ import type { KubeConnection } from "../../src/kube/config.ts";
 import { KubePodSource, type KubePodSourceOptions } from "../../src/kube/pod_source.ts";
 import { FileToken, StaticToken } from "../../src/kube/token.ts";
 import type { Pod } from "../../src/pods/source.ts";
-import { FakeApiServer, makePod, waitUntil } from "./fake_apiserver.ts";
+import { FakeApiServer, makePod, waitUntil } from "../../testbed/fake_apiserver.ts";
 
 const TOKEN = "node-agent-token";
 

@@ -35,7 +35,7 @@ function podSourceRef(f: Flags): DaemonConfig["podSourceRef"] {
   if (podsFile) return { podsFile: resolve(podsFile) };
   const kubeconfig = f.kubeconfig;
   if (kubeconfig) return { kubeconfig: resolve(kubeconfig) };
-  return {};
+  return { serviceAccountDir: resolve(f["service-account-dir"]) };
 }
 
 export function daemonConfig(f: Flags): DaemonConfig {
@@ -82,6 +82,7 @@ export const daemonCommand: Command<typeof DAEMON_FLAGS> = {
     const source = await openPodSource({
       podsFile: f["pods-file"],
       kubeconfig: f.kubeconfig,
+      serviceAccountDir: f["service-account-dir"],
       nodeName: cfg.nodeName,
     });
     const daemon = await Daemon.start(cfg, source);
