@@ -22,7 +22,10 @@ export interface KubePodSourceOptions {
   watchTimeoutSeconds?: number;
   /** Pods per list page; default 500. */
   pageSize?: number;
-  /** Changes arriving within this long are delivered as one snapshot; default 50 ms. */
+  /**
+   * At most one snapshot per this long; default 50 ms. A change after a quiet spell goes out at
+   * once, with the events read along with it; a burst of changes goes out together.
+   */
   debounceMs?: number;
   /** Uniform random in [0, 1) for jitter; injectable for tests. */
   random?: () => number;
@@ -50,6 +53,8 @@ export class KubePodSource implements PodSource {
   #lastSignature = "";
   #onSnapshot?: (pods: Pod[]) => void;
   #debounce?: ReturnType<typeof setTimeout>;
+  /** performance.now() when the last snapshot went out. */
+  #lastEmit = -Infinity;
   #loop?: Promise<void>;
   #started = false;
   #stopped = false;
@@ -235,10 +240,13 @@ export class KubePodSource implements PodSource {
 
   #schedule(): void {
     if (this.#debounce !== undefined) return;
+    // A timer even when no wait is due: the rest of the chunk just read (a burst of events arrives
+    // as one) is applied first, in the same turn, and goes out in the same snapshot.
+    const wait = Math.max(0, this.#lastEmit + this.#debounceMs - performance.now());
     this.#debounce = setTimeout(() => {
       this.#debounce = undefined;
       this.#emit();
-    }, this.#debounceMs);
+    }, wait);
   }
 
   #emitIfChanged(): void {
@@ -249,6 +257,7 @@ export class KubePodSource implements PodSource {
     clearTimeout(this.#debounce);
     this.#debounce = undefined;
     this.#lastSignature = signature(this.#pods);
+    this.#lastEmit = performance.now();
     this.#stats.lastSyncMs = Date.now();
     try {
       this.#onSnapshot?.([...this.#pods.values()]);

@@ -40,18 +40,51 @@ function conn(server: string, extra: Partial<KubeConnection> = {}): KubeConnecti
   return { server, insecureSkipTlsVerify: false, description: "test", ...extra };
 }
 
-/** A stream handing out one chunk per read, then ending or failing, as a network body does. */
-function streamOf(chunks: (Uint8Array | string)[], error?: Error): ReadableStream<Uint8Array> {
+/**
+ * A stream handing out one chunk per read, then ending or failing, as a network body does. As a byte
+ * stream (fetch bodies are), each chunk is copied into the reader's own buffer when it brings one,
+ * and `filled` counts those reads.
+ */
+function streamOf(
+  chunks: (Uint8Array | string)[],
+  error?: Error,
+  kind: "default" | "bytes" = "default",
+): ReadableStream<Uint8Array> & { filled: number } {
   const enc = new TextEncoder();
-  const queue = [...chunks];
-  return new ReadableStream({
-    pull(ctl) {
-      const c = queue.shift();
-      if (c !== undefined) ctl.enqueue(typeof c === "string" ? enc.encode(c) : c);
-      else if (error) ctl.error(error);
-      else ctl.close();
-    },
-  });
+  const queue = chunks.map((c) => typeof c === "string" ? enc.encode(c) : c);
+  let filled = 0;
+  const end = (ctl: ReadableStreamDefaultController<Uint8Array> | ReadableByteStreamController) => {
+    if (error) ctl.error(error);
+    else {
+      ctl.close();
+      (ctl as ReadableByteStreamController).byobRequest?.respond(0);
+    }
+  };
+  const stream = kind === "default"
+    ? new ReadableStream<Uint8Array>({
+      pull(ctl) {
+        const c = queue.shift();
+        if (c !== undefined) ctl.enqueue(c);
+        else end(ctl);
+      },
+    })
+    : new ReadableStream({
+      type: "bytes",
+      pull(ctl) {
+        const c = queue.shift();
+        if (c === undefined) return end(ctl);
+        const view = ctl.byobRequest?.view;
+        if (!view) return ctl.enqueue(c);
+        const n = Math.min(c.length, view.byteLength);
+        new Uint8Array(view.buffer, view.byteOffset, n).set(c.subarray(0, n));
+        if (n < c.length) queue.unshift(c.subarray(n));
+        filled++;
+        ctl.byobRequest!.respond(n);
+      },
+    });
+  return Object.defineProperty(stream, "filled", { get: () => filled }) as ReadableStream<Uint8Array> & {
+    filled: number;
+  };
 }
 
 async function collect(it: AsyncIterable<string>): Promise<string[]> {
@@ -60,40 +93,75 @@ async function collect(it: AsyncIterable<string>): Promise<string[]> {
   return out;
 }
 
-Deno.test("readLines: lines cut anywhere by chunk boundaries come out whole", async (t) => {
-  await t.step("lines split across chunks, several per chunk, CRLF and blank lines", async () => {
-    const lines = await collect(readLines(streamOf(['{"a":', '1}\n{"b":2}\r\n\n{"c"', ":3}\n"])));
-    assert.deepEqual(lines, ['{"a":1}', '{"b":2}', '{"c":3}']);
-  });
+for (const kind of ["default", "bytes"] as const) {
+  // The byte stream is read into the reader's own buffer, reused from chunk to chunk.
+  const streamOfKind = (chunks: (Uint8Array | string)[], error?: Error) => {
+    const s = streamOf(chunks, error, kind);
+    made.push(s);
+    return s;
+  };
+  const made: { filled: number }[] = [];
+  Deno.test(`readLines (${kind} stream): lines cut anywhere by chunk boundaries come out whole`, async (t) => {
+    await t.step("lines split across chunks, several per chunk, CRLF and blank lines", async () => {
+      const lines = await collect(readLines(streamOfKind(['{"a":', '1}\n{"b":2}\r\n\n{"c"', ":3}\n"])));
+      assert.deepEqual(lines, ['{"a":1}', '{"b":2}', '{"c":3}']);
+    });
 
-  await t.step("a multi-byte character cut between chunks", async () => {
-    const bytes = new TextEncoder().encode('{"name":"püd-é"}\n');
-    const cut = bytes.indexOf(0xc3) + 1; // inside the two bytes of ü
-    const lines = await collect(readLines(streamOf([bytes.slice(0, cut), bytes.slice(cut)])));
-    assert.deepEqual(lines, ['{"name":"püd-é"}']);
-  });
+    await t.step("a multi-byte character cut between chunks", async () => {
+      const bytes = new TextEncoder().encode('{"name":"püd-é"}\n');
+      const cut = bytes.indexOf(0xc3) + 1; // inside the two bytes of ü
+      const lines = await collect(readLines(streamOfKind([bytes.slice(0, cut), bytes.slice(cut)])));
+      assert.deepEqual(lines, ['{"name":"püd-é"}']);
+    });
 
-  await t.step("a last line without a newline is kept when the stream ends cleanly", async () => {
-    assert.deepEqual(await collect(readLines(streamOf(["x\ny"]))), ["x", "y"]);
-  });
+    await t.step("a last line without a newline is kept when the stream ends cleanly", async () => {
+      assert.deepEqual(await collect(readLines(streamOfKind(["x\ny"]))), ["x", "y"]);
+    });
 
-  await t.step("a line growing past the limit is refused", async () => {
-    const seen: string[] = [];
-    await assert.rejects(async () => {
-      for await (const l of readLines(streamOf(["ok\n", "x".repeat(30), "y".repeat(30), "\n"]), 50)) {
-        seen.push(l);
-      }
-    }, LineTooLongError);
-    assert.deepEqual(seen, ["ok"]);
-  });
+    await t.step("a line growing past the limit is refused", async () => {
+      const seen: string[] = [];
+      await assert.rejects(async () => {
+        for await (const l of readLines(streamOfKind(["ok\n", "x".repeat(30), "y".repeat(30), "\n"]), 50)) {
+          seen.push(l);
+        }
+      }, LineTooLongError);
+      assert.deepEqual(seen, ["ok"]);
+    });
 
-  await t.step("a stream error reaches the caller after the complete lines", async () => {
-    const seen: string[] = [];
-    await assert.rejects(async () => {
-      for await (const l of readLines(streamOf(["one\ntw"], new Error("reset")))) seen.push(l);
-    }, /reset/);
-    assert.deepEqual(seen, ["one"]);
+    await t.step("a stream error reaches the caller after the complete lines", async () => {
+      const seen: string[] = [];
+      await assert.rejects(async () => {
+        for await (const l of readLines(streamOfKind(["one\ntw"], new Error("reset")))) seen.push(l);
+      }, /reset/);
+      assert.deepEqual(seen, ["one"]);
+    });
+    if (kind === "bytes") {
+      assert.ok(made.every((m) => m.filled > 0), "every byte stream was read into our buffer");
+    }
   });
+}
+
+Deno.test("a fetch body is a byte stream, so readLines reads it into its own buffer", async () => {
+  const chunks = Array.from({ length: 200 }, (_, i) => `{"i":${i}}\n`);
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    const enc = new TextEncoder();
+    let i = 0;
+    return new Response(
+      new ReadableStream({
+        pull(ctl) {
+          if (i === chunks.length) ctl.close();
+          else ctl.enqueue(enc.encode(chunks[i++]!));
+        },
+      }),
+    );
+  });
+  const url = `http://127.0.0.1:${server.addr.port}/`;
+  // Without a reader of its own, each chunk would come in a fresh 64 KiB buffer.
+  const probe = await fetch(url);
+  probe.body!.getReader({ mode: "byob" }).releaseLock();
+  await probe.body!.cancel();
+  const lines = await collect(readLines((await fetch(url)).body!));
+  assert.deepEqual(lines, chunks.map((c) => c.trim()));
 });
 
 Deno.test("Backoff doubles up to the ceiling, with jitter in the upper half", async (t) => {

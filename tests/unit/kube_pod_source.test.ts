@@ -7,6 +7,7 @@ import { KubeApiError } from "../../src/kube/client.ts";
 import type { KubeConnection } from "../../src/kube/config.ts";
 import { KubePodSource, type KubePodSourceOptions } from "../../src/kube/pod_source.ts";
 import { FileToken, StaticToken } from "../../src/kube/token.ts";
+import { sleep } from "../../testbed/mod.ts";
 import type { Pod } from "../../src/pods/source.ts";
 import { FakeApiServer, makePod, waitUntil } from "../../testbed/fake_apiserver.ts";
 
@@ -143,6 +144,30 @@ Deno.test("list and watch deliver complete snapshots of this node's pods", async
       assert.equal(await h.source.get("default", "missing"), undefined);
       assert.equal(h.server.requestsOf("get").length, 2);
     });
+  } finally {
+    await done(h);
+  }
+});
+
+Deno.test("a change after a quiet spell goes out at once; a burst goes out as one snapshot per debounceMs", async () => {
+  const h = await started({ debounceMs: 400 });
+  try {
+    await sleep(450);
+    let n = h.snapshots.length;
+    let t0 = performance.now();
+    h.server.addPod(makePod("d"));
+    await snapshotWhere(h, n, (names) => names.includes("d"), "pod d");
+    const alone = performance.now() - t0;
+    assert.ok(alone < 300, `a lone change waited ${alone.toFixed(0)} ms, as if debounced`);
+    // Right after that snapshot: the burst waits out the rest of the 400 ms, then goes out whole.
+    n = h.snapshots.length;
+    t0 = performance.now();
+    for (const name of ["e", "f", "g"]) h.server.addPod(makePod(name));
+    await snapshotWhere(h, n, (names) => names.includes("g"), "pods e, f, g");
+    const burst = performance.now() - t0;
+    assert.equal(h.snapshots.length, n + 1, "the burst is one snapshot");
+    assert.deepEqual(h.names(), ["a", "b", "c", "d", "e", "f", "g"]);
+    assert.ok(burst >= 250, `the burst went out after ${burst.toFixed(0)} ms, inside the spacing`);
   } finally {
     await done(h);
   }
