@@ -452,7 +452,8 @@ async function inClusterSection(
       "a pod change from the API",
     );
     changeManyMs.push(performance.now() - t);
-    await sleep(20);
+    // Apart from the source's 50 ms spacing of snapshots, so every change is seen on its own.
+    await sleep(100);
   }
   for (let i = 0; i < cfg.manyPods; i++) api.deletePod("default", `mp${i}`);
   await waitFor(() => count() === 0, 30_000, "no pods in the maps");
