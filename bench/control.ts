@@ -33,7 +33,7 @@ import {
   waitReady,
 } from "../testbed/mod.ts";
 import { NetnsDiscovery } from "../src/netns/discover.ts";
-import { FakeApiServer, makeTestPki } from "../testbed/fake_apiserver.ts";
+import { serviceAccountMount, startTlsApiServer } from "../testbed/fake_apiserver.ts";
 import { assertPinned, memoryKiB, type Pinning, pinPrefix } from "./procs.ts";
 
 const OUR_PLUGIN = "merbridge-cni";
@@ -405,21 +405,13 @@ async function inClusterSection(
   dir: string,
 ) {
   const home = await daemonHome(scope, { prefix: uniq(), name: "kube", dir: `${dir}/kube` });
-  const pki = await makeTestPki(home.dir);
-  const api = await FakeApiServer.start({
-    token: "bench",
-    tls: { cert: pki.serverCert, key: pki.serverKey },
-  });
-  scope.defer(() => api.close());
-  const sa = `${home.dir}/serviceaccount`;
-  await Deno.mkdir(sa);
-  await Deno.writeTextFile(`${sa}/token`, "bench");
-  await Deno.copyFile(pki.files.caCert, `${sa}/ca.crt`);
+  const { api, pki } = await startTlsApiServer(scope, home.dir, "bench");
+  const sa = await serviceAccountMount(`${home.dir}/serviceaccount`, api, pki, "bench");
   const opts: DaemonProcOptions = {
     ...home,
     podsFile: undefined,
-    env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: new URL(api.url).port },
-    extra: [`--service-account-dir=${sa}`],
+    env: sa.env,
+    extra: [`--service-account-dir=${sa.dir}`],
   };
   const d = await timedDaemon(scope, pin, opts);
   if (!d.p.stderr.some((l) => l.includes("in-cluster service account"))) {

@@ -607,3 +607,34 @@ export async function makeTestPki(dir: string, clientCn = "system:node:node-a"):
     files,
   };
 }
+
+/** An API server over TLS taking one bearer token, with its CA; closed with `scope`. */
+export async function startTlsApiServer(
+  scope: { defer(f: () => unknown): void },
+  dir: string,
+  token: string,
+): Promise<{ api: FakeApiServer; pki: TestPki }> {
+  const pki = await makeTestPki(dir);
+  const api = await FakeApiServer.start({ token, tls: { cert: pki.serverCert, key: pki.serverKey } });
+  scope.defer(() => api.close());
+  return { api, pki };
+}
+
+/**
+ * What the kubelet mounts into the agent's pod, a token and the cluster's CA, under `dir`, and the
+ * environment that leads the agent to `api`: for `--service-account-dir` and a daemon's `env`.
+ */
+export async function serviceAccountMount(
+  dir: string,
+  api: FakeApiServer,
+  pki: TestPki,
+  token: string,
+): Promise<{ dir: string; env: Record<string, string> }> {
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(`${dir}/token`, token);
+  await Deno.copyFile(pki.files.caCert, `${dir}/ca.crt`);
+  return {
+    dir,
+    env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: new URL(api.url).port },
+  };
+}

@@ -10,6 +10,7 @@ import {
   cniAdd,
   cniDel,
   cniExec,
+  type CniInvocation,
   cniNode,
   createNetns,
   type DaemonProcOptions,
@@ -31,7 +32,7 @@ import {
   uniq,
 } from "../../testbed/mod.ts";
 import { readNetns } from "../../src/netns/discover.ts";
-import { FakeApiServer, makeTestPki } from "../../testbed/fake_apiserver.ts";
+import { serviceAccountMount, startTlsApiServer } from "../../testbed/fake_apiserver.ts";
 
 const mesh = meshParams("istio");
 
@@ -87,6 +88,20 @@ async function sidecar(scope: Scope, w: { cgroup: string }, ns: string, dualStac
   const p = startSidecar(scope, { netns: ns, cgroup: w.cgroup, mesh, dualStack });
   await sidecarReady(p, ["inbound", "outbound"], 5000);
   return p;
+}
+
+/** An ADD through the chain that our plugin must refuse: the message and the plugin's error document. */
+async function refusedAdd(
+  inv: CniInvocation,
+): Promise<{ refused: string; doc: { code: number; msg: string } }> {
+  let refused = "";
+  await assert.rejects(cniAdd(inv), (e: Error) => {
+    refused = e.message;
+    return true;
+  });
+  assert.match(refused, /ADD merbridge-cni failed/, `the bridge plugin succeeded; ours refused: ${refused}`);
+  // The testbed's CNI runtime puts the plugin's stdout (one line: the error document) first, then its stderr.
+  return { refused, doc: JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n"))) };
 }
 
 async function marksListening(ns: string): Promise<string[]> {
@@ -318,14 +333,7 @@ Deno.test("kernel: with the daemon gone, a pod outside the mesh starts and a mes
 
   const ns = await createNetns(scope, `${uniq()}m`);
   const inv = w.inv("p1", ns);
-  let refused = "";
-  await assert.rejects(cniAdd(inv), (e: Error) => {
-    refused = e.message;
-    return true;
-  });
-  assert.match(refused, /ADD merbridge-cni failed/, "the bridge plugin succeeded; ours refused");
-  // The testbed's CNI runtime puts the plugin's stdout (one line: the error document) first, then its stderr.
-  const doc = JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n")));
+  const { doc } = await refusedAdd(inv);
   assert.equal(doc.code, 11, "try again later: the runtime retries the sandbox");
   assert.match(doc.msg, /pod default\/p1 is in the mesh and the merbridge daemon is not reachable/);
   // A runtime tears down a sandbox whose ADD failed before retrying.
@@ -343,25 +351,13 @@ Deno.test("kernel: in a cluster (service account, no kubeconfig): pods from the 
   await using scope = new Scope();
   const dir = await Deno.makeTempDir({ prefix: "merbridge-sa-test-" });
   scope.defer(() => Deno.remove(dir, { recursive: true }));
-  const pki = await makeTestPki(dir);
-  const api = await FakeApiServer.start({
-    token: "t0ken",
-    tls: { cert: pki.serverCert, key: pki.serverKey },
-  });
-  scope.defer(() => api.close());
+  const { api, pki } = await startTlsApiServer(scope, dir, "t0ken");
   for (const name of ["p1", "p2", "p3"]) api.addPod(podDoc(name));
   for (const name of ["plain", "plain2"]) api.addPod(podDoc(name, { meshed: false }));
-  // The kubelet's mount: a token and the cluster CA, nothing else.
-  const sa = `${dir}/serviceaccount`;
-  await Deno.mkdir(sa);
-  await Deno.writeTextFile(`${sa}/token`, "t0ken");
-  await Deno.copyFile(pki.files.caCert, `${sa}/ca.crt`);
+  const { dir: sa, env } = await serviceAccountMount(`${dir}/serviceaccount`, api, pki, "t0ken");
   const w = await cniWorld(scope, {
     flags: [`--service-account-dir=${sa}`],
-    daemon: {
-      podsFile: undefined,
-      env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: new URL(api.url).port },
-    },
+    daemon: { podsFile: undefined, env },
   });
   assert.ok(
     w.daemon.stderr.some((l) => l.includes("in-cluster service account")),
@@ -401,12 +397,7 @@ Deno.test("kernel: in a cluster (service account, no kubeconfig): pods from the 
   assert.deepEqual(await marksListening(plain2.ns), [], "a pod outside the mesh starts without the daemon");
   const ns = await createNetns(scope, `${uniq()}m`);
   const inv = w.inv("p3", ns);
-  let refused = "";
-  await assert.rejects(cniAdd(inv), (e: Error) => {
-    refused = e.message;
-    return true;
-  });
-  const doc = JSON.parse(refused.slice(refused.indexOf("{"), refused.indexOf("\n")));
+  const { refused, doc } = await refusedAdd(inv);
   assert.equal(doc.code, 11, refused);
   assert.match(doc.msg, /pod default\/p3 is in the mesh and the merbridge daemon is not reachable/);
   assert.equal(api.requestsOf("get").length - gets, 2, "the plugin read each pod from the API itself");

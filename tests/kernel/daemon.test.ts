@@ -19,7 +19,7 @@ import {
   waitMaps,
 } from "../../testbed/mod.ts";
 import { PinnedDatapathMaps } from "../../src/datapath/datapath.ts";
-import { FakeApiServer, makePod, makeTestPki } from "../../testbed/fake_apiserver.ts";
+import { makePod, startTlsApiServer } from "../../testbed/fake_apiserver.ts";
 import { currentNetnsCookie } from "../../src/netns/cookie.ts";
 import { connTableSizeFor, nodeMemoryBytes } from "../../src/datapath/sizing.ts";
 
@@ -289,12 +289,7 @@ Deno.test("kernel: pods from the Kubernetes API (TLS, token, list + watch) reach
   const s = await setup(scope);
   const dir = await Deno.makeTempDir({ prefix: "merbridge-kube-test-" });
   scope.defer(() => Deno.remove(dir, { recursive: true }));
-  const pki = await makeTestPki(dir);
-  const api = await FakeApiServer.start({
-    token: "t0ken",
-    tls: { cert: pki.serverCert, key: pki.serverKey },
-  });
-  scope.defer(() => api.close());
+  const { api, pki } = await startTlsApiServer(scope, dir, "t0ken");
   const meshed = { "sidecar.istio.io/status": "{}" };
   api.addPod(makePod("a", { node: "test-node", ip: s.a.ip, annotations: meshed }));
   api.addPod(makePod("elsewhere", { node: "other-node", ip: "10.9.9.9", annotations: meshed }));
