@@ -4,7 +4,7 @@
 // token is copied again whenever the kubelet rotates it.
 import { Buffer } from "node:buffer";
 import { dirname } from "node:path";
-import { SERVICE_ACCOUNT_DIR } from "./config.ts";
+import { inClusterConnection, SERVICE_ACCOUNT_DIR } from "./config.ts";
 import { writeAllSync } from "../util/bytes.ts";
 
 export interface PluginKubeconfigOptions {
@@ -15,13 +15,10 @@ export interface PluginKubeconfigOptions {
 /** The kubeconfig text for the in-cluster connection, or undefined when not running in a cluster. */
 export function inClusterKubeconfigText(opts: PluginKubeconfigOptions = {}): string | undefined {
   const env = opts.env ?? ((n: string) => Deno.env.get(n));
-  const host = env("KUBERNETES_SERVICE_HOST");
-  const port = env("KUBERNETES_SERVICE_PORT");
-  if (!host || !port) return undefined;
-  const dir = opts.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
-  const token = Deno.readTextFileSync(`${dir}/token`).trim();
-  const ca = Deno.readFileSync(`${dir}/ca.crt`);
-  const server = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (!env("KUBERNETES_SERVICE_HOST") || !env("KUBERNETES_SERVICE_PORT")) return undefined;
+  // The address and CA the daemon connects with itself, read and checked the same way.
+  const { server, caCerts } = inClusterConnection({ env, serviceAccountDir: opts.serviceAccountDir });
+  const token = Deno.readTextFileSync(`${opts.serviceAccountDir ?? SERVICE_ACCOUNT_DIR}/token`).trim();
   // JSON is YAML: the plugin's kubeconfig reader takes it as it is.
   return JSON.stringify(
     {
@@ -29,7 +26,7 @@ export function inClusterKubeconfigText(opts: PluginKubeconfigOptions = {}): str
       kind: "Config",
       clusters: [{
         name: "cluster",
-        cluster: { server, "certificate-authority-data": Buffer.from(ca).toString("base64") },
+        cluster: { server, "certificate-authority-data": Buffer.from(caCerts![0]!).toString("base64") },
       }],
       users: [{ name: "merbridge-cni", user: { token } }],
       contexts: [{ name: "merbridge-cni", context: { cluster: "cluster", user: "merbridge-cni" } }],
